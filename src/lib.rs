@@ -1,0 +1,9 @@
+//! Holdfast: browser calls that survive the network.
+//!
+//! - [`protocol`]: the wire messages; their documentation is the specification.
+//! - [`engine`]: the pure client and server engines (no IO, no clock).
+//! - `server` (native): the axum driver, auth, config, metrics.
+//! - `native` (native): the tokio client driver used by tests and the load tool.
+
+pub mod engine;
+pub mod protocol;
