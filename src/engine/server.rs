@@ -1671,3 +1671,38 @@ impl<S: Store> ServerEngine<S> {
         }
     }
 }
+
+/// `--dev` mode: the token *is* the identity (`alice`, or `alice:Alice Smith` to set a
+/// display name). Anyone can be anyone: for local use only, and the server says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DevAuth;
+
+impl Authenticator for DevAuth {
+    fn authenticate(
+        &self,
+        token: &str,
+        _now_ms: u64,
+        _check_expiry: bool,
+    ) -> Result<Peer, AuthError> {
+        let (id, name) = token.split_once(':').unwrap_or((token, token));
+        let valid = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+        if !valid {
+            return Err(AuthError::Invalid(
+                "dev identity must be 1-128 characters of [A-Za-z0-9-_.@]".into(),
+            ));
+        }
+        if name.is_empty() || name.len() > 128 {
+            return Err(AuthError::Invalid(
+                "display name must be 1-128 bytes".into(),
+            ));
+        }
+        Ok(Peer {
+            id: id.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
