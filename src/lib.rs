@@ -7,3 +7,9 @@
 
 pub mod engine;
 pub mod protocol;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod server;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;

@@ -1,0 +1,349 @@
+//! The native client driver: the client engine over tokio and tokio-tungstenite. Used by
+//! the integration tests and the load tool, so they exercise the very engine the
+//! browser runs.
+//!
+//! One task per client owns the [`ClientEngine`]. Every socket has a reader task that
+//! forwards text frames and a writer task. Rejoin records are kept in an in-memory map
+//! standing in for localStorage; [`NativeClient::records`] hands them to a new client,
+//! as a reloaded page would find them.
+
+use crate::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp};
+use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Wall clock in epoch milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+type EngineFn = Box<dyn FnOnce(&mut ClientEngine, u64) + Send>;
+
+enum Cmd {
+    With(EngineFn),
+    KillLink,
+    FreezeLink,
+    SendRaw(String),
+    Records(oneshot::Sender<Vec<RejoinRecord>>),
+    Stop(oneshot::Sender<()>),
+}
+
+enum LinkEvent {
+    Opened(LinkId, mpsc::UnboundedSender<Message>, Vec<JoinHandle<()>>),
+    Failed(LinkId),
+    Text(LinkId, String),
+    Binary(LinkId),
+    Closed(LinkId),
+}
+
+struct Link {
+    writer: mpsc::UnboundedSender<Message>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Half-open emulation: nothing goes in or out, and the socket stays open.
+    frozen: bool,
+}
+
+/// A client running on tokio. Dropping it stops the task.
+pub struct NativeClient {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NativeClient {
+    /// Starts a client for `url` (e.g. `ws://127.0.0.1:8080/ws`) with rejoin records as
+    /// a reloaded page would find them in storage, and connects.
+    pub fn start(url: &str, config: ClientConfig, records: Vec<RejoinRecord>) -> Self {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            url: url.to_owned(),
+            engine: ClientEngine::new(config),
+            links: HashMap::new(),
+            zombies: Vec::new(),
+            storage: BTreeMap::new(),
+            events: ev_tx,
+        };
+        let task = tokio::spawn(driver.run(cmd_rx, records));
+        Self {
+            cmd: cmd_tx,
+            events: ev_rx,
+            task,
+        }
+    }
+
+    /// Runs `f` on the engine (any command: call, accept, hangup, send, rejoin, …) and
+    /// returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ClientEngine, u64) -> R + Send + 'static,
+    ) -> R {
+        let (tx, rx) = oneshot::channel();
+        let f: EngineFn = Box::new(move |engine, now| {
+            let _ = tx.send(f(engine, now));
+        });
+        self.cmd
+            .send(Cmd::With(f))
+            .expect("client task is running");
+        rx.await.expect("client task answered")
+    }
+
+    /// The next event, or None after `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for the first event for which `pick` returns Some. On timeout, returns the
+    /// events seen meanwhile (for the assertion message).
+    pub async fn expect<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Result<T, Vec<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(t) = pick(&ev) {
+                        return Ok(t);
+                    }
+                    seen.push(ev);
+                }
+                _ => return Err(seen),
+            }
+        }
+    }
+
+    /// Drains events that already arrived.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        let mut v = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            v.push(ev);
+        }
+        v
+    }
+
+    /// Drops the current socket without a WebSocket close (the server sees the TCP
+    /// connection end; the engine sees the link close).
+    pub fn kill_link(&self) {
+        let _ = self.cmd.send(Cmd::KillLink);
+    }
+
+    /// Half-open: the current socket stays open but nothing passes either way, as when
+    /// a NAT forgets the connection. Both sides must notice through heartbeats.
+    pub fn freeze_link(&self) {
+        let _ = self.cmd.send(Cmd::FreezeLink);
+    }
+
+    /// Sends a raw text frame on the current socket (bad-input tests).
+    pub fn send_raw(&self, text: impl Into<String>) {
+        let _ = self.cmd.send(Cmd::SendRaw(text.into()));
+    }
+
+    /// The rejoin records this client has stored.
+    pub async fn records(&self) -> Vec<RejoinRecord> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.cmd.send(Cmd::Records(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// Stops the client like a closed tab: sockets drop, nothing is said to the server.
+    pub async fn close_tab(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Driver {
+    url: String,
+    engine: ClientEngine,
+    links: HashMap<LinkId, Link>,
+    /// Frozen sockets the engine gave up on: kept open (and silent) so the server side
+    /// stays half-open, as with a real dead NAT mapping.
+    zombies: Vec<Link>,
+    storage: BTreeMap<CallId, RejoinRecord>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Driver {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, records: Vec<RejoinRecord>) {
+        let (link_tx, mut link_rx) = mpsc::unbounded_channel::<LinkEvent>();
+        let now = now_ms();
+        for r in &records {
+            self.storage.insert(r.call.clone(), r.clone());
+        }
+        self.engine.load_rejoin_records(records, now);
+        self.engine.connect(now);
+        self.flush(&link_tx);
+        loop {
+            let sleep = match self.engine.poll_timeout() {
+                Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                cmd = cmds.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    match cmd {
+                        Cmd::With(f) => f(&mut self.engine, now_ms()),
+                        Cmd::KillLink => {
+                            if let Some(id) = self.engine.current_link() {
+                                if let Some(link) = self.links.remove(&id) {
+                                    for t in link.tasks { t.abort(); }
+                                }
+                                self.engine.handle_closed(id, now_ms());
+                            }
+                        }
+                        Cmd::FreezeLink => {
+                            if let Some(id) = self.engine.current_link() {
+                                if let Some(link) = self.links.get_mut(&id) { link.frozen = true; }
+                            }
+                        }
+                        Cmd::SendRaw(text) => {
+                            if let Some(link) = self.engine.current_link().and_then(|id| self.links.get(&id)) {
+                                let _ = link.writer.send(Message::Text(text.into()));
+                            }
+                        }
+                        Cmd::Records(reply) => {
+                            let _ = reply.send(self.storage.values().cloned().collect());
+                        }
+                        Cmd::Stop(reply) => {
+                            for (_, link) in self.links.drain() {
+                                for t in link.tasks { t.abort(); }
+                            }
+                            let _ = reply.send(());
+                            return;
+                        }
+                    }
+                }
+                ev = link_rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    let now = now_ms();
+                    match ev {
+                        LinkEvent::Opened(id, writer, tasks) => {
+                            if self.engine.current_link() == Some(id) {
+                                self.links.insert(id, Link { writer, tasks, frozen: false });
+                                self.engine.handle_open(id, now);
+                            } else {
+                                for t in tasks { t.abort(); }
+                            }
+                        }
+                        LinkEvent::Failed(id) | LinkEvent::Closed(id) => {
+                            let frozen = self.links.get(&id).is_some_and(|l| l.frozen);
+                            if !frozen {
+                                self.links.remove(&id);
+                                self.engine.handle_closed(id, now);
+                            }
+                        }
+                        LinkEvent::Text(id, text) => {
+                            if self.links.get(&id).is_some_and(|l| !l.frozen) {
+                                match decode_server(&text, usize::MAX) {
+                                    Ok(frame) => self.engine.handle_frame(id, frame, now),
+                                    Err(bad) => self.engine.handle_bad_frame(id, bad, now),
+                                }
+                            }
+                        }
+                        LinkEvent::Binary(id) => {
+                            if self.links.get(&id).is_some_and(|l| !l.frozen) {
+                                self.engine.handle_bad_frame(id, BadFrame::Binary, now);
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    self.engine.handle_timeout(now_ms());
+                }
+            }
+            self.flush(&link_tx);
+        }
+    }
+
+    fn flush(&mut self, link_tx: &mpsc::UnboundedSender<LinkEvent>) {
+        while let Some(io) = self.engine.poll_io() {
+            match io {
+                Io::Open(id) => {
+                    tokio::spawn(open_link(self.url.clone(), id, link_tx.clone()));
+                }
+                Io::Close(id) => {
+                    if let Some(link) = self.links.remove(&id) {
+                        if link.frozen {
+                            self.zombies.push(link);
+                        } else {
+                            let _ = link.writer.send(Message::Close(None));
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(frame) = self.engine.poll_transmit() {
+            if let Some(link) = self.engine.current_link().and_then(|id| self.links.get(&id)) {
+                if !link.frozen {
+                    let _ = link.writer.send(Message::Text(encode::<ClientFrame>(&frame).into()));
+                }
+            }
+        }
+        while let Some(op) = self.engine.poll_storage() {
+            match op {
+                StorageOp::Put(r) => {
+                    self.storage.insert(r.call.clone(), r);
+                }
+                StorageOp::Remove(call) => {
+                    self.storage.remove(&call);
+                }
+            }
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            let _ = self.events.send(ev);
+        }
+    }
+}
+
+async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEvent>) {
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+        let _ = events.send(LinkEvent::Failed(id));
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let close = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || close {
+                break;
+            }
+        }
+    });
+    let reader_events = events.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = stream.next().await {
+            let ev = match msg {
+                Ok(Message::Text(t)) => LinkEvent::Text(id, t.to_string()),
+                Ok(Message::Binary(_)) => LinkEvent::Binary(id),
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if reader_events.send(ev).is_err() {
+                return;
+            }
+        }
+        let _ = reader_events.send(LinkEvent::Closed(id));
+    });
+    let _ = events.send(LinkEvent::Opened(id, tx, vec![reader, writer]));
+}
