@@ -572,6 +572,8 @@ impl ClientEngine {
                     ConnectionState::Connecting
                 };
                 self.attempt = 0;
+                // Time spent offline made no attempt: the retry budget starts now.
+                self.down_since = Some(now);
                 self.attempt_now(now);
             }
             _ => {}
@@ -1183,6 +1185,18 @@ impl ClientEngine {
                 next_attempt_at: None,
             });
             self.events.push_back(Event::GaveUp);
+            // Every window has passed: the server has ended these calls, so they must
+            // not stay in the map (no stuck states). Ringing ones ended long ago.
+            let calls: Vec<(CallId, CallPhase)> =
+                self.calls.values().map(|c| (c.id.clone(), c.phase)).collect();
+            for (id, phase) in calls {
+                let reason = match phase {
+                    CallPhase::Active => EndReason::ReconnectFailed,
+                    CallPhase::Outgoing => EndReason::Cancelled,
+                    CallPhase::Incoming => EndReason::NoAnswer,
+                };
+                self.end_local(&id, reason);
+            }
             return;
         }
         let at = now + self.backoff_delay();
@@ -1610,7 +1624,16 @@ impl ClientEngine {
                 if self.calls.contains_key(&call) {
                     self.end_local(&call, reason);
                 } else if self.records.contains_key(&call) {
+                    // A call this page only held a rejoin record for (a reload's
+                    // prompt): the prompt goes away with the reason.
+                    if self.offers.contains_key(&call) {
+                        self.events.push_back(Event::RejoinWithdrawn {
+                            call: call.clone(),
+                            why: RejoinWithdrawn::CallEnded,
+                        });
+                    }
                     self.forget_record(&call);
+                    self.events.push_back(Event::CallEnded { call, reason });
                 }
             }
             ServerMsg::CallMoved { call } => {

@@ -1543,11 +1543,11 @@ impl<S: Store> ServerEngine<S> {
             return;
         };
         self.count_end(reason);
+        // Every session of both identities hears it: the holders, a ringing callee's
+        // other tabs, and a reloaded page that is showing a rejoin prompt for it.
         let mut targets: Vec<SessionId> = Vec::new();
         for slot in call.slots() {
-            if let Some(s) = &slot.session {
-                targets.push(s.clone());
-            }
+            targets.extend(self.store.sessions_of(&slot.user.id).iter().cloned());
             self.store.add_tombstone(
                 &slot.user.id,
                 Tombstone {
@@ -1556,10 +1556,6 @@ impl<S: Store> ServerEngine<S> {
                     at: now,
                 },
             );
-        }
-        if call.state == CallState::Ringing {
-            // The incoming call was offered to every session of the callee.
-            targets.extend(self.store.sessions_of(&call.callee.user.id).iter().cloned());
         }
         targets.sort();
         targets.dedup();
