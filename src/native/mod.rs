@@ -7,7 +7,9 @@
 //! standing in for localStorage; [`NativeClient::records`] hands them to a new client,
 //! as a reloaded page would find them.
 
-use crate::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp};
+use crate::engine::client::{
+    ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp,
+};
 use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
@@ -94,9 +96,7 @@ impl NativeClient {
         let f: EngineFn = Box::new(move |engine, now| {
             let _ = tx.send(f(engine, now));
         });
-        self.cmd
-            .send(Cmd::With(f))
-            .expect("client task is running");
+        self.cmd.send(Cmd::With(f)).expect("client task is running");
         rx.await.expect("client task answered")
     }
 
@@ -293,9 +293,15 @@ impl Driver {
             }
         }
         while let Some(frame) = self.engine.poll_transmit() {
-            if let Some(link) = self.engine.current_link().and_then(|id| self.links.get(&id)) {
+            if let Some(link) = self
+                .engine
+                .current_link()
+                .and_then(|id| self.links.get(&id))
+            {
                 if !link.frozen {
-                    let _ = link.writer.send(Message::Text(encode::<ClientFrame>(&frame).into()));
+                    let _ = link
+                        .writer
+                        .send(Message::Text(encode::<ClientFrame>(&frame).into()));
                 }
             }
         }

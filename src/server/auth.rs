@@ -54,12 +54,18 @@ fn invalid(why: &str) -> AuthError {
 }
 
 impl Authenticator for JwtAuth {
-    fn authenticate(&self, token: &str, now_ms: u64, check_expiry: bool) -> Result<Peer, AuthError> {
+    fn authenticate(
+        &self,
+        token: &str,
+        now_ms: u64,
+        check_expiry: bool,
+    ) -> Result<Peer, AuthError> {
         if token.len() > 4096 {
             return Err(invalid("token too long"));
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(invalid("token is not a JWT (header.payload.signature)"));
         };
@@ -117,7 +123,13 @@ mod tests {
         let auth = JwtAuth::new("s3cret");
         let t = auth.sign("alice", "Alice", NOW / 1000 + 60);
         let peer = auth.authenticate(&t, NOW, true).unwrap();
-        assert_eq!(peer, Peer { id: "alice".into(), name: "Alice".into() });
+        assert_eq!(
+            peer,
+            Peer {
+                id: "alice".into(),
+                name: "Alice".into()
+            }
+        );
     }
 
     #[test]
@@ -125,19 +137,31 @@ mod tests {
         let auth = JwtAuth::new("s3cret");
         let other = JwtAuth::new("not-the-secret");
         let forged = other.sign("alice", "Alice", NOW / 1000 + 60);
-        assert!(matches!(auth.authenticate(&forged, NOW, true), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.authenticate(&forged, NOW, true),
+            Err(AuthError::Invalid(_))
+        ));
         let expired = auth.sign("alice", "Alice", NOW / 1000 - 1);
-        assert_eq!(auth.authenticate(&expired, NOW, true), Err(AuthError::Expired));
+        assert_eq!(
+            auth.authenticate(&expired, NOW, true),
+            Err(AuthError::Expired)
+        );
         // At resume, expiry is not checked.
         assert!(auth.authenticate(&expired, NOW, false).is_ok());
-        assert!(matches!(auth.authenticate("garbage", NOW, true), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.authenticate("garbage", NOW, true),
+            Err(AuthError::Invalid(_))
+        ));
         // A payload swapped under a valid signature fails.
         let good = auth.sign("alice", "Alice", NOW / 1000 + 60);
         let evil = auth.sign("mallory", "M", NOW / 1000 + 60);
         let g: Vec<&str> = good.split('.').collect();
         let e: Vec<&str> = evil.split('.').collect();
         let swapped = format!("{}.{}.{}", g[0], e[1], g[2]);
-        assert!(matches!(auth.authenticate(&swapped, NOW, true), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.authenticate(&swapped, NOW, true),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -146,6 +170,9 @@ mod tests {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
         let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"alice","exp":99999999999}"#);
         let t = format!("{header}.{payload}.");
-        assert!(matches!(auth.authenticate(&t, NOW, true), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            auth.authenticate(&t, NOW, true),
+            Err(AuthError::Invalid(_))
+        ));
     }
 }

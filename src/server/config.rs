@@ -100,7 +100,11 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
+            ))
+        }
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("`{s}` is too long"))

@@ -235,7 +235,9 @@ pub async fn run(
             tracing::warn!("DEV MODE: tokens are bare identities and anyone can be anyone. Never expose this server.");
             Box::new(DevAuth)
         }
-        AuthMode::Jwt(secret) if !secret.is_empty() => Box::new(auth::JwtAuth::new(secret.as_bytes())),
+        AuthMode::Jwt(secret) if !secret.is_empty() => {
+            Box::new(auth::JwtAuth::new(secret.as_bytes()))
+        }
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
@@ -349,7 +351,11 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
         while let Some(out) = writer_rx.recv().await {
             match out {
                 Outbound::Frame(frame) => {
-                    if sink.send(Message::Text(encode(&frame).into())).await.is_err() {
+                    if sink
+                        .send(Message::Text(encode(&frame).into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
