@@ -214,11 +214,14 @@ pub enum ClientMsg {
 }
 
 /// Frames the server sends. Tagged by `"t"`.
+// Call descriptions make `msg` frames a few hundred bytes; they are moved once into a
+// send queue, so boxing would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "kebab-case")]
 pub enum ServerFrame {
-    /// Answer to a hello.
-    Welcome(Welcome),
+    /// Answer to a hello (boxed: it is much larger than the frames that stream).
+    Welcome(Box<Welcome>),
     /// A sequenced application message.
     Msg {
         seq: u64,

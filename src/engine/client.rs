@@ -920,7 +920,7 @@ impl ClientEngine {
         }
         self.last_rx = now;
         match frame {
-            ServerFrame::Welcome(w) if phase == LinkPhase::Hello => self.welcome(w, now),
+            ServerFrame::Welcome(w) if phase == LinkPhase::Hello => self.welcome(*w, now),
             ServerFrame::Error(e) => self.server_error(e, now),
             _ if phase != LinkPhase::Ready => {
                 // Nothing but a welcome or an error is valid before the welcome.

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 pub type ConnId = u64;
 
 /// What the driver must do.
+#[allow(clippy::large_enum_variant)] // see ServerFrame
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send this frame on this socket.
@@ -733,7 +734,7 @@ impl<S: Store> ServerEngine<S> {
         let ack = s.in_seq;
         let replay: Vec<(u64, ServerMsg)> = s.unacked.iter().cloned().collect();
         let presence = s.presence;
-        self.send(conn, ServerFrame::Welcome(welcome));
+        self.send(conn, ServerFrame::Welcome(Box::new(welcome)));
         for (seq, body) in replay {
             self.send(conn, ServerFrame::Msg { seq, ack, body });
         }
@@ -802,7 +803,7 @@ impl<S: Store> ServerEngine<S> {
         let snapshot = self.snapshot_for(&sid, &user.id, hello.presence);
         self.send(
             conn,
-            ServerFrame::Welcome(Welcome {
+            ServerFrame::Welcome(Box::new(Welcome {
                 session: sid,
                 secret,
                 resumed: false,
@@ -812,7 +813,7 @@ impl<S: Store> ServerEngine<S> {
                 limits: self.config.limits(),
                 now,
                 snapshot: Some(snapshot),
-            }),
+            })),
         );
         self.schedule_heartbeat(conn, now);
         if !was_online {

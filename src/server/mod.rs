@@ -103,6 +103,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// What a socket's writer task is told.
+#[allow(clippy::large_enum_variant)] // see ServerFrame
 enum Outbound {
     Frame(ServerFrame),
     Close,
