@@ -13,7 +13,9 @@
 //! with [`ServerFrame::Welcome`] (or with a fatal [`ServerFrame::Error`] and a close).
 //! A welcome opens or resumes a *session*: the unit that survives socket drops. A session
 //! is identified by [`SessionId`] and proven by a resume secret that the server rotates in
-//! every welcome (an old secret is never accepted twice).
+//! every welcome. The secret a resume presented stays valid only until the client's
+//! first frame after that welcome (proof that the new secret arrived; a welcome lost with
+//! its socket must not lose the session); after that an old secret is never accepted.
 //!
 //! # Sequencing and exactly-once delivery
 //!
@@ -185,13 +187,17 @@ pub enum ClientMsg {
     /// Accept a ringing incoming call.
     Accept { call: CallId },
     /// Decline a ringing incoming call. `busy: true` ends it with `busy` instead of
-    /// `declined` (the client answers a second incoming call this way).
+    /// `declined` (the client answers a second incoming call this way). If this
+    /// session's own accept made the call active while the decline was on its way, the
+    /// call still ends `declined`.
     Decline {
         call: CallId,
         #[serde(default)]
         busy: bool,
     },
-    /// Withdraw an outgoing call that is still ringing (`cancelled`).
+    /// Withdraw an outgoing call that is still ringing (`cancelled`). If it was answered
+    /// while the cancel was on its way, it still ends `cancelled` at both ends (the
+    /// caller never saw it active).
     Cancel { call: CallId },
     /// End an active call (`hangup`). On a ringing call: the caller cancels, the callee
     /// declines.

@@ -1,65 +1,80 @@
 //! `holdfast-server`: a thin main over [`holdfast::server::run`].
 
-use clap::Parser;
-use holdfast::server::config::Cli;
-use holdfast::server::{run, AuthMode, RunConfig};
-use std::process::ExitCode;
+// The package's wasm build (the browser client) compiles its binaries too; they are
+// native-only, so there they are empty.
+#[cfg(target_arch = "wasm32")]
+fn main() {}
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if cli.log_format == "json" {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
-    let auth = match (&cli.jwt_secret, cli.dev) {
-        (Some(secret), _) => AuthMode::Jwt(secret.clone()),
-        (None, true) => AuthMode::Dev,
-        (None, false) => {
-            eprintln!("holdfast-server: no authentication configured: pass --jwt-secret (or HOLDFAST_JWT_SECRET), or --dev for local use");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(cli.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("holdfast-server: cannot listen on {}: {e}", cli.listen);
-            return ExitCode::from(1);
-        }
-    };
-    let config = RunConfig {
-        engine: cli.engine_config(),
-        auth,
-        static_dir: cli.static_dir.clone(),
-        test_hooks: cli.test_hooks,
-    };
-    match run(listener, config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("holdfast-server: {e}");
-            ExitCode::from(1)
-        }
-    }
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    app::main()
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+#[cfg(not(target_arch = "wasm32"))]
+mod app {
+
+    use clap::Parser;
+    use holdfast::server::config::Cli;
+    use holdfast::server::{run, AuthMode, RunConfig};
+    use std::process::ExitCode;
+
+    #[tokio::main]
+    pub async fn main() -> ExitCode {
+        let cli = Cli::parse();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        if cli.log_format == "json" {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .json()
+                .init();
+        } else {
+            tracing_subscriber::fmt().with_env_filter(filter).init();
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        let auth = match (&cli.jwt_secret, cli.dev) {
+            (Some(secret), _) => AuthMode::Jwt(secret.clone()),
+            (None, true) => AuthMode::Dev,
+            (None, false) => {
+                eprintln!("holdfast-server: no authentication configured: pass --jwt-secret (or HOLDFAST_JWT_SECRET), or --dev for local use");
+                return ExitCode::from(2);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("holdfast-server: cannot listen on {}: {e}", cli.listen);
+                return ExitCode::from(1);
+            }
+        };
+        let config = RunConfig {
+            engine: cli.engine_config(),
+            auth,
+            static_dir: cli.static_dir.clone(),
+            test_hooks: cli.test_hooks,
+        };
+        match run(listener, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("holdfast-server: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    async fn shutdown_signal() {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
 }

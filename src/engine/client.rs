@@ -53,6 +53,10 @@ pub struct ClientConfig {
     pub max_unacked: usize,
     /// Seed for backoff jitter.
     pub seed: u64,
+    /// Who the token says we are, if the driver can tell before the server confirms
+    /// (a dev identity, or a JWT's unverified `sub`). Stored rejoin records of anyone
+    /// else (a shared computer) are then never offered, not even before the welcome.
+    pub identity_hint: Option<UserId>,
 }
 
 impl ClientConfig {
@@ -70,6 +74,7 @@ impl ClientConfig {
             rejoin_refresh_ms: 5_000,
             max_unacked: 1_024,
             seed: 0x5eed,
+            identity_hint: None,
         }
     }
 }
@@ -134,6 +139,7 @@ pub enum StorageOp {
 
 /// A rejoin the app may offer to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RejoinOffer {
     pub call: CallId,
     pub peer: Peer,
@@ -170,6 +176,7 @@ pub enum CallPhase {
 
 /// A call in the active-call map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientCall {
     pub id: CallId,
     pub phase: CallPhase,
@@ -185,8 +192,14 @@ pub struct ClientCall {
     pub ring_deadline: Option<u64>,
 }
 
-/// Something the app should know.
-#[derive(Debug, Clone, PartialEq)]
+/// Something the app should know. Serialises to the JS event objects
+/// (`{ type: "call-ended", call, reason }`, fields in camelCase).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Event {
     /// Trying to open the first session.
     Connecting {
@@ -403,6 +416,9 @@ pub struct ClientEngine {
     held_by_other_tab: BTreeMap<CallId, ()>,
     /// Rejoins sent automatically after a session loss.
     auto_rejoins: BTreeMap<CallId, ()>,
+    /// Calls this page ended by its own command (most recent last): late server news
+    /// about them (answers that crossed the hang-up) must not bring them back.
+    ended_here: VecDeque<CallId>,
     presence: BTreeMap<UserId, PresenceEntry>,
     online: bool,
     attempt: u32,
@@ -445,6 +461,7 @@ impl ClientEngine {
             offers: BTreeMap::new(),
             held_by_other_tab: BTreeMap::new(),
             auto_rejoins: BTreeMap::new(),
+            ended_here: VecDeque::new(),
             presence: BTreeMap::new(),
             online: true,
             attempt: 0,
@@ -629,7 +646,12 @@ impl ClientEngine {
                 self.storage.push_back(StorageOp::Remove(r.call));
                 continue;
             }
-            if r.deadline <= now {
+            let foreign = self
+                .config
+                .identity_hint
+                .as_ref()
+                .is_some_and(|me| *me != r.user);
+            if foreign || r.deadline <= now {
                 self.storage.push_back(StorageOp::Remove(r.call));
                 continue;
             }
@@ -714,23 +736,38 @@ impl ClientEngine {
     }
 
     /// End a call in any phase: cancel an outgoing one, decline an incoming one, hang
-    /// up an active one. The call ends locally at once with its reason.
+    /// up an active one. The call ends locally at once with its reason. The request says
+    /// what the user saw (`cancel` / `decline` / `hangup`), so that a call answered while
+    /// the request was on its way ends with the same reason at the other end.
     pub fn hangup(&mut self, call: &str, now: u64) -> Result<u64, ClientError> {
         self.check_usable()?;
         let phase = self.calls.get(call).ok_or(ClientError::UnknownCall)?.phase;
-        let re = self.enqueue(
-            ClientMsg::Hangup {
-                call: call.to_owned(),
-            },
-            now,
-        )?;
-        let reason = match phase {
-            CallPhase::Outgoing => EndReason::Cancelled,
-            CallPhase::Incoming => EndReason::Declined,
-            CallPhase::Active => EndReason::Hangup,
+        let call = call.to_owned();
+        let (msg, reason) = match phase {
+            CallPhase::Outgoing => (
+                ClientMsg::Cancel { call: call.clone() },
+                EndReason::Cancelled,
+            ),
+            CallPhase::Incoming => (
+                ClientMsg::Decline {
+                    call: call.clone(),
+                    busy: false,
+                },
+                EndReason::Declined,
+            ),
+            CallPhase::Active => (ClientMsg::Hangup { call: call.clone() }, EndReason::Hangup),
         };
-        self.end_local(call, reason);
+        let re = self.enqueue(msg, now)?;
+        self.end_local(&call, reason);
+        self.ended_here.push_back(call);
+        if self.ended_here.len() > 64 {
+            self.ended_here.pop_front();
+        }
         Ok(re)
+    }
+
+    fn was_ended_here(&self, call: &str) -> bool {
+        self.ended_here.iter().any(|c| c == call)
     }
 
     /// Relay a payload to the other participant of an active call.
@@ -1187,8 +1224,11 @@ impl ClientEngine {
             self.events.push_back(Event::GaveUp);
             // Every window has passed: the server has ended these calls, so they must
             // not stay in the map (no stuck states). Ringing ones ended long ago.
-            let calls: Vec<(CallId, CallPhase)> =
-                self.calls.values().map(|c| (c.id.clone(), c.phase)).collect();
+            let calls: Vec<(CallId, CallPhase)> = self
+                .calls
+                .values()
+                .map(|c| (c.id.clone(), c.phase))
+                .collect();
             for (id, phase) in calls {
                 let reason = match phase {
                     CallPhase::Active => EndReason::ReconnectFailed,
@@ -1484,11 +1524,25 @@ impl ClientEngine {
                 }
             }
         }
+        // Calls this page ended whose end the lost session may never have delivered.
+        for info in snap.calls.iter() {
+            if self.was_ended_here(&info.id) {
+                let req = self.next_request;
+                self.next_request += 1;
+                self.pending.push_back((
+                    req,
+                    ClientMsg::Hangup {
+                        call: info.id.clone(),
+                    },
+                ));
+            }
+        }
         // Incoming calls still ringing.
         for info in snap.calls.iter() {
             if info.state == CallState::Ringing
                 && info.callee.user.id == me.id
                 && !self.calls.contains_key(&info.id)
+                && !self.was_ended_here(&info.id)
             {
                 let call = self.client_call(info, CallPhase::Incoming);
                 self.calls.insert(info.id.clone(), call.clone());
@@ -1518,6 +1572,23 @@ impl ClientEngine {
     }
 
     fn server_msg(&mut self, body: ServerMsg, now: u64) {
+        // News that crossed this page's own hang-up: the call is over here.
+        let about = match &body {
+            ServerMsg::CallCreated { call, .. }
+            | ServerMsg::IncomingCall { call }
+            | ServerMsg::CallStarted { call, .. } => Some(call.id.as_str()),
+            ServerMsg::ParticipantDisconnected { call, .. }
+            | ServerMsg::ParticipantReconnected { call, .. }
+            | ServerMsg::CallEnded { call, .. }
+            | ServerMsg::CallMoved { call } => Some(call.as_str()),
+            _ => None,
+        };
+        if about.is_some_and(|c| self.was_ended_here(c)) {
+            if let ServerMsg::CallCreated { re, .. } = body {
+                self.requests.remove(&re);
+            }
+            return;
+        }
         match body {
             ServerMsg::CallCreated { re, call, existing } => {
                 let Some((re, _)) = self.requests.remove(&re) else {

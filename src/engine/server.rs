@@ -339,6 +339,12 @@ impl<S: Store> ServerEngine<S> {
                 now,
             ),
             (Some(sid), frame) => {
+                if !matches!(frame, ClientFrame::Hello(_)) {
+                    // The client speaks after a welcome only: it has the new secret.
+                    if let Some(s) = self.store.session_mut(&sid) {
+                        s.prev_secret_hash = None;
+                    }
+                }
                 if !self.charge(conn, now) {
                     // A refused sequenced message still counts as handled so that the
                     // sequence stays gap-free; it changed nothing.
@@ -673,7 +679,8 @@ impl<S: Store> ServerEngine<S> {
         let window = self.config.resume_window_ms;
         let ok = self.store.session(&r.session).is_some_and(|s| {
             s.user.id == user.id
-                && secret_matches(&r.secret, &s.secret_hash)
+                && (secret_matches(&r.secret, &s.secret_hash)
+                    | s.prev_secret_hash.is_some_and(|h| secret_matches(&r.secret, &h)))
                 && !s.overflowed
                 && s.detached_at.is_none_or(|at| now < at + window)
                 && r.last_seq <= s.out_seq
@@ -689,6 +696,9 @@ impl<S: Store> ServerEngine<S> {
             let s = self.store.session_mut(&sid).expect("checked above");
             let old = s.conn.replace(conn);
             let was_detached = s.detached_at.take().is_some();
+            // The presented secret stays valid until this welcome is known to have
+            // arrived (see `Session::prev_secret_hash`).
+            s.prev_secret_hash = Some(secret_hash(&r.secret));
             s.secret_hash = secret_hash(&secret);
             while s.unacked.front().is_some_and(|(seq, _)| *seq <= r.last_seq) {
                 s.unacked.pop_front();
@@ -783,6 +793,7 @@ impl<S: Store> ServerEngine<S> {
             id: sid.clone(),
             user: user.clone(),
             secret_hash: secret_hash(&secret),
+            prev_secret_hash: None,
             conn: Some(conn),
             detached_at: None,
             out_seq: 0,
@@ -1140,7 +1151,11 @@ impl<S: Store> ServerEngine<S> {
                 if c.callee.user.id != user.id {
                     return refuse(ErrorCode::InvalidState, "only the callee can decline");
                 }
-                if c.state != CallState::Ringing {
+                // This session's own accept made it active while the decline was on its
+                // way: the user saw a ringing call and declined it, so it ends declined.
+                let crossed_own_accept =
+                    c.state == CallState::Active && c.callee.session.as_deref() == Some(sid);
+                if c.state != CallState::Ringing && !crossed_own_accept {
                     return refuse(ErrorCode::InvalidState, "the call is not ringing");
                 }
                 let reason = if busy {
@@ -1156,7 +1171,11 @@ impl<S: Store> ServerEngine<S> {
                 if c.caller.user.id != user.id {
                     return refuse(ErrorCode::InvalidState, "only the caller can cancel");
                 }
-                if c.state != CallState::Ringing {
+                // Answered while the cancel was on its way: the caller never saw it
+                // active, so it ends cancelled at both ends.
+                let crossed_answer =
+                    c.state == CallState::Active && c.caller.session.as_deref() == Some(sid);
+                if c.state != CallState::Ringing && !crossed_answer {
                     return refuse(ErrorCode::InvalidState, "the call is not ringing");
                 }
                 self.end_call(&call, EndReason::Cancelled, now);

@@ -18,6 +18,10 @@ pub struct Session {
     pub user: Peer,
     /// SHA-256 of the current resume secret.
     pub secret_hash: [u8; 32],
+    /// SHA-256 of the secret the last resume presented, still accepted until the client
+    /// shows it received the rotated one (its first frame after that welcome): a welcome
+    /// lost with its socket must not lose the session.
+    pub prev_secret_hash: Option<[u8; 32]>,
     /// The socket currently attached, if any.
     pub conn: Option<u64>,
     /// When the socket went away (the resume window runs from here).

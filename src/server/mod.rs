@@ -125,6 +125,19 @@ enum Cmd {
 struct AppState {
     actor: mpsc::UnboundedSender<Cmd>,
     max_frame_bytes: usize,
+    /// Test suites run pages from other origins (the wasm test runner): with test hooks
+    /// on, `/metrics` and `/test/*` answer cross-origin reads.
+    test_hooks: bool,
+}
+
+fn cors(state: &AppState, mut resp: Response) -> Response {
+    if state.test_hooks {
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::HeaderValue::from_static("*"),
+        );
+    }
+    resp
 }
 
 /// Frames queued per socket before it counts as a dead (too slow) link.
@@ -254,6 +267,7 @@ pub async fn run(
     let state = AppState {
         actor: tx.clone(),
         max_frame_bytes,
+        test_hooks: config.test_hooks,
     };
     let mut app = Router::new()
         .route("/ws", get(ws_handler))
@@ -298,14 +312,15 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
     if state.actor.send(Cmd::Metrics(tx)).is_err() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    match rx.await {
+    let resp = match rx.await {
         Ok(m) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             metrics::render(&m),
         )
             .into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    };
+    cors(&state, resp)
 }
 
 #[derive(serde::Deserialize)]
@@ -318,10 +333,11 @@ async fn drop_handler(State(state): State<AppState>, Query(q): Query<DropQuery>)
     if state.actor.send(Cmd::DropUser(q.user, tx)).is_err() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    match rx.await {
+    let resp = match rx.await {
         Ok(n) => n.to_string().into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    };
+    cors(&state, resp)
 }
 
 async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {

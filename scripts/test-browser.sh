@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Browser tests of the wasm driver (wasm-bindgen-test in headless Chromium) against a
+# real holdfast-server started here with short windows and test hooks.
+# Expects the tools from scripts/setup.sh (wasm target, wasm-bindgen-cli, chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --bin holdfast-server
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log=$(mktemp)
+./target/debug/holdfast-server --dev --test-hooks --listen "127.0.0.1:${port}" \
+  --grace 20s --resume-window 20s --heartbeat-interval 500ms --heartbeat-timeout 1500ms \
+  >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  curl -fsS "http://127.0.0.1:${port}/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+export HOLDFAST_TEST_HTTP="http://127.0.0.1:${port}"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+export WASM_BINDGEN_TEST_TIMEOUT=120
+cargo test --locked --target wasm32-unknown-unknown --test web

@@ -1,0 +1,72 @@
+//! `holdfast-load`: a thin main over [`holdfast::load`].
+
+// The package's wasm build (the browser client) compiles its binaries too; they are
+// native-only, so there they are empty.
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    app::main()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod app {
+
+    use clap::Parser;
+    use holdfast::load::cli::Cli;
+    use holdfast::load::{fds_needed, raise_nofile_limit};
+    use std::process::ExitCode;
+
+    pub fn main() -> ExitCode {
+        let cli = Cli::parse();
+        // Client sockets, two proxy sockets per session, and the server child (which
+        // inherits this limit).
+        let want = fds_needed(cli.sessions);
+        let got = raise_nofile_limit(want);
+        if got < want {
+            eprintln!(
+                "holdfast-load: warning: open-files limit is {got}, {want} wanted for {} sessions",
+                cli.sessions
+            );
+        }
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("holdfast-load: cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let max_time = cli.max_time;
+        let result = runtime.block_on(async { tokio::time::timeout(max_time, cli.run()).await });
+        // Session tasks may still be winding down; do not wait for them.
+        runtime.shutdown_background();
+        match result {
+            Ok(Ok(report)) => {
+                if cli.json {
+                    match serde_json::to_string_pretty(&report) {
+                        Ok(json) => println!("{json}"),
+                        Err(e) => {
+                            eprintln!("holdfast-load: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                } else {
+                    print!("{}", report.render());
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                eprintln!("holdfast-load: {e}");
+                ExitCode::from(1)
+            }
+            Err(_) => {
+                eprintln!("holdfast-load: stopped after --max-time {max_time:?}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}

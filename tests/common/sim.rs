@@ -1,0 +1,624 @@
+//! A deterministic simulation of one [`ServerEngine`] and any number of [`ClientEngine`]s
+//! on a simulated clock.
+//!
+//! Links are in-memory frame queues with a delay per direction. Every frame is encoded
+//! to JSON and decoded again on arrival, so the wire shape is exercised. Nothing sleeps:
+//! [`Sim::advance`] jumps from one due thing (a timer of any engine, a frame delivery)
+//! to the next.
+//!
+//! Network faults:
+//! - [`Sim::drop_link`]: the socket closes cleanly; both sides are told at once.
+//! - [`Sim::half_open`]: the socket dies silently: frames in both directions (and any
+//!   close) are discarded, both sides keep it open until their heartbeats notice.
+//! - [`Sim::set_net`] with [`Net::Blackhole`]: the client's network swallows everything:
+//!   its current link becomes half-open and new sockets never open. [`Net::Refuse`]:
+//!   new sockets fail at once (server unreachable).
+#![allow(dead_code)]
+
+use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord};
+use holdfast::engine::client::{ConnectionState, StorageOp};
+use holdfast::engine::server::{ConnId, DevAuth, Output, ServerConfig, ServerEngine};
+use holdfast::engine::store::MemoryStore;
+use holdfast::engine::SplitMix;
+use holdfast::protocol::{decode_client, decode_server, encode, CallId, ServerFrame};
+use std::collections::{BTreeMap, HashMap};
+
+/// A plausible epoch-ms start time (deadlines in events are absolute).
+pub const T0: u64 = 1_700_000_000_000;
+
+/// A client's index in the simulation.
+pub type C = usize;
+
+/// A client's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    Up,
+    /// Everything vanishes; sockets never open.
+    Blackhole,
+    /// Sockets fail to open at once.
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dir {
+    ToServer,
+    ToClient,
+}
+
+#[derive(Debug)]
+enum Wire {
+    Frame(String),
+    Close,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    client: C,
+    link: LinkId,
+    dir: Dir,
+    wire: Wire,
+}
+
+#[derive(Debug)]
+struct Link {
+    conn: Option<ConnId>,
+    up_ms: u64,
+    down_ms: u64,
+    /// Half-open or blackholed: nothing gets through any more, nobody is told.
+    dead: bool,
+    /// Last scheduled arrival per direction (sockets are ordered).
+    last_up: u64,
+    last_down: u64,
+}
+
+/// One page: its engine and everything it produced.
+pub struct Node {
+    pub engine: ClientEngine,
+    pub config: ClientConfig,
+    /// Events with the time they were drained.
+    pub events: Vec<(u64, Event)>,
+    /// Storage writes with their time.
+    pub storage_ops: Vec<(u64, StorageOp)>,
+    /// The page's localStorage after those writes.
+    pub stored: BTreeMap<CallId, RejoinRecord>,
+    /// Every server frame that reached this page (any link).
+    pub received: Vec<(u64, ServerFrame)>,
+    /// Every socket the engine asked for: (time, io).
+    pub io_log: Vec<(u64, Io)>,
+    pub net: Net,
+    up_ms: u64,
+    down_ms: u64,
+    /// The socket the driver sends on (the last one opened and not closed).
+    link: Option<LinkId>,
+}
+
+/// The simulated world.
+pub struct Sim {
+    pub now: u64,
+    pub server: ServerEngine<MemoryStore>,
+    pub nodes: Vec<Node>,
+    /// Every server output with its time.
+    pub server_log: Vec<(u64, Output)>,
+    links: BTreeMap<(C, LinkId), Link>,
+    conns: HashMap<ConnId, (C, LinkId)>,
+    /// Frames sent to sockets opened by hand (no client engine).
+    raw: BTreeMap<ConnId, Vec<ServerFrame>>,
+    raw_closed: Vec<ConnId>,
+    wires: BTreeMap<(u64, u64), Delivery>,
+    wire_seq: u64,
+    seed: u64,
+    /// Delay per direction for new clients.
+    pub default_delay_ms: u64,
+}
+
+impl Sim {
+    /// Default server configuration, seeded entropy.
+    pub fn new(seed: u64) -> Self {
+        Self::with_config(ServerConfig::default(), seed)
+    }
+
+    pub fn with_config(config: ServerConfig, seed: u64) -> Self {
+        let server = ServerEngine::new(
+            config,
+            MemoryStore::new(),
+            Box::new(DevAuth),
+            Box::new(SplitMix(seed)),
+        );
+        Self {
+            now: T0,
+            server,
+            nodes: Vec::new(),
+            server_log: Vec::new(),
+            links: BTreeMap::new(),
+            conns: HashMap::new(),
+            raw: BTreeMap::new(),
+            raw_closed: Vec::new(),
+            wires: BTreeMap::new(),
+            wire_seq: 0,
+            seed,
+            default_delay_ms: 5,
+        }
+    }
+
+    // ------------------------------------------------------------ clients
+
+    /// A page that will use `token` (in dev auth the token is the identity).
+    pub fn add(&mut self, token: &str) -> C {
+        let mut config = ClientConfig::new(token);
+        config.seed = self.seed ^ (self.nodes.len() as u64 + 1).wrapping_mul(0x9E37_79B9);
+        self.add_with(config)
+    }
+
+    pub fn add_with(&mut self, config: ClientConfig) -> C {
+        self.nodes.push(Node {
+            engine: ClientEngine::new(config.clone()),
+            config,
+            events: Vec::new(),
+            storage_ops: Vec::new(),
+            stored: BTreeMap::new(),
+            received: Vec::new(),
+            io_log: Vec::new(),
+            net: Net::Up,
+            up_ms: self.default_delay_ms,
+            down_ms: self.default_delay_ms,
+            link: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Add a page, connect it and wait until it is connected.
+    pub fn online(&mut self, token: &str) -> C {
+        let c = self.add(token);
+        self.connect(c);
+        c
+    }
+
+    /// `connect()` and run until connected (at most 10 s).
+    pub fn connect(&mut self, c: C) {
+        self.act(c, |e, now| e.connect(now));
+        let ok = self.run_until(10_000, |s| s.state(c) == ConnectionState::Connected);
+        assert!(ok, "client {c} did not connect: {:?}", self.state(c));
+    }
+
+    /// The page reloads (or crashes and is reopened): the page is hidden and the socket
+    /// closes (neither happens when it dies `silently`), a fresh engine starts with the page's stored rejoin
+    /// records, and connects.
+    pub fn reload(&mut self, c: C, silently: bool) {
+        if !silently {
+            let now = self.now;
+            self.nodes[c].engine.handle_pagehide(now);
+            self.settle();
+        }
+        if let Some(link) = self.nodes[c].link.take() {
+            self.kill_link(c, link, !silently);
+        }
+        let mut config = self.nodes[c].config.clone();
+        config.seed = config.seed.wrapping_add(1);
+        let records: Vec<RejoinRecord> = self.nodes[c].stored.values().cloned().collect();
+        let node = &mut self.nodes[c];
+        node.config = config.clone();
+        node.engine = ClientEngine::new(config);
+        node.engine.load_rejoin_records(records, self.now);
+        self.settle();
+    }
+
+    /// The identity of a page (its dev token up to any `:`).
+    pub fn id(&self, c: C) -> String {
+        let t = &self.nodes[c].config.token;
+        t.split(':').next().unwrap_or(t).to_owned()
+    }
+
+    pub fn client(&mut self, c: C) -> &mut ClientEngine {
+        &mut self.nodes[c].engine
+    }
+
+    pub fn state(&self, c: C) -> ConnectionState {
+        self.nodes[c].engine.state()
+    }
+
+    /// Run an app command (or any engine input) at the current time, then let the
+    /// consequences that are due now happen.
+    pub fn act<R>(&mut self, c: C, f: impl FnOnce(&mut ClientEngine, u64) -> R) -> R {
+        let now = self.now;
+        let r = f(&mut self.nodes[c].engine, now);
+        self.settle();
+        r
+    }
+
+    /// Every event of a page so far.
+    pub fn events(&self, c: C) -> Vec<Event> {
+        self.nodes[c]
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Events of a page since the last call.
+    pub fn take_events(&mut self, c: C) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[c].events)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// The first event matching `f` (with its time), if any.
+    pub fn find_event(&self, c: C, f: impl Fn(&Event) -> bool) -> Option<(u64, Event)> {
+        self.nodes[c].events.iter().find(|(_, e)| f(e)).cloned()
+    }
+
+    pub fn stored(&self, c: C) -> Vec<RejoinRecord> {
+        self.nodes[c].stored.values().cloned().collect()
+    }
+
+    /// Secrets of every welcome this page received, oldest first.
+    pub fn welcomes(&self, c: C) -> Vec<holdfast::protocol::Welcome> {
+        self.nodes[c]
+            .received
+            .iter()
+            .filter_map(|(_, f)| match f {
+                ServerFrame::Welcome(w) => Some((**w).clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The server's socket id for a page's current link.
+    pub fn conn_of(&self, c: C) -> Option<ConnId> {
+        let link = self.nodes[c].link?;
+        self.links.get(&(c, link)).and_then(|l| l.conn)
+    }
+
+    // ------------------------------------------------------------ network
+
+    /// Per-direction delay of this page's current and future sockets.
+    pub fn set_delay(&mut self, c: C, up_ms: u64, down_ms: u64) {
+        self.nodes[c].up_ms = up_ms;
+        self.nodes[c].down_ms = down_ms;
+        if let Some(link) = self.nodes[c].link {
+            if let Some(l) = self.links.get_mut(&(c, link)) {
+                l.up_ms = up_ms;
+                l.down_ms = down_ms;
+            }
+        }
+    }
+
+    pub fn set_net(&mut self, c: C, net: Net) {
+        self.nodes[c].net = net;
+        if net == Net::Blackhole {
+            self.half_open(c);
+        }
+    }
+
+    /// Close a page's socket cleanly: both sides are told now, frames in flight are lost.
+    pub fn drop_link(&mut self, c: C) {
+        if let Some(link) = self.nodes[c].link.take() {
+            self.kill_link(c, link, true);
+            self.nodes[c].engine.handle_closed(link, self.now);
+            self.settle();
+        }
+    }
+
+    /// A page's socket dies silently (see the module documentation).
+    pub fn half_open(&mut self, c: C) {
+        if let Some(link) = self.nodes[c].link {
+            if let Some(l) = self.links.get_mut(&(c, link)) {
+                l.dead = true;
+            }
+        }
+    }
+
+    /// The link is gone for the simulation; tell the server if `tell_server`.
+    fn kill_link(&mut self, c: C, link: LinkId, tell_server: bool) {
+        let Some(l) = self.links.get_mut(&(c, link)) else {
+            return;
+        };
+        let was_dead = l.dead;
+        l.dead = true;
+        if tell_server && !was_dead {
+            if let Some(conn) = l.conn {
+                self.server.handle_close(conn, self.now);
+            }
+        }
+    }
+
+    // ------------------------------------------------------- raw sockets
+
+    /// Open a socket on the server with no client engine behind it.
+    pub fn open_raw(&mut self) -> ConnId {
+        let conn = self.server.handle_open(self.now);
+        self.raw.insert(conn, Vec::new());
+        conn
+    }
+
+    /// Hand text to the server on a raw socket, as the server driver would.
+    pub fn raw_send(&mut self, conn: ConnId, text: &str) {
+        let max = self.server.config().max_frame_bytes;
+        match decode_client(text, max) {
+            Ok(f) => self.server.handle_frame(conn, f, self.now),
+            Err(bad) => self.server.handle_bad_frame(conn, bad, self.now),
+        }
+        self.settle();
+    }
+
+    /// Frames the server sent on a raw socket since the last call.
+    pub fn raw_take(&mut self, conn: ConnId) -> Vec<ServerFrame> {
+        self.raw
+            .get_mut(&conn)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    pub fn raw_is_closed(&self, conn: ConnId) -> bool {
+        self.raw_closed.contains(&conn)
+    }
+
+    /// Put text on a page's current socket towards the server, bypassing its engine.
+    pub fn inject(&mut self, c: C, text: &str) {
+        let link = self.nodes[c].link.expect("no socket");
+        self.enqueue(c, link, Dir::ToServer, Wire::Frame(text.to_owned()));
+        self.settle();
+    }
+
+    // --------------------------------------------------------------- time
+
+    /// Run until `ms` from now.
+    pub fn advance(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.run_to(until);
+    }
+
+    /// Run until the absolute time `t`.
+    pub fn run_to(&mut self, t: u64) {
+        self.settle();
+        while let Some(next) = self.next_due() {
+            if next > t {
+                break;
+            }
+            self.now = self.now.max(next);
+            self.settle();
+        }
+        self.now = self.now.max(t);
+        self.settle();
+    }
+
+    /// Jump to the next due thing of anyone (timer or delivery). Returns its time.
+    pub fn step(&mut self) -> Option<u64> {
+        self.settle();
+        let next = self.next_due()?;
+        self.now = self.now.max(next);
+        self.settle();
+        Some(self.now)
+    }
+
+    /// Step until `cond` holds, for at most `max_ms`. Returns whether it held.
+    pub fn run_until(&mut self, max_ms: u64, mut cond: impl FnMut(&Sim) -> bool) -> bool {
+        let limit = self.now + max_ms;
+        self.settle();
+        loop {
+            if cond(self) {
+                return true;
+            }
+            match self.next_due() {
+                Some(next) if next <= limit => {
+                    self.now = self.now.max(next);
+                    self.settle();
+                }
+                _ => {
+                    self.now = self.now.max(limit);
+                    self.settle();
+                    return cond(self);
+                }
+            }
+        }
+    }
+
+    /// The earliest timer or delivery of anyone.
+    pub fn next_due(&self) -> Option<u64> {
+        let timers = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine.poll_timeout())
+            .chain(self.server.poll_timeout());
+        let wire = self.wires.keys().next().map(|(at, _)| *at);
+        timers.chain(wire).min()
+    }
+
+    /// Do everything due at the current time, until nothing more is.
+    pub fn settle(&mut self) {
+        for _ in 0..1_000_000 {
+            if self.drain_outputs() {
+                continue;
+            }
+            let now = self.now;
+            if let Some(((at, seq), _)) = self.wires.first_key_value() {
+                if *at <= now {
+                    let key = (*at, *seq);
+                    let d = self.wires.remove(&key).expect("present");
+                    self.deliver(d);
+                    continue;
+                }
+            }
+            if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                self.server.handle_timeout(now);
+                continue;
+            }
+            if let Some(node) = self
+                .nodes
+                .iter_mut()
+                .find(|n| n.engine.poll_timeout().is_some_and(|t| t <= now))
+            {
+                node.engine.handle_timeout(now);
+                continue;
+            }
+            return;
+        }
+        panic!("simulation does not settle at {}", self.now);
+    }
+
+    /// Move every engine output somewhere. Returns whether there was any.
+    fn drain_outputs(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        for c in 0..self.nodes.len() {
+            while let Some(frame) = self.nodes[c].engine.poll_transmit() {
+                any = true;
+                if let Some(link) = self.nodes[c].link {
+                    self.enqueue(c, link, Dir::ToServer, Wire::Frame(encode(&frame)));
+                }
+            }
+            while let Some(io) = self.nodes[c].engine.poll_io() {
+                any = true;
+                self.nodes[c].io_log.push((now, io));
+                match io {
+                    Io::Open(link) => self.open(c, link),
+                    Io::Close(link) => {
+                        if self.nodes[c].link == Some(link) {
+                            self.nodes[c].link = None;
+                        }
+                        self.enqueue(c, link, Dir::ToServer, Wire::Close);
+                    }
+                }
+            }
+            let node = &mut self.nodes[c];
+            while let Some(e) = node.engine.poll_event() {
+                any = true;
+                node.events.push((now, e));
+            }
+            while let Some(op) = node.engine.poll_storage() {
+                any = true;
+                match &op {
+                    StorageOp::Put(r) => {
+                        node.stored.insert(r.call.clone(), r.clone());
+                    }
+                    StorageOp::Remove(call) => {
+                        node.stored.remove(call);
+                    }
+                }
+                node.storage_ops.push((now, op));
+            }
+        }
+        while let Some(out) = self.server.poll_output() {
+            any = true;
+            self.server_log.push((now, out.clone()));
+            let (conn, wire) = match out {
+                Output::Send { conn, frame } => (conn, Wire::Frame(encode(&frame))),
+                Output::Close { conn, .. } => (conn, Wire::Close),
+            };
+            if let Some(&(c, link)) = self.conns.get(&conn) {
+                self.enqueue(c, link, Dir::ToClient, wire);
+            } else if let Some(log) = self.raw.get_mut(&conn) {
+                match wire {
+                    Wire::Frame(text) => log.push(decode_server(&text, usize::MAX).unwrap()),
+                    Wire::Close => self.raw_closed.push(conn),
+                }
+            }
+        }
+        any
+    }
+
+    fn open(&mut self, c: C, link: LinkId) {
+        let now = self.now;
+        let node = &mut self.nodes[c];
+        node.link = Some(link);
+        let (up_ms, down_ms) = (node.up_ms, node.down_ms);
+        let mut l = Link {
+            conn: None,
+            up_ms,
+            down_ms,
+            dead: false,
+            last_up: now,
+            last_down: now,
+        };
+        match node.net {
+            Net::Up => {
+                let conn = self.server.handle_open(now);
+                l.conn = Some(conn);
+                self.conns.insert(conn, (c, link));
+                self.links.insert((c, link), l);
+                self.nodes[c].engine.handle_open(link, now);
+            }
+            Net::Blackhole => {
+                l.dead = true;
+                self.links.insert((c, link), l);
+            }
+            Net::Refuse => {
+                node.link = None;
+                node.engine.handle_closed(link, now);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, c: C, link: LinkId, dir: Dir, wire: Wire) {
+        let now = self.now;
+        let Some(l) = self.links.get_mut(&(c, link)) else {
+            return;
+        };
+        if l.dead {
+            return;
+        }
+        let at = match dir {
+            Dir::ToServer => {
+                l.last_up = l.last_up.max(now + l.up_ms);
+                l.last_up
+            }
+            Dir::ToClient => {
+                l.last_down = l.last_down.max(now + l.down_ms);
+                l.last_down
+            }
+        };
+        self.wire_seq += 1;
+        self.wires.insert(
+            (at, self.wire_seq),
+            Delivery {
+                client: c,
+                link,
+                dir,
+                wire,
+            },
+        );
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        let Some(l) = self.links.get_mut(&(d.client, d.link)) else {
+            return;
+        };
+        if l.dead {
+            return;
+        }
+        match (d.dir, d.wire) {
+            (Dir::ToServer, Wire::Frame(text)) => {
+                let conn = l.conn.expect("open link has a conn");
+                let max = self.server.config().max_frame_bytes;
+                match decode_client(&text, max) {
+                    Ok(f) => self.server.handle_frame(conn, f, now),
+                    Err(bad) => self.server.handle_bad_frame(conn, bad, now),
+                }
+            }
+            (Dir::ToServer, Wire::Close) => {
+                l.dead = true;
+                let conn = l.conn.expect("open link has a conn");
+                self.server.handle_close(conn, now);
+            }
+            (Dir::ToClient, Wire::Frame(text)) => {
+                let node = &mut self.nodes[d.client];
+                match decode_server(&text, usize::MAX) {
+                    Ok(f) => {
+                        node.received.push((now, f.clone()));
+                        node.engine.handle_frame(d.link, f, now);
+                    }
+                    Err(bad) => node.engine.handle_bad_frame(d.link, bad, now),
+                }
+            }
+            (Dir::ToClient, Wire::Close) => {
+                l.dead = true;
+                let node = &mut self.nodes[d.client];
+                if node.link == Some(d.link) {
+                    node.link = None;
+                }
+                node.engine.handle_closed(d.link, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+// Builds the npm package: the wasm client (cargo → wasm-bindgen → wasm-opt) and the
+// TypeScript facade (tsc), then prints a size report. Run from anywhere: `npm run build`.
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+
+const www = join(dirname(fileURLToPath(import.meta.url)), '..');
+const root = join(www, '..');
+const bin = (name) => join(www, 'node_modules', '.bin', name);
+const run = (cmd, args, opts = {}) => {
+  console.log(`$ ${cmd} ${args.join(' ')}`);
+  execFileSync(cmd, args, { stdio: 'inherit', ...opts });
+};
+
+// 1. Rust → wasm, size-tuned profile (opt-level z, LTO, panic=abort).
+run('cargo', ['build', '--locked', '--lib', '--target', 'wasm32-unknown-unknown', '--profile', 'wasm-release'], { cwd: root });
+const wasmIn = join(root, 'target', 'wasm32-unknown-unknown', 'wasm-release', 'holdfast.wasm');
+
+// 2. JS bindings into src/wasm (generated, not committed) so tsc sees their types.
+const gen = join(www, 'src', 'wasm');
+rmSync(gen, { recursive: true, force: true });
+run('wasm-bindgen', ['--target', 'web', '--out-dir', gen, '--out-name', 'holdfast', wasmIn]);
+
+// 3. wasm-opt from npm's binaryen (Debian's wasm-opt 108 breaks wasm-bindgen output).
+const wasmFile = join(gen, 'holdfast_bg.wasm');
+run(bin('wasm-opt'), ['-Oz', '--enable-bulk-memory', '--enable-reference-types',
+  '--enable-nontrapping-float-to-int', '--enable-sign-ext', '--enable-mutable-globals',
+  '--enable-multivalue', wasmFile, '-o', wasmFile]);
+
+// 4. The facade.
+const dist = join(www, 'dist');
+rmSync(dist, { recursive: true, force: true });
+run(bin('tsc'), ['-p', join(www, 'tsconfig.json')]);
+mkdirSync(join(dist, 'wasm'), { recursive: true });
+for (const f of readdirSync(gen)) cpSync(join(gen, f), join(dist, 'wasm', f));
+
+// 5. Size report: what an app downloads (wasm + the JS of the core entry point).
+const sized = (f) => {
+  const bytes = readFileSync(f);
+  return { raw: bytes.length, gz: gzipSync(bytes, { level: 9 }).length };
+};
+const parts = {
+  'wasm/holdfast_bg.wasm': sized(join(dist, 'wasm', 'holdfast_bg.wasm')),
+  'wasm/holdfast.js (bindings)': sized(join(dist, 'wasm', 'holdfast.js')),
+  'index.js (facade)': sized(join(dist, 'index.js')),
+};
+let raw = 0, gz = 0;
+console.log('\nholdfast package size (what a page loads):');
+for (const [name, s] of Object.entries(parts)) {
+  raw += s.raw; gz += s.gz;
+  console.log(`  ${name.padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
+}
+console.log(`  ${'total'.padEnd(30)} ${String(raw).padStart(8)} B raw ${String(gz).padStart(8)} B gzip (target 24576 B gzip)`);
