@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh machine, then runs every test.
-# Usage: scripts/test.sh
+# Sets up everything the tests need on a fresh machine, then runs every test:
+# lints, cargo tests, the wasm build, browser tests of the wasm driver, and Playwright
+# tests in Chromium. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
 step() { printf '\n==> %s\n' "$*"; }
 
-step "toolchain: rustfmt, clippy, wasm32 target"
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add wasm32-unknown-unknown
+scripts/setup.sh --test
 
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-step "wasm build of the library (protocol + engines)"
-cargo check --locked --target wasm32-unknown-unknown --lib
-
 step "cargo test: engines on a simulated clock, property tests, the real server on port 0"
 cargo test --locked
+
+step "npm package build (wasm + TypeScript facade) with size report"
+(cd www && npm run build)
+
+step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
+scripts/test-browser.sh
+
+step "Playwright tests in Chromium against the real server"
+cargo build --locked --bin holdfast-server
+(cd www && npx playwright test)
 
 echo
 echo "all tests passed"

@@ -312,6 +312,15 @@ fn resume_secret_rotates_and_an_old_secret_gets_a_new_session() {
     assert_eq!(first.session, second.session);
     assert_ne!(first.secret, second.secret, "the secret must rotate");
     let sid = first.session.clone();
+    // The client confirms the welcome at once; from then on the old secret is dead.
+    sim.advance(20);
+    assert!(sim
+        .server
+        .store()
+        .session(&sid)
+        .unwrap()
+        .prev_secret_hash
+        .is_none());
 
     // An attacker (or a stale tab) replays the first secret.
     let raw = sim.open_raw();
@@ -1690,4 +1699,25 @@ fn shutdown_ends_calls_with_server_shutdown_at_both_ends() {
     assert_eq!(sim.server.connection_count(), 0);
     sim.advance(10_000);
     assert!(sim.server.store().call_ids().is_empty());
+}
+
+#[test]
+fn a_welcome_lost_with_its_socket_does_not_lose_the_session() {
+    let mut sim = Sim::new(38);
+    sim.default_delay_ms = 50;
+    let a = sim.online("alice");
+    let b = sim.online("bob");
+    let id = establish(&mut sim, a, b, None);
+    sim.drop_link(a);
+    // The hello reaches the server (50 ms), which rotates the secret; the socket dies
+    // before the welcome gets back (100 ms).
+    sim.advance(70);
+    assert_eq!(sim.server.metrics().resumes, 1);
+    sim.drop_link(a);
+    assert!(sim.run_until(5_000, |s| s.state(a) == ConnectionState::Connected));
+    assert_eq!(sim.welcomes(a).len(), 2, "one welcome was lost");
+    assert!(sim.welcomes(a)[1].resumed);
+    assert!(!has(&sim, a, |e| matches!(e, Event::SessionLost { .. })));
+    assert!(has(&sim, a, |e| matches!(e, Event::Resumed { recovered: true })));
+    assert_intact(&mut sim, a, b, &id, None);
 }

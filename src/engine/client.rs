@@ -1349,8 +1349,16 @@ impl ClientEngine {
         self.down_since = None;
         self.next_attempt_at = None;
         if resumed {
-            // Re-send exactly what the server has not handled, in order.
-            self.take_ack(w.last_seq);
+            // Re-send exactly what the server has not handled, in order. (Only the
+            // resend buffer is trimmed here: answers to handled requests may still be in
+            // the server's replay that follows, and need their request records.)
+            while self
+                .unacked
+                .front()
+                .is_some_and(|(seq, _)| *seq <= w.last_seq)
+            {
+                self.unacked.pop_front();
+            }
             let replay: Vec<(u64, ClientMsg)> = self.unacked.iter().cloned().collect();
             for (seq, body) in replay {
                 self.transmit.push_back(ClientFrame::Msg {
@@ -1393,6 +1401,11 @@ impl ClientEngine {
             self.reconcile(&w.user, w.snapshot.unwrap_or_default(), now);
         }
         self.flush_pending(now);
+        if resumed && self.transmit.is_empty() {
+            // Tell the server at once that the welcome (and its new secret) arrived, so
+            // it stops accepting the previous secret.
+            self.transmit.push_back(ClientFrame::Ack { ack: self.in_seq });
+        }
         self.last_tx = now;
         self.timers.schedule(now + 1, Timer::Heartbeat);
         if !self.records.is_empty() {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine (idempotent):
+#   scripts/setup.sh          Rust target + wasm-bindgen-cli + npm packages (build, demo)
+#   scripts/setup.sh --test   also Chromium and ChromeDriver (browser and end-to-end tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WASM_BINDGEN_VERSION=0.2.130   # must equal the wasm-bindgen version in Cargo.lock
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Rust: wasm32 target, rustfmt, clippy"
+rustup target add wasm32-unknown-unknown
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}\$"; then
+  step "wasm-bindgen-cli ${WASM_BINDGEN_VERSION} (a few minutes, once)"
+  # Not --locked: the registry mirror lacks one locked dependency version.
+  cargo install wasm-bindgen-cli --version "${WASM_BINDGEN_VERSION}"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    step "Chromium and ChromeDriver (Debian packages)"
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+fi
+
+step "npm packages (TypeScript, binaryen's wasm-opt, Playwright without browsers)"
+(cd www && npm ci --no-audit --no-fund)
