@@ -14,6 +14,7 @@ use holdfast::protocol::{CallId, CallState, EndReason};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 const NAMES: [&str; 4] = ["ann", "ben", "cat", "dan"];
@@ -23,6 +24,8 @@ enum Op {
     Wait(u64),
     Invite(usize, usize),
     Accept(usize),
+    /// Decline a ringing incoming call (ends when the server says so).
+    Decline(usize),
     Hangup(usize, usize),
     /// Send `n` numbered signals on one of the active calls of any page.
     Send(usize, usize, u8),
@@ -38,6 +41,7 @@ fn action() -> impl Strategy<Value = Op> {
         2 => (1u64..3_000).prop_map(Op::Wait),
         4 => (0usize..4, 0usize..4).prop_map(|(a, b)| Op::Invite(a, b)),
         5 => (0usize..4).prop_map(Op::Accept),
+        1 => (0usize..4).prop_map(Op::Decline),
         1 => (0usize..4, 0usize..4).prop_map(|(c, k)| Op::Hangup(c, k)),
         10 => (0usize..4, 0usize..4, 1u8..6).prop_map(|(c, k, n)| Op::Send(c, k, n)),
         1 => (0usize..4).prop_map(Op::Drop),
@@ -113,6 +117,13 @@ impl World {
                 if !incoming.is_empty() {
                     let (c, id) = incoming[k % incoming.len()].clone();
                     self.sim.act(c, |e, now| e.accept(&id, now)).unwrap();
+                }
+            }
+            Op::Decline(k) => {
+                let incoming = self.all_calls(Some(CallPhase::Incoming));
+                if !incoming.is_empty() {
+                    let (c, id) = incoming[k % incoming.len()].clone();
+                    self.sim.act(c, |e, now| e.decline(&id, now)).unwrap();
                 }
             }
             Op::Hangup(c, k) => {
@@ -382,20 +393,37 @@ impl World {
     }
 }
 
-fn run_case(n: usize, seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
+/// What the schedules exercised, summed over all cases.
+#[derive(Debug, Default)]
+struct Coverage {
+    cases: usize,
+    calls: u64,
+    signals: usize,
+    resumes: usize,
+    ends: usize,
+}
+
+fn run_case(n: usize, seed: u64, ops: &[Op], cov: &RefCell<Coverage>) -> Result<(), TestCaseError> {
     let mut world = World::new(n, seed);
     for op in ops {
         world.apply(op)?;
     }
     world.settle();
-    let r = world.check_final();
-    if std::env::var("PROP_STATS").is_ok() {
-        let ends: usize = (0..n).map(|c| world.sim.events(c).iter().filter(|e| matches!(e, Event::CallEnded{..})).count()).sum();
-        let sigs: usize = (0..n).map(|c| world.sim.events(c).iter().filter(|e| matches!(e, Event::Signal{..})).count()).sum();
-        let resumes: usize = (0..n).map(|c| world.sim.events(c).iter().filter(|e| matches!(e, Event::Resumed{..})).count()).sum();
-        eprintln!("STATS n={n} ops={} sent={} sigs={sigs} ends={ends} resumes={resumes} calls={} t={}", ops.len(), world.sent.len(), world.sim.server.metrics().calls_created, world.sim.now - common::sim::T0);
+    world.check_final()?;
+    let mut cov = cov.borrow_mut();
+    cov.cases += 1;
+    cov.calls += world.sim.server.metrics().calls_created;
+    for c in 0..n {
+        for e in world.sim.events(c) {
+            match e {
+                Event::Signal { .. } => cov.signals += 1,
+                Event::Resumed { .. } => cov.resumes += 1,
+                Event::CallEnded { .. } => cov.ends += 1,
+                _ => {}
+            }
+        }
     }
-    r
+    Ok(())
 }
 
 #[test]
@@ -403,7 +431,7 @@ fn random_schedules_keep_the_invariants() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(128);
+        .unwrap_or(1024);
     let seed = std::env::var("HOLDFAST_PROP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -415,18 +443,27 @@ fn random_schedules_keep_the_invariants() {
         max_shrink_iters: 2_000,
         ..Config::default()
     };
-    let started = std::time::Instant::now();
     let mut runner = TestRunner::new(config);
     let strategy = (
         2usize..=4,
         any::<u64>(),
-        proptest::collection::vec(op(), 1..120),
+        proptest::collection::vec(op(), 1..160),
     );
+    let cov = RefCell::new(Coverage::default());
     let result = runner.run(&strategy, |(n, seed, ops)| {
-        run_case(n, seed, &ops.into_iter().flatten().collect::<Vec<_>>())
+        let ops: Vec<Op> = ops.into_iter().flatten().collect();
+        run_case(n, seed, &ops, &cov)
     });
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert!(started.elapsed().as_secs() < 600);
+    let cov = cov.into_inner();
+    if std::env::var("PROP_STATS").is_ok() {
+        eprintln!("{cov:?}");
+    }
+    // The schedules must actually exercise what the invariants are about.
+    assert!(cov.calls > cov.cases as u64, "{cov:?}");
+    assert!(cov.signals > 10 * cov.cases, "{cov:?}");
+    assert!(cov.resumes > cov.cases, "{cov:?}");
+    assert!(cov.ends > cov.cases, "{cov:?}");
 }

@@ -222,13 +222,19 @@ async fn singleton_keeps_one_socket_across_connects() {
     assert_eq!(get_str(&err, "code"), "already-connected");
     sleep(200).await;
     // Six connects, one socket (tests run one at a time, so nobody else connects).
-    assert_eq!(metric("holdfast_connections_opened_total").await, opened_before + 1);
+    assert_eq!(
+        metric("holdfast_connections_opened_total").await,
+        opened_before + 1
+    );
     // Only logout closes it, and nothing reconnects afterwards.
     web::logout().unwrap();
     events.wait("logged-out", 1000).await;
     sleep(300).await;
     assert!(!web::is_connected());
-    assert_eq!(metric("holdfast_connections_opened_total").await, opened_before + 1);
+    assert_eq!(
+        metric("holdfast_connections_opened_total").await,
+        opened_before + 1
+    );
     let err = web::hangup("nothing".into()).unwrap_err();
     assert_eq!(get_str(&err, "code"), "not-connected");
 }

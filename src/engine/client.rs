@@ -1404,7 +1404,8 @@ impl ClientEngine {
         if resumed && self.transmit.is_empty() {
             // Tell the server at once that the welcome (and its new secret) arrived, so
             // it stops accepting the previous secret.
-            self.transmit.push_back(ClientFrame::Ack { ack: self.in_seq });
+            self.transmit
+                .push_back(ClientFrame::Ack { ack: self.in_seq });
         }
         self.last_tx = now;
         self.timers.schedule(now + 1, Timer::Heartbeat);

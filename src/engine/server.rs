@@ -516,7 +516,7 @@ impl<S: Store> ServerEngine<S> {
             s.unacked.clear();
         }
         if !s.overflowed {
-            s.unacked.push_back((seq, body.clone()));
+            s.unacked.push_back((seq, ack, body.clone()));
         }
         if let Some(conn) = conn {
             self.send(conn, ServerFrame::Msg { seq, ack, body });
@@ -538,7 +538,7 @@ impl<S: Store> ServerEngine<S> {
 
     fn take_ack(&mut self, sid: &str, ack: u64) {
         if let Some(s) = self.store.session_mut(sid) {
-            while s.unacked.front().is_some_and(|(seq, _)| *seq <= ack) {
+            while s.unacked.front().is_some_and(|(seq, _, _)| *seq <= ack) {
                 s.unacked.pop_front();
             }
         }
@@ -685,7 +685,7 @@ impl<S: Store> ServerEngine<S> {
                 && s.detached_at.is_none_or(|at| now < at + window)
                 && r.last_seq <= s.out_seq
                 // Everything after last_seq must still be in the buffer.
-                && s.unacked.front().map_or(r.last_seq == s.out_seq, |(first, _)| *first <= r.last_seq + 1)
+                && s.unacked.front().map_or(r.last_seq == s.out_seq, |(first, _, _)| *first <= r.last_seq + 1)
         });
         if !ok {
             return false;
@@ -700,7 +700,11 @@ impl<S: Store> ServerEngine<S> {
             // arrived (see `Session::prev_secret_hash`).
             s.prev_secret_hash = Some(secret_hash(&r.secret));
             s.secret_hash = secret_hash(&secret);
-            while s.unacked.front().is_some_and(|(seq, _)| *seq <= r.last_seq) {
+            while s
+                .unacked
+                .front()
+                .is_some_and(|(seq, _, _)| *seq <= r.last_seq)
+            {
                 s.unacked.pop_front();
             }
             (old, was_detached)
@@ -741,11 +745,12 @@ impl<S: Store> ServerEngine<S> {
             now,
             snapshot: None,
         };
-        let ack = s.in_seq;
-        let replay: Vec<(u64, ServerMsg)> = s.unacked.iter().cloned().collect();
+        // Each replayed message carries the ack it was first sent with: the client
+        // matches an answer to its request before the ack that covers the request.
+        let replay: Vec<(u64, u64, ServerMsg)> = s.unacked.iter().cloned().collect();
         let presence = s.presence;
         self.send(conn, ServerFrame::Welcome(Box::new(welcome)));
-        for (seq, body) in replay {
+        for (seq, ack, body) in replay {
             self.send(conn, ServerFrame::Msg { seq, ack, body });
         }
         self.schedule_heartbeat(conn, now);

@@ -31,7 +31,10 @@ pub struct Session {
     /// Highest client sequence handled.
     pub in_seq: u64,
     /// Sent but not yet acknowledged, oldest first.
-    pub unacked: VecDeque<(u64, ServerMsg)>,
+    /// `(seq, ack, message)`: `ack` is the client sequence acknowledged when it was first
+    /// sent, and is sent again with it on replay, so that an acknowledgement never
+    /// arrives before the answer it covers.
+    pub unacked: VecDeque<(u64, u64, ServerMsg)>,
     /// The replay buffer overflowed: the session can no longer be resumed.
     pub overflowed: bool,
     pub presence: bool,
