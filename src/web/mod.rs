@@ -79,7 +79,9 @@ fn identity_hint(token: &str) -> Option<String> {
     }
     let json = web_sys::window()?.atob(&b64).ok()?;
     let claims = js_sys::JSON::parse(&json).ok()?;
-    js_sys::Reflect::get(&claims, &"sub".into()).ok()?.as_string()
+    js_sys::Reflect::get(&claims, &"sub".into())
+        .ok()?
+        .as_string()
 }
 
 /// Options of [`connect`] (camelCase in JS).
