@@ -1,5 +1,7 @@
-// Builds the npm package: the wasm client (cargo → wasm-bindgen → wasm-opt) and the
-// TypeScript facade (tsc), then prints a size report. Run from anywhere: `npm run build`.
+// Builds the npm package: the wasm client (cargo → wasm-bindgen → wasm-opt), the
+// TypeScript facade and the React/Vue wrappers (tsc), then the fixture apps the wrapper
+// tests run (esbuild, as an app's bundler would), and prints a size report. Run from
+// anywhere: `npm run build`.
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -36,7 +38,40 @@ run(bin('tsc'), ['-p', join(www, 'tsconfig.json')]);
 mkdirSync(join(dist, 'wasm'), { recursive: true });
 for (const f of readdirSync(gen)) cpSync(join(gen, f), join(dist, 'wasm', f));
 
-// 5. Size report: what an app downloads (wasm + the JS of the core entry point).
+// 5. The React and Vue fixture apps (www/fixtures → www/fixtures/dist, served by the test
+// server): typechecked against the built package, bundled the way an app bundles it.
+const fixtures = join(www, 'fixtures');
+rmSync(join(fixtures, 'dist'), { recursive: true, force: true });
+run(bin('tsc'), ['-p', join(fixtures, 'tsconfig.json')]);
+const esbuild = await import('esbuild');
+const bundled = await esbuild.build({
+  entryPoints: { react: join(fixtures, 'react', 'main.tsx'), vue: join(fixtures, 'vue', 'main.ts') },
+  outdir: join(fixtures, 'dist'),
+  bundle: true,
+  format: 'esm',
+  target: 'es2020',
+  jsx: 'automatic',
+  sourcemap: true,
+  metafile: true,
+  logLevel: 'warning',
+  // Development builds: StrictMode double-mounts and both frameworks warn loudly.
+  define: {
+    'process.env.NODE_ENV': '"development"',
+    __VUE_OPTIONS_API__: 'false',
+    __VUE_PROD_DEVTOOLS__: 'false',
+    __VUE_PROD_HYDRATION_MISMATCH_DETAILS__: 'false',
+  },
+});
+// Neither wrapper may pull in the other framework.
+for (const [out, meta] of Object.entries(bundled.metafile.outputs)) {
+  const inputs = Object.keys(meta.inputs);
+  const other = out.endsWith('react.js') ? /node_modules\/(vue|@vue)\// : out.endsWith('vue.js') ? /node_modules\/(react|react-dom|scheduler)\// : null;
+  const leak = other && inputs.find((i) => other.test(i));
+  if (leak) throw new Error(`${out} bundles ${leak}`);
+}
+console.log('fixture apps: fixtures/dist/react.js, fixtures/dist/vue.js');
+
+// 6. Size report: what an app downloads (wasm + the JS of the core entry point).
 const sized = (f) => {
   const bytes = readFileSync(f);
   return { raw: bytes.length, gz: gzipSync(bytes, { level: 9 }).length };
@@ -53,3 +88,8 @@ for (const [name, s] of Object.entries(parts)) {
   console.log(`  ${name.padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
 }
 console.log(`  ${'total'.padEnd(30)} ${String(raw).padStart(8)} B raw ${String(gz).padStart(8)} B gzip (target 24576 B gzip)`);
+const extra = (names) => names.map((n) => sized(join(dist, n))).reduce((a, s) => ({ raw: a.raw + s.raw, gz: a.gz + s.gz }), { raw: 0, gz: 0 });
+for (const [name, files] of [['holdfast/react (optional)', ['react.js', 'bindings.js']], ['holdfast/vue (optional)', ['vue.js', 'bindings.js']]]) {
+  const s = extra(files);
+  console.log(`  ${('+ ' + name).padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
+}

@@ -385,14 +385,38 @@ function freeze<T>(v: T): T {
 // ------------------------------------------------------------- singleton
 
 const KEY = Symbol.for('holdfast.client');
-type Global = { client: HoldfastClient | null; connecting: Promise<HoldfastClient> | null };
+type Global = {
+  client: HoldfastClient | null;
+  connecting: Promise<HoldfastClient> | null;
+  watchers?: Set<() => void>;
+};
 const g = globalThis as unknown as Record<symbol, Global>;
 g[KEY] ??= { client: null, connecting: null };
 const state = g[KEY];
 
 function setGlobal(c: HoldfastClient | null): void {
+  const changed = state.client !== c;
   state.client = c;
   state.connecting = null;
+  if (!changed) return;
+  for (const w of [...(state.watchers ?? [])]) {
+    try {
+      w();
+    } catch (e) {
+      setTimeout(() => { throw e; });
+    }
+  }
+}
+
+/** Calls `listener` whenever the page's client changes (`connect()` finished,
+ *  `logout()`). Returns the unsubscriber. For framework bindings (`holdfast/react`,
+ *  `holdfast/vue`) that render before `connect()` resolves. */
+export function onClientChange(listener: () => void): () => void {
+  const set = (state.watchers ??= new Set());
+  set.add(listener);
+  return () => {
+    set.delete(listener);
+  };
 }
 
 let wasmReady: Promise<unknown> | null = null;
@@ -478,3 +502,5 @@ function defaultUrl(): string {
   if (!loc) throw new HoldfastError('invalid-argument', 'no url given and no page location');
   return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
 }
+
+export * from './media.js';
