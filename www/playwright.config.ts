@@ -21,6 +21,7 @@ export default defineConfig({
         '--disable-background-networking', '--disable-component-update', '--disable-sync',
         '--no-first-run', '--disable-quic',
         '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+        '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
       ],
     },
   },
@@ -28,7 +29,7 @@ export default defineConfig({
     // Short windows so expiry scenarios take seconds.
     command: `../target/debug/holdfast-server --dev --test-hooks --listen 127.0.0.1:${PORT} --static-dir . ` +
       '--heartbeat-interval 500ms --heartbeat-timeout 1500ms --resume-window 20s --grace 8s ' +
-      '--grace-kinds quick=3s --ring-timeout 6s --ring-detach-grace 1500ms',
+      '--grace-kinds quick=3s,long=20s --ring-timeout 6s --ring-detach-grace 1500ms',
     url: `${BASE}/healthz`,
     reuseExistingServer: false,
     stdout: 'ignore',

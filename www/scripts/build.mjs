@@ -80,6 +80,7 @@ const parts = {
   'wasm/holdfast_bg.wasm': sized(join(dist, 'wasm', 'holdfast_bg.wasm')),
   'wasm/holdfast.js (bindings)': sized(join(dist, 'wasm', 'holdfast.js')),
   'index.js (facade)': sized(join(dist, 'index.js')),
+  'media.js (WebRTC, re-exported)': sized(join(dist, 'media.js')),
 };
 let raw = 0, gz = 0;
 console.log('\nholdfast package size (what a page loads):');

@@ -253,6 +253,17 @@ export class HoldfastClient {
     this.locks.delete(call);
   }
 
+  /** Runs a command. Commands can change what the snapshot shows without an event
+   *  (a rejoin takes the offer away at once), so the snapshot is rebuilt after each. */
+  private command<T>(f: () => T): T {
+    try {
+      return wrap(f);
+    } finally {
+      this.snapshot = null;
+      this.queueNotify();
+    }
+  }
+
   private guard(): void {
     if (this.closed) throw new HoldfastError('logged-out', 'this client logged out; connect() again');
   }
@@ -261,59 +272,59 @@ export class HoldfastClient {
    *  a call); rejects with `peer-offline`, `self-call`, `already-in-call`, … */
   call(peer: string, options: CallOptions = {}): Promise<Call> {
     this.guard();
-    const re = wrap(() => raw.call(peer, options.kind, options.metadata));
+    const re = this.command(() => raw.call(peer, options.kind, options.metadata));
     return new Promise((resolve, reject) => this.outgoing.set(re, { resolve, reject }));
   }
 
   /** Accepts a ringing incoming call. */
   accept(callId: string): void {
     this.guard();
-    wrap(() => raw.accept(callId));
+    this.command(() => raw.accept(callId));
   }
 
   /** Declines a ringing incoming call. */
   decline(callId: string): void {
     this.guard();
-    wrap(() => raw.decline(callId));
+    this.command(() => raw.decline(callId));
   }
 
   /** Ends a call: cancels it while ringing out, declines it while ringing in, hangs up
    *  an active one. Closing the tab is *not* a hang-up. */
   hangup(callId: string): void {
     this.guard();
-    wrap(() => raw.hangup(callId));
+    this.command(() => raw.hangup(callId));
   }
 
   /** Relays JSON data (SDP, ICE candidates, app messages) to the other participant,
    *  exactly once and in order, across drops. */
   send(callId: string, payload: unknown): void {
     this.guard();
-    wrap(() => raw.send(callId, payload));
+    this.command(() => raw.send(callId, payload));
   }
 
   /** Takes back the call: after a reload (see `pendingRejoin`), or from another tab or
    *  device (which is told `call-moved`). */
   rejoin(callId: string): void {
     this.guard();
-    wrap(() => raw.rejoin(callId));
+    this.command(() => raw.rejoin(callId));
   }
 
   /** The user does not want the call back: forget the offer. */
   declineRejoin(callId: string): void {
     this.guard();
-    wrap(() => raw.declineRejoin(callId));
+    this.command(() => raw.declineRejoin(callId));
   }
 
   /** Sets the presence status others see. */
   setStatus(status: 'available' | 'busy'): void {
     this.guard();
-    wrap(() => raw.setStatus(status));
+    this.command(() => raw.setStatus(status));
   }
 
   /** Tries to connect now, whatever the backoff says (also after `gave-up`). */
   reconnect(): void {
     this.guard();
-    wrap(() => raw.reconnect());
+    this.command(() => raw.reconnect());
   }
 
   /** Ends the session: calls end (`hangup`), rejoin records are deleted, the socket
