@@ -1463,7 +1463,7 @@ impl ClientEngine {
                         ));
                     } else {
                         self.calls.remove(&id);
-                        self.forget_record(&id);
+                        self.drop_moved_record(&id);
                         self.events.push_back(Event::CallMoved { call: id });
                     }
                 }
@@ -1724,7 +1724,7 @@ impl ClientEngine {
             ServerMsg::CallMoved { call } => {
                 // Taken by another tab or device: never try to take it back ourselves.
                 self.calls.remove(&call);
-                self.forget_record(&call);
+                self.drop_moved_record(&call);
                 self.auto_rejoins.remove(&call);
                 self.events.push_back(Event::CallMoved { call });
             }
@@ -1795,6 +1795,16 @@ impl ClientEngine {
         }
         self.offers.remove(call);
         self.forget_record(call);
+    }
+
+    /// The call moved to another tab or device: forget its record here, but leave
+    /// storage alone. In the same browser the stored record is now the new holder's
+    /// (with the rotated token), and deleting it would race that tab's write; on
+    /// another device the stale record is removed when the call ends or its token is
+    /// refused.
+    fn drop_moved_record(&mut self, call: &str) {
+        self.records.remove(call);
+        self.offers.remove(call);
     }
 
     fn forget_record(&mut self, call: &str) {
