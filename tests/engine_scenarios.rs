@@ -550,7 +550,12 @@ fn per_kind_grace_window_of_five_minutes_on_a_simulated_clock() {
     else {
         unreachable!()
     };
-    assert_eq!(remaining_ms, 300_000);
+    // The 5-minute window, as this page's clock sees it: exact up to the link delay
+    // (the clock offset is estimated within half a round trip).
+    assert!(
+        (299_900..=300_000).contains(&remaining_ms),
+        "remaining {remaining_ms}"
+    );
     // The server noticed the silence within the heartbeat timeout.
     assert!(t_seen - t0 <= 5_000);
     sim.run_to(deadline - 1_000); // 4 min 59 s

@@ -311,8 +311,9 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
         })
         .await
         .unwrap();
+    // The 4-s window, seen through a clock offset estimated within half a round trip.
     assert!(
-        remaining <= 4_000 && remaining > 2_000,
+        remaining <= 4_100 && remaining > 2_000,
         "remaining {remaining}"
     );
     assert!(deadline > holdfast::native::now_ms());

@@ -431,6 +431,8 @@ pub struct ClientEngine {
     heartbeat_timeout: u64,
     /// Server clock minus local clock, from the last welcome.
     clock_offset: i64,
+    /// When the current link's hello was sent (to estimate the clock offset).
+    hello_sent_at: u64,
     timers: TimerQueue<Timer>,
     io: VecDeque<Io>,
     transmit: VecDeque<ClientFrame>,
@@ -470,6 +472,7 @@ impl ClientEngine {
             last_rx: 0,
             last_tx: 0,
             clock_offset: 0,
+            hello_sent_at: 0,
             timers: TimerQueue::default(),
             io: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -923,6 +926,7 @@ impl ClientEngine {
             call_waiting: self.config.call_waiting,
         }));
         self.last_tx = now;
+        self.hello_sent_at = now;
     }
 
     /// The socket for `link` closed or failed.
@@ -1334,7 +1338,11 @@ impl ClientEngine {
             return;
         };
         self.link = Some((link, LinkPhase::Ready));
-        self.clock_offset = w.now as i64 - now as i64;
+        // The server read its clock somewhere between our hello and this welcome: the
+        // midpoint keeps the error within half a round trip, so both sides count down
+        // to (nearly) the same instant.
+        let midpoint = self.hello_sent_at.min(now) + now.saturating_sub(self.hello_sent_at) / 2;
+        self.clock_offset = w.now as i64 - midpoint as i64;
         self.heartbeat_interval = w.timers.heartbeat_interval_ms;
         self.heartbeat_timeout = w.timers.heartbeat_timeout_ms;
         let had_session = self.session.is_some();
