@@ -3,7 +3,7 @@
 //! test hooks. The server's address comes in at compile time as `HOLDFAST_TEST_HTTP`.
 #![cfg(target_arch = "wasm32")]
 
-use holdfast::web::{self, ConnectOptions, Driver, RECORD_PREFIX};
+use holdfast::web::{self, record_key, ConnectOptions, Driver, RECORD_PREFIX};
 use js_sys::{Function, Promise, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -294,9 +294,10 @@ async fn rejoin_record_is_written_used_by_a_fresh_client_and_removed_on_hangup()
     let alice = Person::start(&a_id);
     let bob = Person::start(&b_id);
     let call = make_call(&alice, &bob, &b_id).await;
-    let key = format!("{RECORD_PREFIX}{call}");
-    // Both people share this page's localStorage: both records are there.
+    let key = record_key(&call, &a_id);
+    // Both people share this page's localStorage: both records are there, apart.
     assert!(record_keys().contains(&key));
+    assert!(record_keys().contains(&record_key(&call, &b_id)));
     let stored = storage().get_item(&key).unwrap().unwrap();
     let token_before = get_str(&js_sys::JSON::parse(&stored).unwrap(), "token");
 
@@ -364,12 +365,22 @@ async fn expired_and_corrupt_records_are_ignored_and_removed() {
         "peer": {"id": "bob", "name": "Bob"}, "kind": null, "grace_ms": 60000,
         "deadline": js_sys::Date::now() as u64 - 1000,
     });
-    s.set_item(&format!("{RECORD_PREFIX}expiredcall"), &expired.to_string())
+    s.set_item(&record_key("expiredcall", &me), &expired.to_string())
         .unwrap();
-    s.set_item(&format!("{RECORD_PREFIX}garbage"), "{not json")
+    s.set_item(&record_key("garbage", &me), "{not json")
         .unwrap();
-    s.set_item(&format!("{RECORD_PREFIX}shape"), r#"{"call": 5}"#)
+    s.set_item(&record_key("shape", &me), r#"{"call": 5}"#)
         .unwrap();
+    s.set_item(&format!("{RECORD_PREFIX}nouser"), "{}").unwrap();
+    // A record naming another call than its key says is not trusted either.
+    let mut swapped = expired.clone();
+    swapped["call"] = "othercall".into();
+    swapped["deadline"] = (js_sys::Date::now() as u64 + 60_000).into();
+    s.set_item(&record_key("swapcall", &me), &swapped.to_string())
+        .unwrap();
+    // Another identity's record in the same browser is not touched.
+    let theirs = record_key("theircall", "somebody-else");
+    s.set_item(&theirs, &expired.to_string()).unwrap();
     let p = Person::start(&me);
     p.events.wait("connected", 3000).await;
     sleep(100).await;
@@ -378,7 +389,12 @@ async fn expired_and_corrupt_records_are_ignored_and_removed() {
         "{:?}",
         p.events.kinds()
     );
-    assert!(record_keys().is_empty(), "left behind: {:?}", record_keys());
+    assert_eq!(
+        record_keys(),
+        vec![theirs.clone()],
+        "only the other identity's record stays"
+    );
+    storage().remove_item(&theirs).unwrap();
     let snap = p.driver.snapshot().unwrap();
     assert_eq!(
         js_sys::Array::from(&get(&snap, "pendingRejoins")).length(),

@@ -641,8 +641,8 @@ impl ClientEngine {
     }
 
     /// Rejoin records found in storage at start-up. Expired and malformed ones are
-    /// removed; the rest are offered (foreign ones are dropped after the welcome says
-    /// who we are).
+    /// removed; another identity's (by `identity_hint`, or once the welcome says who we
+    /// are) are ignored and left alone; the rest are offered.
     pub fn load_rejoin_records(&mut self, records: Vec<RejoinRecord>, now: u64) {
         for r in records {
             if r.v != REJOIN_RECORD_VERSION || r.token.len() != 64 || r.call.is_empty() {
@@ -654,7 +654,10 @@ impl ClientEngine {
                 .identity_hint
                 .as_ref()
                 .is_some_and(|me| *me != r.user);
-            if foreign || r.deadline <= now {
+            if foreign {
+                continue; // another identity's record: neither offered nor deleted
+            }
+            if r.deadline <= now {
                 self.storage.push_back(StorageOp::Remove(r.call));
                 continue;
             }
@@ -1434,7 +1437,8 @@ impl ClientEngine {
             .map(|r| r.call.clone())
             .collect();
         for call in foreign {
-            self.forget_record(&call);
+            // Not ours to delete either: it is that person's record.
+            self.drop_record_here(&call);
         }
         if !snap.presence.is_empty() || self.config.presence {
             self.presence = snap
@@ -1471,7 +1475,7 @@ impl ClientEngine {
                         ));
                     } else {
                         self.calls.remove(&id);
-                        self.drop_moved_record(&id);
+                        self.drop_record_here(&id);
                         self.events.push_back(Event::CallMoved { call: id });
                     }
                 }
@@ -1732,7 +1736,7 @@ impl ClientEngine {
             ServerMsg::CallMoved { call } => {
                 // Taken by another tab or device: never try to take it back ourselves.
                 self.calls.remove(&call);
-                self.drop_moved_record(&call);
+                self.drop_record_here(&call);
                 self.auto_rejoins.remove(&call);
                 self.events.push_back(Event::CallMoved { call });
             }
@@ -1805,12 +1809,12 @@ impl ClientEngine {
         self.forget_record(call);
     }
 
-    /// The call moved to another tab or device: forget its record here, but leave
-    /// storage alone. In the same browser the stored record is now the new holder's
-    /// (with the rotated token), and deleting it would race that tab's write; on
-    /// another device the stale record is removed when the call ends or its token is
-    /// refused.
-    fn drop_moved_record(&mut self, call: &str) {
+    /// Forget a record in this page but leave storage alone: after `call-moved` (in
+    /// the same browser the stored record is now the new holder's, with the rotated
+    /// token, and deleting it would race that tab's write; on another device the stale
+    /// record goes when the call ends or its token is refused), and for another
+    /// identity's record (a shared browser).
+    fn drop_record_here(&mut self, call: &str) {
         self.records.remove(call);
         self.offers.remove(call);
     }

@@ -22,13 +22,21 @@ use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, WebSocket};
 
-/// localStorage key prefix of rejoin records (versioned with the record format).
+/// localStorage key prefix of rejoin records (versioned with the record format). A
+/// record's key is `<prefix><call>:<user>`: both people of a call may be signed in to
+/// one browser (two tabs, two identities) without overwriting each other.
 pub const RECORD_PREFIX: &str = "holdfast:v1:rejoin:";
+
+/// The storage key of one identity's record for one call.
+pub fn record_key(call: &str, user: &str) -> String {
+    format!("{RECORD_PREFIX}{call}:{user}")
+}
 
 thread_local! {
     static CLIENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
@@ -130,6 +138,9 @@ pub struct Driver {
     page: RefCell<Vec<EventListener>>,
     on_event: RefCell<Option<js_sys::Function>>,
     storage: Option<web_sys::Storage>,
+    /// Which storage key each call's record lives under.
+    record_keys: RefCell<HashMap<String, String>>,
+    identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
 }
@@ -153,7 +164,8 @@ impl Driver {
         config.presence = opts.presence;
         config.call_waiting = opts.call_waiting;
         config.seed = (js_sys::Math::random() * 9.0e15) as u64;
-        config.identity_hint = identity_hint(&opts.token);
+        let hint = identity_hint(&opts.token);
+        config.identity_hint = hint.clone();
         if let Some(v) = opts.backoff_base_ms {
             config.backoff_base_ms = v;
         }
@@ -174,6 +186,8 @@ impl Driver {
             page: RefCell::new(Vec::new()),
             on_event: RefCell::new(on_event),
             storage,
+            record_keys: RefCell::new(HashMap::new()),
+            identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
         });
@@ -259,7 +273,8 @@ impl Driver {
         }
     }
 
-    /// Rejoin records in localStorage. Unreadable ones are removed, never thrown.
+    /// This identity's rejoin records in localStorage. Unreadable ones are removed,
+    /// never thrown; another identity's are left alone.
     fn read_records(&self) -> Vec<RejoinRecord> {
         let Some(storage) = &self.storage else {
             return Vec::new();
@@ -271,15 +286,26 @@ impl Driver {
             .collect();
         let mut records = Vec::new();
         for key in keys {
-            let parsed = storage
-                .get_item(&key)
-                .ok()
-                .flatten()
-                .and_then(|text| js_sys::JSON::parse(&text).ok())
-                .and_then(|js| serde_wasm_bindgen::from_value::<RejoinRecord>(js).ok())
-                .filter(|r| key[RECORD_PREFIX.len()..] == r.call);
+            let named = key[RECORD_PREFIX.len()..].split_once(':');
+            if let (Some((_, user)), Some(me)) = (named, &self.identity_hint) {
+                if user != me {
+                    continue;
+                }
+            }
+            let parsed = named.and_then(|(call, user)| {
+                storage
+                    .get_item(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|text| js_sys::JSON::parse(&text).ok())
+                    .and_then(|js| serde_wasm_bindgen::from_value::<RejoinRecord>(js).ok())
+                    .filter(|r| r.call == call && r.user == user)
+            });
             match parsed {
-                Some(r) => records.push(r),
+                Some(r) => {
+                    self.record_keys.borrow_mut().insert(r.call.clone(), key);
+                    records.push(r);
+                }
                 None => {
                     let _ = storage.remove_item(&key);
                 }
@@ -413,13 +439,17 @@ impl Driver {
         match op {
             StorageOp::Put(r) => {
                 if let Ok(text) = json_text(&r) {
+                    let key = record_key(&r.call, &r.user);
                     // Quota errors leave the previous record; the server still holds
                     // the call and a same-page resume does not need storage.
-                    let _ = storage.set_item(&format!("{RECORD_PREFIX}{}", r.call), &text);
+                    let _ = storage.set_item(&key, &text);
+                    self.record_keys.borrow_mut().insert(r.call, key);
                 }
             }
             StorageOp::Remove(call) => {
-                let _ = storage.remove_item(&format!("{RECORD_PREFIX}{call}"));
+                if let Some(key) = self.record_keys.borrow_mut().remove(&call) {
+                    let _ = storage.remove_item(&key);
+                }
             }
         }
     }
