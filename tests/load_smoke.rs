@@ -3,7 +3,7 @@
 //! lost or doubled, and the dead-link and resume-latency figures must measure something.
 //! Keeps the benchmark tool working; the figures themselves are in the README.
 
-use holdfast::load::{self, DropMode, ServerSpec, Settings, StormReport};
+use holdfast::load::{self, DropMode, ProxyWorkers, ServerSpec, Settings, StormReport};
 
 const SESSIONS: usize = 50;
 
@@ -15,8 +15,12 @@ fn server() -> ServerSpec {
 }
 
 async fn storm(mode: DropMode) -> StormReport {
+    storm_with(mode, Settings::quick(SESSIONS)).await
+}
+
+async fn storm_with(mode: DropMode, settings: Settings) -> StormReport {
     load::raise_nofile_limit(load::fds_needed(SESSIONS * 3));
-    let r = load::storm(&server(), &Settings::quick(SESSIONS), mode)
+    let r = load::storm(&server(), &settings, mode)
         .await
         .unwrap_or_else(|e| panic!("{} storm failed: {e}", mode.as_str()));
     let show = format!("{r:#?}");
@@ -24,6 +28,7 @@ async fn storm(mode: DropMode) -> StormReport {
     assert_eq!(r.links_dropped, SESSIONS, "every link was dropped: {show}");
     assert_eq!(r.recovered, SESSIONS, "100% recovered: {show}");
     assert!(r.resume.p100_ms.is_some(), "{show}");
+    assert!(r.drained, "{show}");
     assert!(r.msgs_sent > 0 && r.msgs_delivered == r.msgs_sent, "{show}");
     assert_eq!(r.msgs_lost, 0, "{show}");
     assert_eq!(r.msgs_doubled, 0, "{show}");
@@ -51,6 +56,20 @@ async fn storm_half_open_recovers_everything() {
     let r = storm(DropMode::HalfOpen).await;
     // The server learned of each drop from the resume itself.
     assert_eq!(r.server_superseded, Some(SESSIONS as u64), "{r:#?}");
+}
+
+/// The proxy in worker processes, as for 10,000 sessions under a 20,000 open-files
+/// limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_through_proxy_worker_processes_recovers_everything() {
+    let settings = Settings {
+        proxy_workers: Some(ProxyWorkers {
+            bin: env!("CARGO_BIN_EXE_holdfast-load").into(),
+            count: 2,
+        }),
+        ..Settings::quick(SESSIONS)
+    };
+    storm_with(DropMode::HalfOpen, settings).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,17 +14,27 @@ fn main() -> std::process::ExitCode {
 mod app {
 
     use clap::Parser;
-    use holdfast::load::cli::Cli;
+    use holdfast::load::cli::{Cli, Figure};
     use holdfast::load::{fds_needed, raise_nofile_limit};
     use std::process::ExitCode;
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
+        if let Some(Figure::ProxyWorker { upstream }) = cli.figure {
+            return match holdfast::load::worker::serve_proxy_worker(upstream) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("holdfast-load proxy-worker: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         // Client sockets, two proxy sockets per session, and the server child (which
         // inherits this limit).
         let want = fds_needed(cli.sessions);
         let got = raise_nofile_limit(want);
-        if got < want {
+        // Short of it, the proxy moves to worker processes, unless told not to.
+        if got < want && cli.proxy_workers == Some(0) {
             eprintln!(
                 "holdfast-load: warning: open-files limit is {got}, {want} wanted for {} sessions",
                 cli.sessions
@@ -41,7 +51,7 @@ mod app {
             }
         };
         let max_time = cli.max_time;
-        let result = runtime.block_on(async { tokio::time::timeout(max_time, cli.run()).await });
+        let result = runtime.block_on(async { tokio::time::timeout(max_time, cli.run(got)).await });
         // Session tasks may still be winding down; do not wait for them.
         runtime.shutdown_background();
         match result {

@@ -1,7 +1,8 @@
 //! Command line of `holdfast-load`.
 
 use super::{
-    dead_link, resume_latency, storm, today, DropMode, Machine, Report, ServerSpec, Settings,
+    dead_link, resume_latency, storm, today, DropMode, Machine, ProxyWorkers, Report, ServerSpec,
+    Settings,
 };
 use crate::server::config::parse_duration_ms;
 use clap::{Parser, Subcommand};
@@ -28,7 +29,7 @@ pub struct Cli {
     pub mode: Vec<DropMode>,
 
     /// Relayed payloads per second per session while traffic flows.
-    #[arg(long, global = true, default_value_t = 1.0)]
+    #[arg(long, global = true, default_value_t = 0.2)]
     pub rate: f64,
 
     /// Extra bytes of padding in every payload.
@@ -60,6 +61,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub server_bin: Option<PathBuf>,
 
+    /// Proxy worker processes (default: as many as the open-files limit requires, 0
+    /// for small runs, which keep the proxy in this process).
+    #[arg(long, global = true)]
+    pub proxy_workers: Option<usize>,
+
     /// An extra flag for the started server (repeatable), e.g.
     /// `--server-arg=--heartbeat-timeout=3s`.
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
@@ -82,6 +88,12 @@ pub enum Figure {
     Resume,
     /// All of the above.
     All,
+    /// Internal: serve a proxy shard for another holdfast-load (commands on stdin).
+    #[command(hide = true)]
+    ProxyWorker {
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -102,7 +114,27 @@ impl Cli {
         }
     }
 
-    pub fn settings(&self) -> Settings {
+    /// Proxy workers needed for `sessions` under an open-files limit of `limit`: each
+    /// process should stay under 60% of it (a worker holds two sockets per session,
+    /// three while half-open links linger).
+    pub fn workers_needed(sessions: usize, limit: u64) -> usize {
+        let in_process = super::fds_needed(sessions);
+        if in_process <= limit * 6 / 10 {
+            return 0;
+        }
+        let per_worker = (limit * 6 / 10).max(1);
+        ((sessions as u64 * 3).div_ceil(per_worker) as usize).max(2)
+    }
+
+    /// The settings, given the open-files limit in force.
+    pub fn settings(&self, nofile_limit: u64) -> Settings {
+        let workers = self
+            .proxy_workers
+            .unwrap_or_else(|| Self::workers_needed(self.sessions, nofile_limit));
+        let proxy_workers = (workers > 0).then(|| ProxyWorkers {
+            bin: std::env::current_exe().unwrap_or_else(|_| "holdfast-load".into()),
+            count: workers,
+        });
         Settings {
             sessions: self.sessions,
             rate: self.rate,
@@ -110,15 +142,20 @@ impl Cli {
             idle_window: self.idle_window,
             resume_timeout: self.resume_timeout,
             iterations: self.iterations.max(1),
+            proxy_workers,
             ..Settings::default()
         }
     }
 
     /// The figures asked for, each run once; progress goes to stderr.
-    pub async fn run(&self) -> io::Result<Report> {
+    pub async fn run(&self, nofile_limit: u64) -> io::Result<Report> {
+        super::tool_rss_baseline();
         let spec = self.server_spec();
-        let settings = self.settings();
+        let settings = self.settings(nofile_limit);
         let figure = self.figure.unwrap_or(Figure::All);
+        if let Figure::ProxyWorker { .. } = figure {
+            return Err(io::Error::other("proxy-worker is not a figure"));
+        }
         let modes = if self.mode.is_empty() {
             DropMode::ALL.to_vec()
         } else {
@@ -153,6 +190,12 @@ impl Cli {
                 settings.sessions
             );
             report.dead_link = Some(dead_link(&spec, &settings).await?);
+        }
+        if let Some(w) = &settings.proxy_workers {
+            eprintln!(
+                "holdfast-load: proxy in {} worker processes (open-files limit {nofile_limit})",
+                w.count
+            );
         }
         if matches!(figure, Figure::Storm | Figure::All) {
             for mode in modes {

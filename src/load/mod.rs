@@ -22,10 +22,12 @@ pub mod proxy;
 mod session;
 pub mod stats;
 pub mod target;
+pub mod worker;
 
 pub use proxy::{Action, Proxy, Traffic};
 pub use stats::Summary;
 pub use target::{Server, ServerSpec};
+pub use worker::RemoteProxy;
 
 use crate::engine::client::{ClientConfig, Event};
 use crate::native::{now_ms, NativeClient};
@@ -33,6 +35,7 @@ use serde::Serialize;
 use session::{Note, Phase, SessionResult, SessionSpec, Shared};
 use std::collections::HashMap;
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,13 +103,23 @@ pub struct Settings {
     pub setup_timeout: Duration,
     /// Drops in the single-session resume latency figure.
     pub iterations: usize,
+    /// Run the proxy in worker processes (for runs whose sockets do not fit in this
+    /// process's open-files limit) instead of in this process.
+    pub proxy_workers: Option<ProxyWorkers>,
+}
+
+/// Proxy worker processes: `count` of `bin proxy-worker` (`bin` is a `holdfast-load`).
+#[derive(Debug, Clone)]
+pub struct ProxyWorkers {
+    pub bin: PathBuf,
+    pub count: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             sessions: 1_000,
-            rate: 1.0,
+            rate: 0.2,
             pad_bytes: 0,
             batch: 500,
             settle: Duration::from_secs(1),
@@ -117,6 +130,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(15),
             setup_timeout: Duration::from_secs(120),
             iterations: 200,
+            proxy_workers: None,
         }
     }
 }
@@ -166,6 +180,9 @@ pub struct StormReport {
     pub resume: ResumeTimes,
     pub msgs_sent: u64,
     pub msgs_delivered: u64,
+    /// Every payload sent had arrived before the drain timeout. When false, `msgs_lost`
+    /// counts payloads still missing at that moment.
+    pub drained: bool,
     pub msgs_lost: u64,
     pub msgs_doubled: u64,
     pub msgs_reordered: u64,
@@ -178,7 +195,8 @@ pub struct StormReport {
     pub server_rss_baseline_bytes: Option<u64>,
     pub server_rss_idle_bytes: Option<u64>,
     pub server_rss_per_session_bytes: Option<f64>,
-    /// This tool's memory per session (client engine, driver and proxy).
+    /// This tool's memory per session (client engine, driver and proxy), over its
+    /// memory before its first run.
     pub tool_rss_per_session_bytes: Option<f64>,
     /// WebSocket bytes (TCP payload, both directions) per idle session per minute.
     pub heartbeat_bytes_per_session_per_min: f64,
@@ -190,6 +208,11 @@ pub struct StormReport {
     pub server_dead_links: Option<u64>,
     /// Server CPU time from the drop until every session resumed.
     pub server_cpu_ms_during_resume: Option<f64>,
+    /// CPU time of this tool (clients and proxies) over the same window.
+    pub tool_cpu_ms_during_resume: Option<f64>,
+    /// Wall time of that window (from the drop until every session resumed, or the
+    /// resume timeout).
+    pub resume_wall_ms: u64,
     /// Kernel `ListenOverflows` during the resume (SYNs dropped by full accept queues).
     pub listen_overflows: Option<u64>,
     pub slowest_upstream_connect_ms: f64,
@@ -228,6 +251,9 @@ pub struct ResumeLatencyReport {
     pub msgs_sent: u64,
     pub msgs_lost: u64,
     pub msgs_doubled: u64,
+    /// Errors either client was told of (e.g. `rate-limited`).
+    pub errors: usize,
+    pub error_samples: Vec<String>,
 }
 
 /// Where the numbers were taken.
@@ -337,6 +363,14 @@ fn tool_rss() -> Option<u64> {
     target::proc_rss_bytes("/proc/self/status")
 }
 
+/// This process's memory before its first fleet (or whenever first asked), so that
+/// later runs (which reuse memory the allocator kept) still measure what a session
+/// costs.
+pub fn tool_rss_baseline() -> Option<u64> {
+    static BASE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BASE.get_or_init(tool_rss)
+}
+
 fn io_err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
@@ -347,6 +381,116 @@ fn run_prefix(kind: &str) -> String {
     let mut b = [0u8; 4];
     let _ = getrandom::getrandom(&mut b);
     format!("{kind}{}", crate::engine::hex(&b))
+}
+
+// ------------------------------------------------------------------ the links
+
+/// The proxies between the sessions and the server: one in this process, or shards in
+/// worker processes (session `i` uses shard `i % count`).
+enum Links {
+    Local(Proxy),
+    Remote(Vec<RemoteProxy>),
+}
+
+impl Links {
+    async fn start(upstream: std::net::SocketAddr, settings: &Settings) -> io::Result<Links> {
+        match &settings.proxy_workers {
+            None => Ok(Links::Local(Proxy::start(upstream).await?)),
+            Some(w) => {
+                let mut shards = Vec::with_capacity(w.count.max(1));
+                for _ in 0..w.count.max(1) {
+                    shards.push(RemoteProxy::start(&w.bin, upstream).await?);
+                }
+                Ok(Links::Remote(shards))
+            }
+        }
+    }
+
+    fn url_for(&self, idx: usize, path: &str) -> String {
+        let addr = match self {
+            Links::Local(p) => p.addr(),
+            Links::Remote(shards) => shards[idx % shards.len()].addr(),
+        };
+        format!("ws://{addr}{path}")
+    }
+
+    /// Applies `action` to every link at once (all shards in parallel).
+    async fn apply_all(&self, action: Action) -> usize {
+        match self {
+            Links::Local(p) => p.apply_all(action),
+            Links::Remote(shards) => {
+                let asks = shards.iter().map(|s| s.apply_all(action));
+                futures_util::future::join_all(asks)
+                    .await
+                    .into_iter()
+                    .map(|r| r.unwrap_or(0))
+                    .sum()
+            }
+        }
+    }
+
+    async fn set_blackhole_new(&self, on: bool) {
+        match self {
+            Links::Local(p) => p.set_blackhole_new(on),
+            Links::Remote(shards) => {
+                let asks = shards.iter().map(|s| s.set_blackhole_new(on));
+                futures_util::future::join_all(asks).await;
+            }
+        }
+    }
+
+    async fn traffic(&self) -> Traffic {
+        match self {
+            Links::Local(p) => p.traffic(),
+            Links::Remote(shards) => {
+                let mut sum = Traffic::default();
+                for s in shards {
+                    if let Ok(t) = s.traffic().await {
+                        sum.bytes_up += t.bytes_up;
+                        sum.bytes_down += t.bytes_down;
+                        sum.chunks_up += t.chunks_up;
+                        sum.chunks_down += t.chunks_down;
+                    }
+                }
+                sum
+            }
+        }
+    }
+
+    async fn slowest_upstream_connect(&self) -> Duration {
+        match self {
+            Links::Local(p) => p.slowest_upstream_connect(),
+            Links::Remote(shards) => {
+                let mut max = Duration::ZERO;
+                for s in shards {
+                    max = max.max(s.slowest_upstream_connect().await.unwrap_or_default());
+                }
+                max
+            }
+        }
+    }
+
+    /// CPU time of this process plus the proxy workers.
+    fn tool_cpu(&self) -> Option<Duration> {
+        let own = target::proc_cpu_time("/proc/self/stat")?;
+        let workers = match self {
+            Links::Local(_) => Duration::ZERO,
+            Links::Remote(shards) => shards
+                .iter()
+                .filter_map(|s| target::proc_cpu_time(&format!("/proc/{}/stat", s.pid())))
+                .sum(),
+        };
+        Some(own + workers)
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Links::Local(p) => p.shutdown().await,
+            Links::Remote(shards) => {
+                futures_util::future::join_all(shards.into_iter().map(RemoteProxy::shutdown)).await;
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------ the fleet
@@ -399,7 +543,11 @@ struct Fleet {
 impl Fleet {
     /// Starts `settings.sessions` (even) sessions against `url` in batches and waits
     /// until they are connected and paired into active calls.
-    async fn launch(url: &str, settings: &Settings, prefix: &str) -> io::Result<Fleet> {
+    async fn launch(
+        url: impl Fn(usize) -> String,
+        settings: &Settings,
+        prefix: &str,
+    ) -> io::Result<Fleet> {
         let n = settings.sessions.max(2).div_ceil(2) * 2;
         let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
@@ -439,7 +587,7 @@ impl Fleet {
                     user: format!("{prefix}-{idx}"),
                     peer: format!("{prefix}-{}", idx ^ 1),
                     caller: idx % 2 == 0,
-                    url: url.to_owned(),
+                    url: url(idx),
                 };
                 fleet
                     .tasks
@@ -645,10 +793,11 @@ async fn storm_on(
     // Let the child finish starting before its baseline is read.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_base = server.rss_bytes();
-    let tool_base = tool_rss();
-    let proxy = Proxy::start(server.addr).await?;
-    let url = proxy.ws_url(&server.path);
-    let mut fleet = match Fleet::launch(&url, settings, &run_prefix("st")).await {
+    let tool_base = tool_rss_baseline();
+    let proxy = Links::start(server.addr, settings).await?;
+    let path = server.path.clone();
+    let url = |idx| proxy.url_for(idx, &path);
+    let mut fleet = match Fleet::launch(url, settings, &run_prefix("st")).await {
         Ok(f) => f,
         Err(e) => {
             proxy.shutdown().await;
@@ -662,10 +811,10 @@ async fn storm_on(
     tokio::time::sleep(settings.settle).await;
     let rss_idle = server.rss_bytes();
     let tool_idle = tool_rss();
-    let t0 = proxy.traffic();
+    let t0 = proxy.traffic().await;
     let w0 = Instant::now();
     tokio::time::sleep(settings.idle_window).await;
-    let idle = proxy.traffic().since(&t0);
+    let idle = proxy.traffic().await.since(&t0);
     let minutes = w0.elapsed().as_secs_f64() / 60.0;
     let per_min = |v: u64| v as f64 / n as f64 / minutes;
 
@@ -675,19 +824,22 @@ async fn storm_on(
     let before = server.metrics().await.ok();
     let netstat_before = target::tcp_ext_counters();
     let cpu_before = server.cpu_time();
+    let tool_cpu_before = proxy.tool_cpu();
     fleet.absorb_pending();
     let drop_at = now_ms();
     fleet.tally.since = drop_at;
-    let links_dropped = proxy.apply_all(mode.action());
+    let links_dropped = proxy.apply_all(mode.action()).await;
     let resume_deadline = TokioInstant::now() + settings.resume_timeout;
     fleet.wait(resume_deadline, |t| t.resumed_count >= n).await;
     let cpu_after = server.cpu_time();
+    let tool_cpu_after = proxy.tool_cpu();
+    let resume_wall = Duration::from_millis(now_ms().saturating_sub(drop_at));
     let netstat_after = target::tcp_ext_counters();
     tokio::time::sleep(settings.after).await;
-    fleet.quiesce(settings.drain_timeout).await;
+    let drained = fleet.quiesce(settings.drain_timeout).await;
     let after = server.metrics().await.ok();
     let server_fds_end = server.fd_count();
-    let results = fleet_finish(fleet, &proxy).await;
+    let results = fleet_finish(fleet).await;
 
     let (times, recovered) = resume_times(&results.1, drop_at);
     let o = outcome(&results.0);
@@ -724,6 +876,7 @@ async fn storm_on(
         },
         msgs_sent: o.sent,
         msgs_delivered: o.delivered,
+        drained,
         msgs_lost: o.lost,
         msgs_doubled: o.doubled,
         msgs_reordered: o.reordered,
@@ -750,8 +903,13 @@ async fn storm_on(
             (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
             _ => None,
         },
+        tool_cpu_ms_during_resume: match (tool_cpu_before, tool_cpu_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
+            _ => None,
+        },
+        resume_wall_ms: resume_wall.as_millis() as u64,
         listen_overflows: overflow,
-        slowest_upstream_connect_ms: proxy.slowest_upstream_connect().as_secs_f64() * 1000.0,
+        slowest_upstream_connect_ms: proxy.slowest_upstream_connect().await.as_secs_f64() * 1000.0,
         server_fds_end,
         server_connections_end: after
             .as_ref()
@@ -766,10 +924,7 @@ async fn storm_on(
 }
 
 /// Stops the fleet; returns the session results and the resume tally.
-async fn fleet_finish(
-    mut fleet: Fleet,
-    _proxy: &Proxy,
-) -> (Vec<SessionResult>, Vec<Option<(u64, bool)>>) {
+async fn fleet_finish(mut fleet: Fleet) -> (Vec<SessionResult>, Vec<Option<(u64, bool)>>) {
     fleet.absorb_pending();
     let resumed = std::mem::take(&mut fleet.tally.resumed);
     (fleet.finish().await, resumed)
@@ -790,7 +945,7 @@ fn resume_times(resumed: &[Option<(u64, bool)>], drop_at: u64) -> (Vec<f64>, usi
 }
 
 /// Black-holes every link of `settings.sessions` paired sessions (nothing passes,
-/// nothing closes, reconnects are refused) and measures when each side notices.
+/// nothing closes, and so do the reconnects) and measures when each side notices.
 pub async fn dead_link(spec: &ServerSpec, settings: &Settings) -> io::Result<DeadLinkReport> {
     let server = Server::start(spec).await?;
     let result = dead_link_on(&server, settings).await;
@@ -801,9 +956,10 @@ pub async fn dead_link(spec: &ServerSpec, settings: &Settings) -> io::Result<Dea
 const POLL: Duration = Duration::from_millis(20);
 
 async fn dead_link_on(server: &Server, settings: &Settings) -> io::Result<DeadLinkReport> {
-    let proxy = Proxy::start(server.addr).await?;
-    let url = proxy.ws_url(&server.path);
-    let mut fleet = match Fleet::launch(&url, settings, &run_prefix("dl")).await {
+    let proxy = Links::start(server.addr, settings).await?;
+    let path = server.path.clone();
+    let url = |idx| proxy.url_for(idx, &path);
+    let mut fleet = match Fleet::launch(url, settings, &run_prefix("dl")).await {
         Ok(f) => f,
         Err(e) => {
             proxy.shutdown().await;
@@ -822,8 +978,8 @@ async fn dead_link_on(server: &Server, settings: &Settings) -> io::Result<DeadLi
     fleet.absorb_pending();
     let t0 = now_ms();
     fleet.tally.since = t0;
-    proxy.set_refuse_new(true);
-    proxy.apply_all(Action::Blackhole);
+    proxy.set_blackhole_new(true).await;
+    proxy.apply_all(Action::Blackhole).await;
     let deadline = TokioInstant::now() + settings.resume_timeout;
     let mut server_times: Vec<f64> = Vec::new();
     while TokioInstant::now() < deadline {
@@ -880,22 +1036,29 @@ pub async fn resume_latency(
     result
 }
 
-/// Payloads received by one client, by number.
+/// Payloads received by one client, by number, and errors it was told of.
 #[derive(Default)]
 struct Received {
     counts: Vec<u32>,
+    errors: Vec<String>,
 }
 
 impl Received {
     fn note(&mut self, ev: &Event) {
-        if let Event::Signal { payload, .. } = ev {
-            if let Some(n) = payload.get("n").and_then(|n| n.as_u64()) {
-                let i = (n as usize).saturating_sub(1);
-                if self.counts.len() <= i {
-                    self.counts.resize(i + 1, 0);
+        match ev {
+            Event::Signal { payload, .. } => {
+                if let Some(n) = payload.get("n").and_then(|n| n.as_u64()) {
+                    let i = (n as usize).saturating_sub(1);
+                    if self.counts.len() <= i {
+                        self.counts.resize(i + 1, 0);
+                    }
+                    self.counts[i] += 1;
                 }
-                self.counts[i] += 1;
             }
+            Event::Error { code, message, .. } => {
+                self.errors.push(format!("{}: {message}", code.as_str()));
+            }
+            _ => {}
         }
     }
 
@@ -952,6 +1115,9 @@ async fn send_n(c: &NativeClient, call: &str, n: u64) -> io::Result<()> {
         .map(|_| ())
         .map_err(|e| io_err(format!("send refused: {e}")))
 }
+
+/// Pause between two drops of the single-session figure.
+const RESUME_GAP: Duration = Duration::from_millis(80);
 
 async fn resume_latency_on(
     server: &Server,
@@ -1033,21 +1199,27 @@ async fn resume_latency_on(
         if ok {
             recovered += 1;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Stay well inside the server's per-socket rate limit (50 frames/s by default):
+        // each round costs each side about four frames.
+        tokio::time::sleep(RESUME_GAP).await;
     }
     // Everything sent must arrive.
     let deadline = TokioInstant::now() + settings.drain_timeout;
-    while !(ra.complete(sent_b) && rb.complete(sent_a)) && TokioInstant::now() < deadline {
-        for (c, r) in [(&mut a, &mut ra), (&mut b, &mut rb)] {
-            if let Ok(Some((_, ev))) =
-                tokio::time::timeout(Duration::from_millis(20), c.recv_event()).await
-            {
-                r.note(&ev);
-            }
+    loop {
+        for ev in a.drain_events() {
+            ra.note(&ev);
         }
+        for ev in b.drain_events() {
+            rb.note(&ev);
+        }
+        if (ra.complete(sent_b) && rb.complete(sent_a)) || TokioInstant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (lost_a, doubled_a) = ra.lost_doubled(sent_b);
     let (lost_b, doubled_b) = rb.lost_doubled(sent_a);
+    let errors: Vec<String> = ra.errors.iter().chain(&rb.errors).cloned().collect();
     a.close_tab().await;
     b.close_tab().await;
     proxy_a.shutdown().await;
@@ -1059,6 +1231,8 @@ async fn resume_latency_on(
         msgs_sent: sent_a + sent_b,
         msgs_lost: lost_a + lost_b,
         msgs_doubled: doubled_a + doubled_b,
+        errors: errors.len(),
+        error_samples: errors.into_iter().take(3).collect(),
     })
 }
 
@@ -1212,17 +1386,24 @@ impl Report {
             for s in &self.storms {
                 let _ = writeln!(
                     out,
-                    "  {} {}: {} msgs sent, {} delivered, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links, {} CPU during the resume; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
+                    "  {} {}: {} msgs sent, {} delivered{}, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links; CPU during the {} ms resume: server {}, tool {}; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
                     s.sessions,
                     s.mode.as_str(),
                     s.msgs_sent,
                     s.msgs_delivered,
+                    if s.drained {
+                        ""
+                    } else {
+                        " (drain timed out)"
+                    },
                     s.msgs_reordered,
                     opt(s.server_resumes),
                     opt(s.server_resume_failures),
                     opt(s.server_superseded),
                     opt(s.server_dead_links),
+                    s.resume_wall_ms,
                     ms(s.server_cpu_ms_during_resume),
+                    ms(s.tool_cpu_ms_during_resume),
                     opt(s.listen_overflows),
                     s.slowest_upstream_connect_ms,
                     opt(s.server_fds_end),
@@ -1283,6 +1464,14 @@ impl Report {
                 r.msgs_lost,
                 r.msgs_doubled
             );
+            if r.errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} errors, e.g. {}",
+                    r.errors,
+                    r.error_samples.join("; ")
+                );
+            }
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\nTargets");

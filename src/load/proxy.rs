@@ -73,8 +73,9 @@ struct Inner {
     upstream: SocketAddr,
     conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Action>>>,
     next_id: AtomicU64,
-    /// New connections are reset at once instead of forwarded.
-    refuse: AtomicBool,
+    /// New connections are accepted and black-holed (never forwarded), as when SYNs
+    /// get through but nothing else does.
+    blackhole_new: AtomicBool,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     chunks_up: AtomicU64,
@@ -125,7 +126,7 @@ impl Proxy {
             upstream,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            refuse: AtomicBool::new(false),
+            blackhole_new: AtomicBool::new(false),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             chunks_up: AtomicU64::new(0),
@@ -152,9 +153,10 @@ impl Proxy {
         format!("ws://{}{}", self.addr, path)
     }
 
-    /// Reset new connections at once (true) or forward them (false, the default).
-    pub fn set_refuse_new(&self, refuse: bool) {
-        self.inner.refuse.store(refuse, Ordering::SeqCst);
+    /// Black-hole new connections (true: accepted, never forwarded, held open and
+    /// silent) or forward them (false, the default).
+    pub fn set_blackhole_new(&self, on: bool) {
+        self.inner.blackhole_new.store(on, Ordering::SeqCst);
     }
 
     /// Ids of the connections alive now.
@@ -215,7 +217,6 @@ impl Proxy {
     /// Stops accepting and resets every connection.
     pub async fn shutdown(self) {
         self.accept.abort();
-        self.set_refuse_new(true);
         self.apply_all(Action::Reset);
         // Give the connection tasks a moment to drop their sockets.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -243,11 +244,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             }
         };
         inner.accepted.fetch_add(1, Ordering::Relaxed);
-        if inner.refuse.load(Ordering::SeqCst) {
-            let _ = client.set_zero_linger();
-            drop(client);
-            continue;
-        }
+        let blackhole = inner.blackhole_new.load(Ordering::SeqCst);
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         inner
@@ -257,7 +254,11 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             .insert(id, tx);
         let inner = inner.clone();
         tokio::spawn(async move {
-            serve(&inner, client, rx).await;
+            if blackhole {
+                hold(client, rx).await;
+            } else {
+                serve(&inner, client, rx).await;
+            }
             inner
                 .conns
                 .lock()
@@ -413,6 +414,28 @@ async fn serve(inner: &Inner, client: TcpStream, mut ctl: mpsc::UnboundedReceive
                 }
             }
             _ = linger => return,
+        }
+    }
+}
+
+/// A black-holed new connection: read into the void until told otherwise or closed.
+async fn hold(mut client: TcpStream, mut ctl: mpsc::UnboundedReceiver<Action>) {
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            action = ctl.recv() => match action {
+                Some(Action::Reset) | None => {
+                    let _ = client.set_zero_linger();
+                    return;
+                }
+                Some(Action::Close) => return,
+                Some(Action::HalfOpen | Action::Blackhole) => {}
+            },
+            r = client.read(&mut buf) => {
+                if !matches!(r, Ok(n) if n > 0) {
+                    return;
+                }
+            }
         }
     }
 }

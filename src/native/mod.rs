@@ -31,6 +31,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// Read chunk of each client socket (frames of any allowed size still arrive whole).
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// How long a socket the engine closed waits for the server's answering close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Wall clock in epoch milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -307,6 +310,16 @@ impl Driver {
                             self.zombies.push(link);
                         } else {
                             let _ = link.writer.send(Message::Close(None));
+                            // A peer that never answers the close (a dead link) must
+                            // not keep the socket: give up on the handshake, as a
+                            // browser does.
+                            let tasks = link.tasks;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(CLOSE_GRACE).await;
+                                for t in tasks {
+                                    t.abort();
+                                }
+                            });
                         }
                     }
                 }
