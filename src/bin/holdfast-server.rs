@@ -39,7 +39,7 @@ mod app {
                 return ExitCode::from(2);
             }
         };
-        let listener = match tokio::net::TcpListener::bind(cli.listen).await {
+        let listener = match holdfast::server::bind(cli.listen) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("holdfast-server: cannot listen on {}: {e}", cli.listen);

@@ -102,10 +102,10 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What a socket's writer task is told.
-#[allow(clippy::large_enum_variant)] // see ServerFrame
+/// What a socket's writer task is told. Frames are boxed: the queue allocates its
+/// slots in blocks, and a few-hundred-byte slot per socket adds up at 10,000 sockets.
 enum Outbound {
-    Frame(ServerFrame),
+    Frame(Box<ServerFrame>),
     Close,
 }
 
@@ -142,6 +142,26 @@ fn cors(state: &AppState, mut resp: Response) -> Response {
 
 /// Frames queued per socket before it counts as a dead (too slow) link.
 const WRITER_QUEUE: usize = 4096;
+/// Per-socket read buffer.
+const READ_BUFFER: usize = 4 * 1024;
+/// After we close a socket, how long the peer has to answer the close before the
+/// socket is dropped anyway (a half-open peer never answers).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Pending connections the kernel queues; a resume storm reconnects thousands at once.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a backlog deep enough for a reconnect storm (the default 128
+/// makes the kernel drop connects, which clients then retry seconds later).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 struct Actor {
     engine: ServerEngine<MemoryStore>,
@@ -155,7 +175,7 @@ impl Actor {
             match out {
                 Output::Send { conn, frame } => {
                     let full = match self.writers.get(&conn) {
-                        Some(w) => w.try_send(Outbound::Frame(frame)).is_err(),
+                        Some(w) => w.try_send(Outbound::Frame(Box::new(frame))).is_err(),
                         None => false,
                     };
                     if full {
@@ -346,6 +366,10 @@ async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> Resp
     let transport_limit = state.max_frame_bytes.saturating_mul(4).max(64 * 1024);
     ws.max_message_size(transport_limit)
         .max_frame_size(transport_limit)
+        // tungstenite's default 128 KiB read buffer is allocated (and zeroed) per
+        // socket; signaling frames are small, so 4 KiB costs nothing and saves most of
+        // a session's memory.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve_socket(socket, state))
 }
 
@@ -364,12 +388,13 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
     }
     let Ok(conn) = reply_rx.await else { return };
     let (mut sink, mut stream) = socket.split();
+    let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         while let Some(out) = writer_rx.recv().await {
             match out {
                 Outbound::Frame(frame) => {
                     if sink
-                        .send(Message::Text(encode(&frame).into()))
+                        .send(Message::Text(encode(&*frame).into()))
                         .await
                         .is_err()
                     {
@@ -383,19 +408,27 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
                             reason: "".into(),
                         })))
                         .await;
+                    // A live peer answers the close at once; a half-open one never
+                    // does, and its socket must not linger.
+                    tokio::time::sleep(CLOSE_GRACE).await;
                     break;
                 }
             }
         }
         let _ = sink.close().await;
+        let _ = gone_tx.send(());
     });
     let max = state.max_frame_bytes;
-    while let Some(msg) = stream.next().await {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = &mut gone_rx => break,
+        };
         let input = match msg {
-            Ok(Message::Text(text)) => decode_client(text.as_str(), max),
-            Ok(Message::Binary(_)) => Err(BadFrame::Binary),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(Message::Close(_)) | Err(_) => break,
+            Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
+            Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
         };
         if state.actor.send(Cmd::Frame(conn, input)).is_err() {
             break;
