@@ -882,19 +882,12 @@ impl ClientEngine {
         if let Some((id, _)) = self.link.take() {
             self.io.push_back(Io::Close(id));
         }
-        let calls: Vec<(CallId, CallPhase)> = self
-            .calls
-            .values()
-            .map(|c| (c.id.clone(), c.phase))
-            .collect();
-        for (id, phase) in calls {
-            let reason = match phase {
-                CallPhase::Outgoing => EndReason::Cancelled,
-                CallPhase::Incoming => EndReason::Declined,
-                CallPhase::Active => EndReason::Hangup,
-            };
-            self.end_local(&id, reason);
-        }
+        // Logging out ends each call as the user's own hang-up would.
+        self.end_all_local(|phase| match phase {
+            CallPhase::Outgoing => EndReason::Cancelled,
+            CallPhase::Incoming => EndReason::Declined,
+            CallPhase::Active => EndReason::Hangup,
+        });
         for call in std::mem::take(&mut self.records).into_keys() {
             self.storage.push_back(StorageOp::Remove(call));
         }
@@ -1231,19 +1224,11 @@ impl ClientEngine {
             self.events.push_back(Event::GaveUp);
             // Every window has passed: the server has ended these calls, so they must
             // not stay in the map (no stuck states). Ringing ones ended long ago.
-            let calls: Vec<(CallId, CallPhase)> = self
-                .calls
-                .values()
-                .map(|c| (c.id.clone(), c.phase))
-                .collect();
-            for (id, phase) in calls {
-                let reason = match phase {
-                    CallPhase::Active => EndReason::ReconnectFailed,
-                    CallPhase::Outgoing => EndReason::Cancelled,
-                    CallPhase::Incoming => EndReason::NoAnswer,
-                };
-                self.end_local(&id, reason);
-            }
+            self.end_all_local(|phase| match phase {
+                CallPhase::Active => EndReason::ReconnectFailed,
+                CallPhase::Outgoing => EndReason::Cancelled,
+                CallPhase::Incoming => EndReason::NoAnswer,
+            });
             return;
         }
         let at = now + self.backoff_delay();
@@ -1794,6 +1779,18 @@ impl ClientEngine {
                 call,
                 why: RejoinWithdrawn::Denied,
             });
+        }
+    }
+
+    /// Ends every call in the map here, each with the reason its phase calls for.
+    fn end_all_local(&mut self, reason: impl Fn(CallPhase) -> EndReason) {
+        let calls: Vec<(CallId, CallPhase)> = self
+            .calls
+            .values()
+            .map(|c| (c.id.clone(), c.phase))
+            .collect();
+        for (id, phase) in calls {
+            self.end_local(&id, reason(phase));
         }
     }
 
