@@ -890,7 +890,6 @@ impl<S: Store> ServerEngine<S> {
             let Some(call) = self.store.call_mut(&id) else {
                 continue;
             };
-            let grace = call.grace_ms;
             let state = call.state;
             let Some(slot) = call.slot_of_mut(&user) else {
                 continue;
@@ -899,26 +898,7 @@ impl<S: Store> ServerEngine<S> {
                 continue;
             }
             match state {
-                CallState::Active => {
-                    if slot.link != LinkState::Reconnecting {
-                        let deadline = now + grace;
-                        slot.link = LinkState::Reconnecting;
-                        slot.deadline = Some(deadline);
-                        self.timers.schedule(deadline, Timer::Grace(id.clone()));
-                        let other = self.store.call(&id).map(|c| c.other_of(&user).clone());
-                        if let Some(other_sid) = other.and_then(|o| o.session) {
-                            self.push(
-                                &other_sid,
-                                ServerMsg::ParticipantDisconnected {
-                                    call: id.clone(),
-                                    user: user.clone(),
-                                    deadline,
-                                    remaining_ms: grace,
-                                },
-                            );
-                        }
-                    }
-                }
+                CallState::Active => self.start_grace(&id, &user, now),
                 CallState::Ringing => {
                     if call.caller.user.id == user {
                         call.caller_detached_at = Some(now);
@@ -930,6 +910,42 @@ impl<S: Store> ServerEngine<S> {
                 }
                 CallState::Ended => {}
             }
+        }
+    }
+
+    /// `user`'s side of an active call lost its session: unless its window already
+    /// runs, mark it reconnecting until now + grace, arm the timer, and tell the other
+    /// side the deadline.
+    fn start_grace(&mut self, call_id: &str, user: &str, now: u64) {
+        let Some(call) = self.store.call_mut(call_id) else {
+            return;
+        };
+        let grace = call.grace_ms;
+        let Some(slot) = call.slot_of_mut(user) else {
+            return;
+        };
+        if slot.link == LinkState::Reconnecting {
+            return;
+        }
+        let deadline = now + grace;
+        slot.link = LinkState::Reconnecting;
+        slot.deadline = Some(deadline);
+        self.timers
+            .schedule(deadline, Timer::Grace(call_id.to_owned()));
+        let other = self
+            .store
+            .call(call_id)
+            .and_then(|c| c.other_of(user).session.clone());
+        if let Some(other) = other {
+            self.push(
+                &other,
+                ServerMsg::ParticipantDisconnected {
+                    call: call_id.to_owned(),
+                    user: user.to_owned(),
+                    deadline,
+                    remaining_ms: grace,
+                },
+            );
         }
     }
 
@@ -992,7 +1008,6 @@ impl<S: Store> ServerEngine<S> {
             };
             let state = call.state;
             let is_caller = call.caller.user.id == user;
-            let grace = call.grace_ms;
             let Some(slot) = call.slot_of_mut(&user) else {
                 continue;
             };
@@ -1002,27 +1017,9 @@ impl<S: Store> ServerEngine<S> {
             slot.session = None;
             if state == CallState::Ringing && is_caller {
                 withdraw.push(id);
-            } else if state == CallState::Active && slot.link != LinkState::Reconnecting {
-                // Evicted while still attached: start the window now.
-                slot.link = LinkState::Reconnecting;
-                let deadline = now + grace;
-                slot.deadline = Some(deadline);
-                self.timers.schedule(deadline, Timer::Grace(id.clone()));
-                let other = self
-                    .store
-                    .call(&id)
-                    .and_then(|c| c.other_of(&user).session.clone());
-                if let Some(other) = other {
-                    self.push(
-                        &other,
-                        ServerMsg::ParticipantDisconnected {
-                            call: id,
-                            user: user.clone(),
-                            deadline,
-                            remaining_ms: grace,
-                        },
-                    );
-                }
+            } else if state == CallState::Active {
+                // Evicted while still attached: the window starts now.
+                self.start_grace(&id, &user, now);
             }
         }
         for id in withdraw {
