@@ -186,6 +186,8 @@ pub struct ServerEngine<S: Store> {
     out: VecDeque<Output>,
     metrics: Metrics,
     shutting_down: bool,
+    /// A tombstone prune is scheduled (one at a time: each prune scans every user).
+    prune_armed: bool,
 }
 
 type Handled = Result<(), (ErrorCode, String)>;
@@ -213,6 +215,7 @@ impl<S: Store> ServerEngine<S> {
             out: VecDeque::new(),
             metrics: Metrics::default(),
             shutting_down: false,
+            prune_armed: false,
         }
     }
 
@@ -816,7 +819,7 @@ impl<S: Store> ServerEngine<S> {
         if hello.presence {
             self.watchers.insert(sid.clone());
         }
-        let snapshot = self.snapshot_for(&sid, &user.id, hello.presence);
+        let snapshot = self.snapshot_for(&sid, &user.id, hello.presence, now);
         self.send(
             conn,
             ServerFrame::Welcome(Box::new(Welcome {
@@ -837,7 +840,9 @@ impl<S: Store> ServerEngine<S> {
         }
     }
 
-    fn snapshot_for(&self, sid: &str, user: &str, presence: bool) -> Snapshot {
+    fn snapshot_for(&self, sid: &str, user: &str, presence: bool, now: u64) -> Snapshot {
+        // Stones outlive their window until the next prune; only recent ones count.
+        let recent = now.saturating_sub(self.config.longest_grace());
         let calls = self
             .store
             .calls_of(user)
@@ -849,6 +854,7 @@ impl<S: Store> ServerEngine<S> {
             .store
             .tombstones(user)
             .into_iter()
+            .filter(|t| t.at >= recent)
             .map(|t| EndedCall {
                 call: t.call,
                 reason: t.reason,
@@ -1127,8 +1133,11 @@ impl<S: Store> ServerEngine<S> {
                 }
             }
             Timer::Tombstones => {
-                self.store
-                    .prune_tombstones(now.saturating_sub(self.config.longest_grace()));
+                self.prune_armed = false;
+                let longest = self.config.longest_grace();
+                if self.store.prune_tombstones(now.saturating_sub(longest)) {
+                    self.arm_prune(now);
+                }
             }
         }
     }
@@ -1590,8 +1599,7 @@ impl<S: Store> ServerEngine<S> {
                 },
             );
         }
-        self.timers
-            .schedule(now + self.config.longest_grace(), Timer::Tombstones);
+        self.arm_prune(now);
         if !self.shutting_down {
             self.broadcast_presence(&call.caller.user.id);
             self.broadcast_presence(&call.callee.user.id);
@@ -1604,6 +1612,14 @@ impl<S: Store> ServerEngine<S> {
             .call(call_id)
             .expect("caller checked the call exists");
         self.describe(call, sid)
+    }
+
+    fn arm_prune(&mut self, now: u64) {
+        if !self.prune_armed {
+            self.prune_armed = true;
+            self.timers
+                .schedule(now + self.config.longest_grace(), Timer::Tombstones);
+        }
     }
 
     /// A call as seen by one session.

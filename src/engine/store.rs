@@ -154,8 +154,8 @@ pub trait Store: Send {
 
     fn add_tombstone(&mut self, user: &str, stone: Tombstone);
     fn tombstones(&self, user: &str) -> Vec<Tombstone>;
-    /// Forget tombstones older than `before`.
-    fn prune_tombstones(&mut self, before: u64);
+    /// Forget tombstones older than `before`; true when some remain.
+    fn prune_tombstones(&mut self, before: u64) -> bool;
 
     fn counts(&self) -> StoreCounts;
     /// Called once at the end of every engine input.
@@ -338,10 +338,12 @@ impl Store for MemoryStore {
             .unwrap_or_default()
     }
 
-    fn prune_tombstones(&mut self, before: u64) {
+    fn prune_tombstones(&mut self, before: u64) -> bool {
         let mut emptied = Vec::new();
+        let mut remain = false;
         for (id, u) in self.users.iter_mut() {
             u.tombstones.retain(|t| t.at >= before);
+            remain |= !u.tombstones.is_empty();
             if u.is_empty() {
                 emptied.push(id.clone());
             }
@@ -349,6 +351,7 @@ impl Store for MemoryStore {
         for id in emptied {
             self.users.remove(&id);
         }
+        remain
     }
 
     fn counts(&self) -> StoreCounts {
