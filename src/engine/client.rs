@@ -174,6 +174,18 @@ pub enum CallPhase {
     Active,
 }
 
+impl CallPhase {
+    /// Why a call in this phase ends when its user ends it: cancelled while ringing
+    /// out, declined while ringing in, hung up when active.
+    pub fn ended_by_user(self) -> EndReason {
+        match self {
+            CallPhase::Outgoing => EndReason::Cancelled,
+            CallPhase::Incoming => EndReason::Declined,
+            CallPhase::Active => EndReason::Hangup,
+        }
+    }
+}
+
 /// A call in the active-call map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -749,22 +761,16 @@ impl ClientEngine {
         self.check_usable()?;
         let phase = self.calls.get(call).ok_or(ClientError::UnknownCall)?.phase;
         let call = call.to_owned();
-        let (msg, reason) = match phase {
-            CallPhase::Outgoing => (
-                ClientMsg::Cancel { call: call.clone() },
-                EndReason::Cancelled,
-            ),
-            CallPhase::Incoming => (
-                ClientMsg::Decline {
-                    call: call.clone(),
-                    busy: false,
-                },
-                EndReason::Declined,
-            ),
-            CallPhase::Active => (ClientMsg::Hangup { call: call.clone() }, EndReason::Hangup),
+        let msg = match phase {
+            CallPhase::Outgoing => ClientMsg::Cancel { call: call.clone() },
+            CallPhase::Incoming => ClientMsg::Decline {
+                call: call.clone(),
+                busy: false,
+            },
+            CallPhase::Active => ClientMsg::Hangup { call: call.clone() },
         };
         let re = self.enqueue(msg, now)?;
-        self.end_local(&call, reason);
+        self.end_local(&call, phase.ended_by_user());
         self.ended_here.push_back(call);
         if self.ended_here.len() > 64 {
             self.ended_here.pop_front();
@@ -883,11 +889,7 @@ impl ClientEngine {
             self.io.push_back(Io::Close(id));
         }
         // Logging out ends each call as the user's own hang-up would.
-        self.end_all_local(|phase| match phase {
-            CallPhase::Outgoing => EndReason::Cancelled,
-            CallPhase::Incoming => EndReason::Declined,
-            CallPhase::Active => EndReason::Hangup,
-        });
+        self.end_all_local(CallPhase::ended_by_user);
         for call in std::mem::take(&mut self.records).into_keys() {
             self.storage.push_back(StorageOp::Remove(call));
         }
