@@ -167,7 +167,7 @@ impl ClientEngine {
     }
 
     /// The socket for `link` closed or failed.
-    pub fn handle_closed(&mut self, link: LinkId, now: u64) {
+    pub fn handle_close(&mut self, link: LinkId, now: u64) {
         if self.link.map(|(id, _)| id) != Some(link) {
             return;
         }

@@ -3,7 +3,7 @@
 //!
 //! Sans-IO. The driver feeds:
 //! - socket life: [`ClientEngine::handle_open`], [`ClientEngine::handle_frame`],
-//!   [`ClientEngine::handle_bad_frame`], [`ClientEngine::handle_closed`], each tagged with
+//!   [`ClientEngine::handle_bad_frame`], [`ClientEngine::handle_close`], each tagged with
 //!   the [`LinkId`] the engine asked for, so late events of an abandoned socket are ignored;
 //! - time: [`ClientEngine::handle_timeout`];
 //! - the page: [`ClientEngine::handle_online`], [`ClientEngine::handle_wake`] (visible /
