@@ -102,8 +102,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}; try 1500ms, 60s, 5m)"))
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration: {e}"))
 }
 
 impl Cli {

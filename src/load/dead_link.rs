@@ -23,6 +23,7 @@ pub async fn dead_link(spec: &ServerSpec, settings: &Settings) -> io::Result<Dea
     result
 }
 
+/// How often the server's `/metrics` is read while waiting for it to notice.
 const POLL: Duration = Duration::from_millis(20);
 
 async fn dead_link_on(server: &Server, settings: &Settings) -> io::Result<DeadLinkReport> {

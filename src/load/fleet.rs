@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 
+/// A failed figure, as the I/O error every figure returns.
 pub(super) fn io_err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }

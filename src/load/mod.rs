@@ -18,7 +18,7 @@
 //! ([`ServerSpec::Target`]).
 //!
 //! One file per part: the figures ([`storm`](mod@storm), [`dead_link`](mod@dead_link),
-//! [`resume`]), the paired sessions they drive ([`fleet`], over [`links`]), what the
+//! [`resume`]), the paired sessions they drive (`fleet`, over `links`), what the
 //! run measured and how it is printed ([`report`]), and what is read from the host
 //! ([`host`]: `/proc`, the open-files limit, the date).
 
