@@ -19,6 +19,8 @@
 //! Time is epoch milliseconds handed in by the driver (`Date.now()` in the browser), so
 //! rejoin deadlines written to storage stay meaningful after a reload.
 
+use super::liveness::{Check, Liveness};
+use super::reliable::{Inbox, Outbox, Received};
 use super::{SplitMix, TimerQueue};
 use crate::protocol::*;
 use serde::{Deserialize, Serialize};
@@ -407,11 +409,10 @@ pub struct ClientEngine {
     link: Option<(LinkId, LinkPhase)>,
     next_link: LinkId,
     session: Option<SessionState>,
-    /// Sequence of our last sent message, and the last server message handled.
-    out_seq: u64,
-    in_seq: u64,
-    /// Sent and not yet acknowledged, by seq.
-    unacked: VecDeque<(u64, ClientMsg)>,
+    /// Our sequenced messages not yet acknowledged by the server.
+    outbox: Outbox<ClientMsg>,
+    /// The last server message handled.
+    inbox: Inbox,
     /// Accepted by a command but not yet sequenced (no session was ready), by request id.
     pending: VecDeque<(u64, ClientMsg)>,
     /// Request ids: what commands return and what `re` in events refers to. Unlike
@@ -437,10 +438,8 @@ pub struct ClientEngine {
     /// When the link was lost (for giving up).
     down_since: Option<u64>,
     next_attempt_at: Option<u64>,
-    last_rx: u64,
-    last_tx: u64,
-    heartbeat_interval: u64,
-    heartbeat_timeout: u64,
+    /// Heartbeat watchdog of the current link.
+    liveness: Liveness,
     /// Server clock minus local clock, from the last welcome.
     clock_offset: i64,
     /// When the current link's hello was sent (to estimate the clock offset).
@@ -457,16 +456,14 @@ impl ClientEngine {
     pub fn new(config: ClientConfig) -> Self {
         let seed = config.seed;
         Self {
-            heartbeat_interval: config.heartbeat_interval_ms,
-            heartbeat_timeout: config.heartbeat_timeout_ms,
+            liveness: Liveness::new(config.heartbeat_interval_ms, config.heartbeat_timeout_ms),
             config,
             state: ConnectionState::Idle,
             link: None,
             next_link: 1,
             session: None,
-            out_seq: 0,
-            in_seq: 0,
-            unacked: VecDeque::new(),
+            outbox: Outbox::new(),
+            inbox: Inbox::new(),
             pending: VecDeque::new(),
             next_request: 1,
             requests: BTreeMap::new(),
@@ -481,8 +478,6 @@ impl ClientEngine {
             attempt: 0,
             down_since: None,
             next_attempt_at: None,
-            last_rx: 0,
-            last_tx: 0,
             clock_offset: 0,
             hello_sent_at: 0,
             timers: TimerQueue::default(),
@@ -537,7 +532,7 @@ impl ClientEngine {
 
     /// Messages waiting for acknowledgement (sent or queued).
     pub fn unacked_len(&self) -> usize {
-        self.unacked.len() + self.pending.len()
+        self.outbox.len() + self.pending.len()
     }
 
     /// The rejoin token this page holds for a call (tests and tooling).
@@ -895,7 +890,7 @@ impl ClientEngine {
         }
         self.offers.clear();
         self.pending.clear();
-        self.unacked.clear();
+        self.outbox.clear();
         self.timers.clear();
         self.session = None;
         self.state = ConnectionState::LoggedOut;
@@ -910,11 +905,11 @@ impl ClientEngine {
             return;
         }
         self.link = Some((link, LinkPhase::Hello));
-        self.last_rx = now;
+        self.liveness.heard(now);
         let resume = self.session.as_ref().map(|s| Resume {
             session: s.id.clone(),
             secret: s.secret.clone(),
-            last_seq: self.in_seq,
+            last_seq: self.inbox.last_seq(),
         });
         self.transmit.push_back(ClientFrame::Hello(Hello {
             v: PROTOCOL_VERSION,
@@ -923,7 +918,7 @@ impl ClientEngine {
             presence: self.config.presence,
             call_waiting: self.config.call_waiting,
         }));
-        self.last_tx = now;
+        self.liveness.sent(now);
         self.hello_sent_at = now;
     }
 
@@ -941,7 +936,7 @@ impl ClientEngine {
         if self.link.map(|(id, _)| id) != Some(link) {
             return;
         }
-        self.last_rx = now;
+        self.liveness.heard(now);
         self.events.push_back(Event::Error {
             code: bad.code(),
             message: bad.message(),
@@ -957,7 +952,7 @@ impl ClientEngine {
         if id != link {
             return;
         }
-        self.last_rx = now;
+        self.liveness.heard(now);
         match frame {
             ServerFrame::Welcome(w) if phase == LinkPhase::Hello => self.welcome(*w, now),
             ServerFrame::Error(e) => self.server_error(e, now),
@@ -971,22 +966,25 @@ impl ClientEngine {
             }
             ServerFrame::Welcome(_) => {}
             ServerFrame::Msg { seq, ack, body } => {
-                if seq <= self.in_seq {
-                    self.take_ack(ack);
-                    return; // replayed duplicate
+                match self.inbox.accept(seq) {
+                    Received::New => {}
+                    Received::Duplicate => {
+                        self.take_ack(ack);
+                        return; // replayed duplicate
+                    }
+                    Received::Gap { expected } => {
+                        // A gap cannot happen on an ordered socket; start over with a
+                        // resume.
+                        self.events.push_back(Event::Error {
+                            code: ErrorCode::BadSequence,
+                            message: format!("expected seq {expected}, got {seq}"),
+                            re: None,
+                        });
+                        self.abandon_link();
+                        self.link_lost(now);
+                        return;
+                    }
                 }
-                if seq != self.in_seq + 1 {
-                    // A gap cannot happen on an ordered socket; start over with a resume.
-                    self.events.push_back(Event::Error {
-                        code: ErrorCode::BadSequence,
-                        message: format!("expected seq {}, got {seq}", self.in_seq + 1),
-                        re: None,
-                    });
-                    self.abandon_link();
-                    self.link_lost(now);
-                    return;
-                }
-                self.in_seq = seq;
                 let before = self.transmit.len();
                 // The body first: an answer and the ack covering its request arrive
                 // together, and the answer needs the request's record.
@@ -998,9 +996,10 @@ impl ClientEngine {
                     .skip(before)
                     .any(|f| matches!(f, ClientFrame::Msg { .. }));
                 if !carried {
-                    self.transmit
-                        .push_back(ClientFrame::Ack { ack: self.in_seq });
-                    self.last_tx = now;
+                    self.transmit.push_back(ClientFrame::Ack {
+                        ack: self.inbox.last_seq(),
+                    });
+                    self.liveness.sent(now);
                 }
             }
             ServerFrame::Ack { ack } | ServerFrame::Pong { ack } => self.take_ack(ack),
@@ -1019,7 +1018,7 @@ impl ClientEngine {
                 Timer::ConnectTimeout => {
                     if let Some((_, phase)) = self.link {
                         if phase != LinkPhase::Ready
-                            && now >= self.last_rx + self.config.connect_timeout_ms
+                            && now >= self.liveness.last_heard() + self.config.connect_timeout_ms
                         {
                             self.abandon_link();
                             self.link_lost(now);
@@ -1085,8 +1084,8 @@ impl ClientEngine {
     }
 
     fn send_sequenced(&mut self, req: u64, msg: ClientMsg, now: u64) -> u64 {
-        self.out_seq += 1;
-        let seq = self.out_seq;
+        let ack = self.inbox.last_seq();
+        let seq = self.outbox.push(ack, msg.clone());
         let request = match &msg {
             ClientMsg::Invite { peer, .. } => Request::Invite(peer.clone()),
             ClientMsg::Rejoin { call, .. } => Request::Rejoin(call.clone()),
@@ -1095,11 +1094,10 @@ impl ClientEngine {
         self.requests.insert(seq, (req, request));
         self.transmit.push_back(ClientFrame::Msg {
             seq,
-            ack: self.in_seq,
-            body: msg.clone(),
+            ack,
+            body: msg,
         });
-        self.unacked.push_back((seq, msg));
-        self.last_tx = now;
+        self.liveness.sent(now);
         seq
     }
 
@@ -1112,9 +1110,7 @@ impl ClientEngine {
     }
 
     fn take_ack(&mut self, ack: u64) {
-        while self.unacked.front().is_some_and(|(seq, _)| *seq <= ack) {
-            self.unacked.pop_front();
-        }
+        self.outbox.take_ack(ack);
         // Handled requests that expect no answer are done; invites and rejoins wait for
         // theirs (which arrive before or with the ack that covers them).
         self.requests
@@ -1156,7 +1152,7 @@ impl ClientEngine {
         self.next_link += 1;
         self.link = Some((id, LinkPhase::Opening));
         self.next_attempt_at = None;
-        self.last_rx = now;
+        self.liveness.heard(now);
         self.attempt += 1;
         self.io.push_back(Io::Open(id));
         self.events.push_back(if self.session.is_some() {
@@ -1200,7 +1196,7 @@ impl ClientEngine {
                 self.attempt = 0;
                 self.down_since = Some(now);
                 // Our own slot's window started about when the server last heard us.
-                self.refresh_records(self.last_rx.min(now));
+                self.refresh_records(self.liveness.last_heard().min(now));
             }
             _ => {
                 if self.down_since.is_none() {
@@ -1247,9 +1243,10 @@ impl ClientEngine {
 
     fn send_ping(&mut self, now: u64) {
         if self.ready() {
-            self.transmit
-                .push_back(ClientFrame::Ping { ack: self.in_seq });
-            self.last_tx = now;
+            self.transmit.push_back(ClientFrame::Ping {
+                ack: self.inbox.last_seq(),
+            });
+            self.liveness.sent(now);
         }
     }
 
@@ -1257,18 +1254,19 @@ impl ClientEngine {
         if !self.ready() {
             return;
         }
-        if now >= self.last_rx + self.heartbeat_timeout {
-            // Silence for a whole timeout: the link is dead even if the socket says open.
-            self.abandon_link();
-            self.link_lost(now);
-            return;
+        match self.liveness.check(now) {
+            Check::Dead => {
+                // Silence for a whole timeout: the link is dead even if the socket says
+                // open.
+                self.abandon_link();
+                self.link_lost(now);
+                return;
+            }
+            Check::PingDue => self.send_ping(now),
+            Check::Alive => {}
         }
-        if now >= self.last_tx + self.heartbeat_interval {
-            self.send_ping(now);
-        }
-        let next =
-            (self.last_tx + self.heartbeat_interval).min(self.last_rx + self.heartbeat_timeout);
-        self.timers.schedule(next.max(now + 1), Timer::Heartbeat);
+        self.timers
+            .schedule(self.liveness.next_check(now), Timer::Heartbeat);
     }
 
     fn server_error(&mut self, e: ErrorBody, now: u64) {
@@ -1333,8 +1331,10 @@ impl ClientEngine {
         // to (nearly) the same instant.
         let midpoint = self.hello_sent_at.min(now) + now.saturating_sub(self.hello_sent_at) / 2;
         self.clock_offset = w.now as i64 - midpoint as i64;
-        self.heartbeat_interval = w.timers.heartbeat_interval_ms;
-        self.heartbeat_timeout = w.timers.heartbeat_timeout_ms;
+        self.liveness.set_timers(
+            w.timers.heartbeat_interval_ms,
+            w.timers.heartbeat_timeout_ms,
+        );
         let had_session = self.session.is_some();
         let resumed = w.resumed && self.session.as_ref().is_some_and(|s| s.id == w.session);
         self.session = Some(SessionState {
@@ -1350,25 +1350,21 @@ impl ClientEngine {
             // Re-send exactly what the server has not handled, in order. (Only the
             // resend buffer is trimmed here: answers to handled requests may still be in
             // the server's replay that follows, and need their request records.)
-            while self
-                .unacked
-                .front()
-                .is_some_and(|(seq, _)| *seq <= w.last_seq)
-            {
-                self.unacked.pop_front();
-            }
-            let replay: Vec<(u64, ClientMsg)> = self.unacked.iter().cloned().collect();
-            for (seq, body) in replay {
+            // Replayed with the current ack rather than the original one: the server
+            // matches nothing to our acks, and the current one is what it has already
+            // trimmed its own replay to.
+            self.outbox.take_ack(w.last_seq);
+            let ack = self.inbox.last_seq();
+            for u in self.outbox.replay() {
                 self.transmit.push_back(ClientFrame::Msg {
-                    seq,
-                    ack: self.in_seq,
-                    body,
+                    seq: u.seq,
+                    ack,
+                    body: u.msg.clone(),
                 });
             }
             self.events.push_back(Event::Resumed { recovered: true });
         } else {
-            let unconfirmed = self.unacked.len();
-            self.unacked.clear();
+            let unconfirmed = self.outbox.len();
             // Requests the server never confirmed will get no answer now.
             let lost = std::mem::take(&mut self.requests);
             for (_, (req, request)) in lost {
@@ -1381,8 +1377,9 @@ impl ClientEngine {
                     });
                 }
             }
-            self.out_seq = 0;
-            self.in_seq = 0;
+            // A new session numbers from one both ways.
+            self.outbox = Outbox::new();
+            self.inbox = Inbox::new();
             if had_session {
                 self.events.push_back(Event::SessionLost { unconfirmed });
                 self.events.push_back(Event::Resumed { recovered: false });
@@ -1402,10 +1399,11 @@ impl ClientEngine {
         if resumed && self.transmit.is_empty() {
             // Tell the server at once that the welcome (and its new secret) arrived, so
             // it stops accepting the previous secret.
-            self.transmit
-                .push_back(ClientFrame::Ack { ack: self.in_seq });
+            self.transmit.push_back(ClientFrame::Ack {
+                ack: self.inbox.last_seq(),
+            });
         }
-        self.last_tx = now;
+        self.liveness.sent(now);
         self.timers.schedule(now + 1, Timer::Heartbeat);
         if !self.records.is_empty() {
             self.refresh_records(now);
