@@ -1,8 +1,10 @@
 //! Sequenced delivery within a session: every server message is numbered, kept until
 //! the client acknowledges it (for replay after a resume), and every client message is
-//! handled once, in order.
+//! handled once, in order. The bookkeeping is [`crate::engine::reliable`], shared with
+//! the client engine; this file decides what the server does with its verdicts.
 
 use super::{ConnId, Output, ServerEngine};
+use crate::engine::reliable::Received;
 use crate::engine::store::Store;
 use crate::protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame, ServerMsg};
 
@@ -14,19 +16,19 @@ impl<S: Store> ServerEngine<S> {
         let Some(s) = self.store.session_mut(sid) else {
             return;
         };
-        s.out_seq += 1;
-        let seq = s.out_seq;
-        let ack = s.in_seq;
+        let ack = s.inbox.last_seq();
         let conn = s.conn;
-        if s.unacked.len() >= limit {
+        if s.outbox.len() >= limit {
             // The peer of this session is not acknowledging: the buffer can no longer
             // guarantee replay, so the next resume starts a new session.
             s.overflowed = true;
-            s.unacked.clear();
+            s.outbox.clear();
         }
-        if !s.overflowed {
-            s.unacked.push_back((seq, ack, body.clone()));
-        }
+        let seq = if s.overflowed {
+            s.outbox.push_unbuffered()
+        } else {
+            s.outbox.push(ack, body.clone())
+        };
         if let Some(conn) = conn {
             self.send(conn, ServerFrame::Msg { seq, ack, body });
         }
@@ -54,9 +56,7 @@ impl<S: Store> ServerEngine<S> {
     /// The client handled everything up to `ack`: forget it.
     pub(super) fn take_ack(&mut self, sid: &str, ack: u64) {
         if let Some(s) = self.store.session_mut(sid) {
-            while s.unacked.front().is_some_and(|(seq, _, _)| *seq <= ack) {
-                s.unacked.pop_front();
-            }
+            s.outbox.take_ack(ack);
         }
     }
 
@@ -70,25 +70,26 @@ impl<S: Store> ServerEngine<S> {
         now: u64,
         handle: impl FnOnce(&mut Self, u64),
     ) {
-        let Some(last) = self.store.session(sid).map(|s| s.in_seq) else {
+        let Some(s) = self.store.session_mut(sid) else {
             return;
         };
-        if seq <= last {
-            // Already handled: a replay after resume. Acknowledge again.
-            self.send(conn, ServerFrame::Ack { ack: last });
-            return;
-        }
-        if seq != last + 1 {
-            self.fatal(
-                conn,
-                ErrorCode::BadSequence,
-                format!("expected seq {}, got {seq}", last + 1),
-                now,
-            );
-            return;
-        }
-        if let Some(s) = self.store.session_mut(sid) {
-            s.in_seq = seq;
+        match s.inbox.accept(seq) {
+            Received::New => {}
+            Received::Duplicate => {
+                // Already handled: a replay after resume. Acknowledge again.
+                let ack = s.inbox.last_seq();
+                self.send(conn, ServerFrame::Ack { ack });
+                return;
+            }
+            Received::Gap { expected } => {
+                self.fatal(
+                    conn,
+                    ErrorCode::BadSequence,
+                    format!("expected seq {expected}, got {seq}"),
+                    now,
+                );
+                return;
+            }
         }
         let mark = self.out.len();
         handle(self, seq);

@@ -11,7 +11,7 @@
 //! [`session`] (hello, new sessions, the per-identity limit, expiry, bye), [`resume`],
 //! [`delivery`] (sequenced messages, acks, replay buffer), [`call`] (invite, accept,
 //! decline, hang-up, relay, end), [`dedup`] (second and crossed invites, busy),
-//! [`grace`] (dropped links and their windows), [`rejoin`] (rejoin tokens),
+//! [`grace`] (dropped links and their windows), [`heartbeat`] (dead-link detection), [`rejoin`] (rejoin tokens),
 //! [`presence`], [`rate_limit`] (the per-socket budget), [`auth`], [`config`],
 //! [`metrics`].
 
@@ -21,6 +21,7 @@ mod config;
 mod dedup;
 mod delivery;
 mod grace;
+mod heartbeat;
 mod metrics;
 mod presence;
 mod rate_limit;
@@ -33,6 +34,7 @@ pub use config::ServerConfig;
 pub use metrics::Metrics;
 pub use rate_limit::{Charge, RateLimit, TokenBucket};
 
+use super::liveness::Liveness;
 use super::store::{Store, StoreCounts};
 use super::{hex, Entropy, TimerQueue};
 use crate::protocol::*;
@@ -77,7 +79,8 @@ enum Timer {
 #[derive(Debug)]
 struct Conn {
     session: Option<SessionId>,
-    last_rx: u64,
+    /// When the client was last heard from.
+    liveness: Liveness,
     budget: TokenBucket,
 }
 
@@ -185,7 +188,7 @@ impl<S: Store> ServerEngine<S> {
             id,
             Conn {
                 session: None,
-                last_rx: now,
+                liveness: self.new_liveness(now),
                 budget: TokenBucket::full(&self.config.rate_limit(), now),
             },
         );
@@ -211,7 +214,7 @@ impl<S: Store> ServerEngine<S> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.last_rx = now;
+        c.liveness.heard(now);
         let authed = c.session.is_some();
         self.metrics.frames_in += 1;
         if !authed {
@@ -238,7 +241,7 @@ impl<S: Store> ServerEngine<S> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.last_rx = now;
+        c.liveness.heard(now);
         self.metrics.frames_in += 1;
         let session = c.session.clone();
         match (session, frame) {
@@ -408,7 +411,7 @@ impl<S: Store> ServerEngine<S> {
             ClientFrame::Ack { ack } => self.take_ack(&sid, ack),
             ClientFrame::Ping { ack } => {
                 self.take_ack(&sid, ack);
-                let ack = self.store.session(&sid).map_or(0, |s| s.in_seq);
+                let ack = self.store.session(&sid).map_or(0, |s| s.inbox.last_seq());
                 self.send(conn, ServerFrame::Pong { ack });
             }
             ClientFrame::Bye => self.bye(conn, &sid, now),

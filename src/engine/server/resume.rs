@@ -14,9 +14,8 @@ fn resumable(session: &Session, user: &Peer, r: &Resume, window: u64, now: u64) 
             | s.prev_secret_hash.is_some_and(|h| secret_matches(&r.secret, &h)))
         && !s.overflowed
         && s.detached_at.is_none_or(|at| now < at + window)
-        && r.last_seq <= s.out_seq
-        // Everything after last_seq must still be in the buffer.
-        && s.unacked.front().map_or(r.last_seq == s.out_seq, |(first, _, _)| *first <= r.last_seq + 1)
+        // It claims nothing never sent, and everything after it is still kept.
+        && s.outbox.can_resume_from(r.last_seq)
 }
 
 impl<S: Store> ServerEngine<S> {
@@ -41,13 +40,7 @@ impl<S: Store> ServerEngine<S> {
             // arrived (see `Session::prev_secret_hash`).
             s.prev_secret_hash = Some(secret_hash(&r.secret));
             s.secret_hash = secret_hash(&secret);
-            while s
-                .unacked
-                .front()
-                .is_some_and(|(seq, _, _)| *seq <= r.last_seq)
-            {
-                s.unacked.pop_front();
-            }
+            s.outbox.take_ack(r.last_seq);
             (old, was_detached)
         };
         if let Some(old) = old_conn {
@@ -58,7 +51,7 @@ impl<S: Store> ServerEngine<S> {
         }
         self.metrics.resumes += 1;
         let presence = self.welcome_back(conn, &sid, secret, now);
-        self.schedule_heartbeat(conn, now);
+        self.schedule_heartbeat(conn);
         if was_detached {
             self.reattach_calls(&sid, now);
         }
@@ -99,7 +92,7 @@ impl<S: Store> ServerEngine<S> {
             session: sid.to_owned(),
             secret,
             resumed: true,
-            last_seq: s.in_seq,
+            last_seq: s.inbox.last_seq(),
             user: s.user.clone(),
             timers: self.config.timers(),
             limits: self.config.limits(),
@@ -108,11 +101,19 @@ impl<S: Store> ServerEngine<S> {
         };
         // Each replayed message carries the ack it was first sent with: the client
         // matches an answer to its request before the ack that covers the request.
-        let replay: Vec<(u64, u64, ServerMsg)> = s.unacked.iter().cloned().collect();
+        let replay: Vec<ServerFrame> = s
+            .outbox
+            .replay()
+            .map(|u| ServerFrame::Msg {
+                seq: u.seq,
+                ack: u.ack,
+                body: u.msg.clone(),
+            })
+            .collect();
         let presence = s.presence;
         self.send(conn, ServerFrame::Welcome(Box::new(welcome)));
-        for (seq, ack, body) in replay {
-            self.send(conn, ServerFrame::Msg { seq, ack, body });
+        for frame in replay {
+            self.send(conn, frame);
         }
         presence
     }

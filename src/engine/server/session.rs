@@ -1,11 +1,11 @@
-//! Sessions: the hello that opens one, the per-identity limit, heartbeats, expiry after
-//! the resume window, and logout (`bye`).
+//! Sessions: the hello that opens one, the per-identity limit, expiry after the resume
+//! window, and logout (`bye`).
 
-use super::{AuthError, CloseReason, ConnId, Output, ServerEngine, Timer};
+use super::{AuthError, CloseReason, ConnId, Output, ServerEngine};
+use crate::engine::reliable::{Inbox, Outbox};
 use crate::engine::secret_hash;
 use crate::engine::store::{Session, Store};
 use crate::protocol::*;
-use std::collections::VecDeque;
 
 impl<S: Store> ServerEngine<S> {
     /// The first frame of a socket: resume the session it names, or open a new one.
@@ -110,9 +110,8 @@ impl<S: Store> ServerEngine<S> {
             prev_secret_hash: None,
             conn: Some(conn),
             detached_at: None,
-            out_seq: 0,
-            in_seq: 0,
-            unacked: VecDeque::new(),
+            outbox: Outbox::new(),
+            inbox: Inbox::new(),
             overflowed: false,
             presence: hello.presence,
             call_waiting: hello.call_waiting,
@@ -140,7 +139,7 @@ impl<S: Store> ServerEngine<S> {
                 snapshot: Some(snapshot),
             })),
         );
-        self.schedule_heartbeat(conn, now);
+        self.schedule_heartbeat(conn);
         if !was_online {
             self.broadcast_presence(&user.id);
         }
@@ -177,14 +176,6 @@ impl<S: Store> ServerEngine<S> {
             },
             ended,
         }
-    }
-
-    /// Watch a socket that just got a welcome for silence.
-    pub(super) fn schedule_heartbeat(&mut self, conn: ConnId, now: u64) {
-        self.timers.schedule(
-            now + self.config.heartbeat_timeout_ms,
-            Timer::Heartbeat(conn),
-        );
     }
 
     /// The resume window passed (or room was needed): forget the session. Calls it held
@@ -269,21 +260,6 @@ impl<S: Store> ServerEngine<S> {
     pub(super) fn hello_due(&mut self, conn: ConnId, now: u64) {
         if self.conns.get(&conn).is_some_and(|c| c.session.is_none()) {
             self.fatal(conn, ErrorCode::HelloTimeout, "no hello in time", now);
-        }
-    }
-
-    /// A socket silent for the heartbeat timeout is dead; otherwise look again when it
-    /// would be.
-    pub(super) fn heartbeat_due(&mut self, conn: ConnId, now: u64) {
-        let timeout = self.config.heartbeat_timeout_ms;
-        if let Some(c) = self.conns.get(&conn) {
-            let due = c.last_rx + timeout;
-            if now >= due {
-                self.metrics.dead_links += 1;
-                self.close_conn(conn, CloseReason::DeadLink, now);
-            } else {
-                self.timers.schedule(due, Timer::Heartbeat(conn));
-            }
         }
     }
 
