@@ -7,13 +7,13 @@
 //! [`ServerEngine::poll_timeout`] (when to call `handle_timeout` next). Every input takes
 //! `now` in epoch milliseconds.
 //!
-//! One file per behaviour, all of them `impl ServerEngine` blocks over the state here:
-//! [`session`] (hello, new sessions, the per-identity limit, expiry, bye), [`resume`],
-//! [`delivery`] (sequenced messages, acks, replay buffer), [`call`] (invite, accept,
-//! decline, hang-up, relay, end), [`dedup`] (second and crossed invites, busy),
-//! [`grace`] (dropped links and their windows), [`heartbeat`] (dead-link detection), [`rejoin`] (rejoin tokens),
-//! [`presence`], [`rate_limit`] (the per-socket budget), [`auth`], [`config`],
-//! [`metrics`].
+//! One file per behaviour, each an `impl ServerEngine` block over the state here:
+//! `session.rs` (hello, new sessions, the per-identity limit, expiry, bye), `resume.rs`,
+//! `delivery.rs` (sequenced messages, acks, replay buffer), `heartbeat.rs` (dead-link
+//! detection), `call.rs` (invite, accept, decline, hang-up, relay, end), `dedup.rs`
+//! (second and crossed invites, busy), `grace.rs` (dropped links and their windows),
+//! `rejoin.rs` (rejoin tokens), `presence.rs`, `rate_limit.rs` (the per-socket budget),
+//! `auth.rs`, `config.rs`, `metrics.rs`.
 
 mod auth;
 mod call;
