@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,8 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Connections served beyond the caps, only to answer `/healthz` (and refuse the
 /// rest with 503), so health checks get through while the caps are full.
 const RESERVE_CONNECTIONS: usize = 32;
+/// Reserve connections one IP may hold.
+const RESERVE_PER_IP: usize = 4;
 /// How long a reserve connection may take to send its request.
 const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// File descriptors kept free beyond the connection caps: the listeners, the runtime's
@@ -122,11 +124,27 @@ pub(crate) struct ConnTracker {
     max_total: usize,
     max_per_ip: usize,
     exempt: Vec<IpAddr>,
-    total: AtomicUsize,
-    reserve: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<Counts>,
     pub(crate) refused_global: AtomicU64,
     pub(crate) refused_per_ip: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    reserve: usize,
+    /// Reserve slots by IP, so one client cannot take the whole reserve.
+    reserve_per_ip: HashMap<IpAddr, usize>,
+}
+
+fn release(map: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
+    }
 }
 
 /// Which pool an accepted connection is served from.
@@ -141,28 +159,23 @@ enum Admission {
 /// dropped (it lives inside the I/O object, so through the WebSocket upgrade too).
 pub(crate) struct ConnSlot {
     tracker: Arc<ConnTracker>,
+    /// The IP it is counted under, if its IP is counted.
     ip: Option<IpAddr>,
     reserve: bool,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        let mut c = self.tracker.lock();
         if self.reserve {
-            self.tracker.reserve.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-        self.tracker.total.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            let mut map = self
-                .tracker
-                .per_ip
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
+            c.reserve -= 1;
+            if let Some(ip) = self.ip {
+                release(&mut c.reserve_per_ip, ip);
+            }
+        } else {
+            c.total -= 1;
+            if let Some(ip) = self.ip {
+                release(&mut c.per_ip, ip);
             }
         }
     }
@@ -182,12 +195,14 @@ impl ConnTracker {
             max_total,
             max_per_ip: limits.max_connections_per_ip,
             exempt: limits.per_ip_exempt.clone(),
-            total: AtomicUsize::new(0),
-            reserve: AtomicUsize::new(0),
-            per_ip: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             refused_global: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn max_total(&self) -> usize {
@@ -195,38 +210,40 @@ impl ConnTracker {
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
-        let over_global = self.total.load(Ordering::Relaxed) >= self.max_total;
-        let counted_ip = (self.max_per_ip > 0 && !self.exempt.contains(&ip)).then_some(ip);
-        let over_ip = !over_global
-            && counted_ip.is_some_and(|ip| {
-                let map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-                map.get(&ip).is_some_and(|&n| n >= self.max_per_ip)
+        let counted = !self.exempt.contains(&ip);
+        let mut c = self.lock();
+        let over_global = c.total >= self.max_total;
+        let over_ip = counted
+            && self.max_per_ip > 0
+            && c.per_ip.get(&ip).is_some_and(|&n| n >= self.max_per_ip);
+        if !over_global && !over_ip {
+            c.total += 1;
+            if counted && self.max_per_ip > 0 {
+                *c.per_ip.entry(ip).or_insert(0) += 1;
+            }
+            return Admission::Normal(ConnSlot {
+                tracker: self.clone(),
+                ip: (counted && self.max_per_ip > 0).then_some(ip),
+                reserve: false,
             });
-        if over_global || over_ip {
-            if over_global {
-                self.refused_global.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
-            }
-            if self.reserve.fetch_add(1, Ordering::Relaxed) < RESERVE_CONNECTIONS {
-                return Admission::Reserve(ConnSlot {
-                    tracker: self.clone(),
-                    ip: None,
-                    reserve: true,
-                });
-            }
-            self.reserve.fetch_sub(1, Ordering::Relaxed);
+        }
+        if over_global {
+            self.refused_global.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+        }
+        let ip_reserve = c.reserve_per_ip.get(&ip).copied().unwrap_or(0);
+        if c.reserve >= RESERVE_CONNECTIONS || (counted && ip_reserve >= RESERVE_PER_IP) {
             return Admission::Refused;
         }
-        self.total.fetch_add(1, Ordering::Relaxed);
-        if let Some(ip) = counted_ip {
-            let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            *map.entry(ip).or_insert(0) += 1;
+        c.reserve += 1;
+        if counted {
+            *c.reserve_per_ip.entry(ip).or_insert(0) += 1;
         }
-        Admission::Normal(ConnSlot {
+        Admission::Reserve(ConnSlot {
             tracker: self.clone(),
-            ip: counted_ip,
-            reserve: false,
+            ip: counted.then_some(ip),
+            reserve: true,
         })
     }
 }
