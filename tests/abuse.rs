@@ -535,3 +535,278 @@ async fn origins_are_checked_and_metrics_can_live_elsewhere() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
+
+/// A hostile client speaking the protocol by hand over a raw WebSocket.
+struct Raw {
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    seq: u64,
+}
+
+/// The error code in a frame, connection-level or sequenced.
+fn error_code(v: &serde_json::Value) -> Option<&str> {
+    match v["t"].as_str() {
+        Some("error") => v["code"].as_str(),
+        Some("msg") if v["body"]["type"] == "error" => v["body"]["code"].as_str(),
+        _ => None,
+    }
+}
+
+impl Raw {
+    /// Connects and says hello; returns the first frame's error code if refused.
+    async fn hello(addr: SocketAddr, token: &str) -> (Self, Option<String>) {
+        Self::hello_from([127, 0, 0, 1], addr, token).await
+    }
+
+    /// [`Raw::hello`] from another loopback address.
+    async fn hello_from(ip: [u8; 4], addr: SocketAddr, token: &str) -> (Self, Option<String>) {
+        let stream = connect_from(ip, addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            .await
+            .unwrap();
+        ws.send(Message::text(
+            json!({"t": "hello", "v": 1, "token": token}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let mut raw = Self { ws, seq: 0 };
+        let first = raw.next_frame(WAIT).await.expect("an answer to the hello");
+        let code = error_code(&first).map(str::to_owned);
+        (raw, code)
+    }
+
+    async fn msg(&mut self, body: serde_json::Value) -> u64 {
+        self.seq += 1;
+        let frame = json!({"t": "msg", "seq": self.seq, "ack": 0, "body": body});
+        let _ = self.ws.send(Message::text(frame.to_string())).await;
+        self.seq
+    }
+
+    async fn next_frame(&mut self, within: Duration) -> Option<serde_json::Value> {
+        loop {
+            match tokio::time::timeout(within, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Error codes of everything that arrives within `within`.
+    async fn errors_within(&mut self, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut codes = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next_frame(left).await {
+                Some(v) => codes.extend(error_code(&v).map(str::to_owned)),
+                None => break,
+            }
+        }
+        codes
+    }
+}
+
+/// Presence pushes about `user` that `c` has received so far (and drains the rest).
+fn presence_pushes_about(c: &mut NativeClient, user: &str) -> usize {
+    c.drain_events()
+        .iter()
+        .filter(|e| matches!(e, Event::PresenceChanged { entry } if entry.user.id == user))
+        .count()
+}
+
+fn watcher(server: &TestServer, token: &str) -> NativeClient {
+    let mut config = ClientConfig::new(token);
+    config.presence = true;
+    config.backoff_base_ms = 50;
+    config.backoff_max_ms = 400;
+    NativeClient::start(&format!("ws://{}/ws", server.addr), config, vec![])
+}
+
+/// Defect 1: every `set-status`, even an unchanged one, went to every presence
+/// watcher, and the watchers' acks were charged to the watchers' own rate limits until
+/// they were closed `rate-limited`. A few sessions of one identity, each within its
+/// own limit, disconnected other people. Now unchanged statuses are not sent, changes
+/// are coalesced, and acks and pings cost nothing.
+#[tokio::test]
+async fn a_presence_flood_by_one_identity_disconnects_nobody_else() {
+    let server = TestServer::start(config(NetLimits::default())).await;
+    let mut alice = watcher(&server, "alice");
+    let mut bob = watcher(&server, "bob");
+    let call = active_call(&mut alice, &mut bob).await;
+    // Four sessions of Mallory, each at 40 messages a second: under the old limit of 50
+    // per socket.
+    let mut mallory = Vec::new();
+    for _ in 0..4 {
+        let (raw, refused) = Raw::hello(server.addr, "mallory").await;
+        assert_eq!(refused, None);
+        mallory.push(raw);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    presence_pushes_about(&mut alice, "mallory");
+    let flood = |mut mallory: Vec<Raw>, flap: bool| async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        for i in 0..80 {
+            tick.tick().await;
+            for m in &mut mallory {
+                let status = if flap && i % 2 == 1 {
+                    "busy"
+                } else {
+                    "available"
+                };
+                m.msg(json!({"type": "set-status", "status": status})).await;
+            }
+        }
+        mallory
+    };
+    // Two seconds of the same status, over and over.
+    let (mallory, ()) = tokio::join!(flood(mallory, false), async {
+        relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unchanged = presence_pushes_about(&mut alice, "mallory");
+    assert_eq!(unchanged, 0, "an unchanged status was broadcast");
+    // Two seconds of flapping: coalesced, a handful of pushes, not hundreds.
+    let (_mallory, ()) = tokio::join!(flood(mallory, true), async {
+        relays_exactly_once(&mut alice, &mut bob, &call, 11..21).await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flapping = presence_pushes_about(&mut bob, "mallory");
+    assert!(flapping <= 20, "{flapping} pushes for 2 s of flapping");
+    relays_exactly_once(&mut alice, &mut bob, &call, 21..31).await;
+    server.stop().await;
+}
+
+/// Defect 3: rate limits were per socket, so reconnecting refilled them (about 160
+/// messages a second got through against a limit of 50). Now the budget belongs to
+/// the identity and survives reconnects; so does the rejoin budget; and hellos are
+/// limited per IP before anyone is authenticated.
+#[tokio::test]
+async fn rate_limits_survive_reconnects() {
+    let server = TestServer::start(RunConfig {
+        engine: ServerConfig {
+            max_msgs_per_sec: 10,
+            burst: 20,
+            max_hellos_per_sec_per_ip: 50,
+            hello_burst_per_ip: 100,
+            max_rejoins_per_min: 10,
+            max_rejoins_per_min_per_ip: 15,
+            ..fast()
+        },
+        net: NetLimits {
+            per_ip_exempt: vec![],
+            ..NetLimits::default()
+        },
+        ..RunConfig::dev()
+    })
+    .await;
+    let mut alice = server.client("alice");
+    let mut bob = server.client("bob");
+    let call = active_call(&mut alice, &mut bob).await;
+
+    // Mallory reconnects every 20 messages for 2 s: 20 + 2 s × 10/s = 40 may pass.
+    // Each is an invite of someone offline, which the server answers `peer-offline`
+    // when it handles it.
+    let started = Instant::now();
+    let (mut sent, mut passed) = (0, 0);
+    while started.elapsed() < Duration::from_secs(2) {
+        let (mut m, code) = Raw::hello_from([127, 0, 0, 3], server.addr, "mallory").await;
+        if code.is_some() {
+            // Refused at the hello (its IP is out of hellos): sent nothing.
+            continue;
+        }
+        for _ in 0..20 {
+            m.msg(json!({"type": "invite", "peer": "nobody"})).await;
+            sent += 1;
+        }
+        passed += m
+            .errors_within(Duration::from_millis(50))
+            .await
+            .iter()
+            .filter(|c| *c == "peer-offline")
+            .count();
+    }
+    assert!(
+        passed <= 40 + 10,
+        "{passed} of {sent} messages passed in 2 s against 10/s with a burst of 20"
+    );
+    relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
+
+    // Rejoin guesses run out per identity across reconnects (10 a minute)...
+    let guess = json!({"type": "rejoin", "call": call, "token": "00".repeat(32)});
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let (mut m, _) = Raw::hello_from([127, 0, 0, 4], server.addr, "trudy").await;
+        for _ in 0..5 {
+            m.msg(guess.clone()).await;
+        }
+        answers.extend(m.errors_within(Duration::from_millis(100)).await);
+    }
+    let limited = answers.iter().filter(|c| *c == "rate-limited").count();
+    assert!(
+        (8..=10).contains(&limited),
+        "20 rejoin guesses of one identity: {answers:?}"
+    );
+    // ... and per IP (15 a minute here), whatever identity makes them.
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let (mut m, _) = Raw::hello_from([127, 0, 0, 5], server.addr, &format!("sybil{i}")).await;
+        m.msg(guess.clone()).await;
+        answers.extend(m.errors_within(Duration::from_millis(50)).await);
+    }
+    let limited = answers.iter().filter(|c| *c == "rate-limited").count();
+    assert!(
+        (3..=5).contains(&limited),
+        "20 rejoin guesses from one IP: {answers:?}"
+    );
+
+    // Before authentication, per IP: hellos with bad tokens run out.
+    let mut codes = Vec::new();
+    for i in 0..150 {
+        let (_, code) = Raw::hello_from(HOSTILE_IP, server.addr, &format!("bad token {i}")).await;
+        codes.extend(code);
+    }
+    let limited = codes.iter().filter(|c| *c == "rate-limited").count();
+    assert!(limited >= 20, "150 bad hellos, {limited} limited");
+    relays_exactly_once(&mut alice, &mut bob, &call, 11..21).await;
+    server.stop().await;
+}
+
+/// Defect 7: identities, display names and call kinds with control characters or
+/// bidi overrides were taken as they came. Now `invalid-argument`.
+#[tokio::test]
+async fn control_and_bidi_characters_are_refused_at_the_boundary() {
+    let server = TestServer::start(config(NetLimits::default())).await;
+    let mut alice = server.client("alice");
+    let mut bob = server.client("bob");
+    let call = active_call(&mut alice, &mut bob).await;
+    for name in [
+        "Mal\u{202E}lory",
+        "Mal\u{7}lory",
+        "Mal\u{2066}lory",
+        "Mal\nlory",
+    ] {
+        let (_, code) = Raw::hello(server.addr, &format!("mallory:{name}")).await;
+        assert_eq!(code.as_deref(), Some("invalid-argument"), "name {name:?}");
+    }
+    let secret = "a-secret-that-is-32-bytes-long!!";
+    let jwt_server = TestServer::start(RunConfig {
+        auth: AuthMode::Jwt(secret.into()),
+        ..config(NetLimits::default())
+    })
+    .await;
+    let signer = holdfast::server::auth::JwtAuth::new(secret);
+    let exp = holdfast::native::now_ms() / 1000 + 600;
+    for sub in ["mal\u{202E}lory", "mal\u{0}lory"] {
+        let token = signer.sign(sub, "Mallory", exp);
+        let (_, code) = Raw::hello(jwt_server.addr, &token).await;
+        assert_eq!(code.as_deref(), Some("invalid-argument"), "sub {sub:?}");
+    }
+    jwt_server.stop().await;
+
+    let (mut m, _) = Raw::hello(server.addr, "mallory").await;
+    m.msg(json!({"type": "invite", "peer": "carol", "kind": "sup\u{202E}port"}))
+        .await;
+    let codes = m.errors_within(Duration::from_millis(300)).await;
+    assert_eq!(codes, vec!["invalid-argument"]);
+    relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
+    server.stop().await;
+}

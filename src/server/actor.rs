@@ -33,6 +33,8 @@ pub(crate) enum Outbound {
 pub(crate) enum Cmd {
     Open {
         writer: Writer,
+        /// The client's IP for per-IP budgets (`None`: exempt).
+        ip: Option<std::net::IpAddr>,
         reply: oneshot::Sender<ConnId>,
     },
     Frame(ConnId, Result<ClientFrame, BadFrame>),
@@ -97,8 +99,8 @@ impl Actor {
                     let Some(cmd) = cmd else { return };
                     let now = now_ms();
                     match cmd {
-                        Cmd::Open { writer, reply } => {
-                            let conn = self.engine.handle_open(now);
+                        Cmd::Open { writer, ip, reply } => {
+                            let conn = self.engine.handle_open_from(ip, now);
                             self.writers.insert(conn, writer);
                             let _ = reply.send(conn);
                         }

@@ -60,13 +60,38 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Sustained messages per second per socket.
+    /// Sustained messages per second per socket; a reconnect starts from what the
+    /// identity's previous socket left, so it refills nothing.
     #[arg(long, env = "HOLDFAST_MAX_MSGS_PER_SEC", default_value_t = 50)]
     pub max_msgs_per_sec: u32,
 
     /// Burst of messages allowed above the sustained rate.
     #[arg(long, env = "HOLDFAST_BURST", default_value_t = 200)]
     pub burst: u32,
+
+    /// Hellos per second from one client IP, before authentication.
+    #[arg(long, env = "HOLDFAST_MAX_HELLOS_PER_SEC_PER_IP", default_value_t = 50)]
+    pub max_hellos_per_sec_per_ip: u32,
+
+    /// Burst of hellos allowed from one client IP.
+    #[arg(long, env = "HOLDFAST_HELLO_BURST_PER_IP", default_value_t = 500)]
+    pub hello_burst_per_ip: u32,
+
+    /// Rejoin attempts per minute per identity.
+    #[arg(long, env = "HOLDFAST_MAX_REJOINS_PER_MIN", default_value_t = 10)]
+    pub max_rejoins_per_min: u32,
+
+    /// Rejoin attempts per minute per client IP.
+    #[arg(
+        long,
+        env = "HOLDFAST_MAX_REJOINS_PER_MIN_PER_IP",
+        default_value_t = 60
+    )]
+    pub max_rejoins_per_min_per_ip: u32,
+
+    /// Presence changes within this window reach watchers as one push (0: at once).
+    #[arg(long, env = "HOLDFAST_PRESENCE_COALESCE", default_value = "200ms", value_parser = parse_duration_ms)]
+    pub presence_coalesce: u64,
 
     /// Sessions one identity may hold at once.
     #[arg(long, env = "HOLDFAST_MAX_SESSIONS_PER_USER", default_value_t = 8)]
@@ -229,6 +254,11 @@ impl Cli {
             max_msgs_per_sec: self.max_msgs_per_sec,
             burst: self.burst,
             max_sessions_per_user: self.max_sessions_per_user,
+            max_hellos_per_sec_per_ip: self.max_hellos_per_sec_per_ip,
+            hello_burst_per_ip: self.hello_burst_per_ip,
+            max_rejoins_per_min: self.max_rejoins_per_min,
+            max_rejoins_per_min_per_ip: self.max_rejoins_per_min_per_ip,
+            presence_coalesce_ms: self.presence_coalesce,
             ..ServerConfig::default()
         }
     }

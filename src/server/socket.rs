@@ -8,6 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Router;
 use futures_util::SinkExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -363,7 +364,12 @@ pub(crate) async fn serve(
             io: stream,
             _slot: slot,
         });
-        let service = TowerToHyperService::new(router.clone());
+        // Per-IP budgets in the engine skip the exempt addresses too.
+        let ip = (!tracker.exempt.contains(&peer.ip())).then_some(peer.ip());
+        let service = WithClientIp {
+            inner: TowerToHyperService::new(router.clone()),
+            ip: ClientIp(ip),
+        };
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -386,6 +392,30 @@ pub(crate) async fn serve(
     drop(stop_rx);
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), stop_tx.closed()).await;
+}
+
+/// The client's IP as the engine's per-IP budgets see it (`None`: exempt).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) Option<IpAddr>);
+
+/// Hands every request of a connection its [`ClientIp`].
+struct WithClientIp<S> {
+    inner: S,
+    ip: ClientIp,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithClientIp<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.ip);
+        self.inner.call(req)
+    }
 }
 
 /// The reserve's service: `/healthz`, and 503 for everything else.
@@ -481,9 +511,11 @@ fn origin_allowed(allowed: Option<&[String]>, headers: &HeaderMap) -> bool {
 
 pub(crate) async fn ws_handler(
     State(state): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let ip = ip.and_then(|Extension(ClientIp(ip))| ip);
     if !origin_allowed(state.allowed_origins.as_deref(), &headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -494,7 +526,7 @@ pub(crate) async fn ws_handler(
     ws.max_message_size(transport_limit)
         .max_frame_size(transport_limit)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_socket(socket, state))
+        .on_upgrade(move |socket| serve_socket(socket, state, ip))
 }
 
 /// How a socket's task ends.
@@ -534,13 +566,14 @@ async fn send_batch(
 }
 
 /// One WebSocket, read and written by this one task.
-async fn serve_socket(mut socket: WebSocket, state: AppState) {
+async fn serve_socket(mut socket: WebSocket, state: AppState, ip: Option<IpAddr>) {
     let (writer, mailbox) = Mailbox::pair();
     let (reply_tx, reply_rx) = oneshot::channel();
     if state
         .actor
         .send(Cmd::Open {
             writer,
+            ip,
             reply: reply_tx,
         })
         .is_err()
