@@ -632,6 +632,21 @@ impl BadFrame {
     }
 }
 
+/// True when `s` can be shown to another person as it is: no control characters
+/// (newlines included) and no bidirectional overrides, embeddings, isolates or marks,
+/// which can make a name read as something else ("alice\u{202E}kcab"). Identities,
+/// display names and call kinds must pass it; the server answers `invalid-argument`
+/// otherwise.
+pub fn is_displayable(s: &str) -> bool {
+    !s.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+    })
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod json {
     use super::*;
@@ -717,6 +732,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_not_displayable() {
+        assert!(is_displayable("Zoë Smith-Ngũgĩ 李"));
+        for bad in [
+            "a\nb",
+            "a\u{0}b",
+            "a\u{7}b",
+            "a\u{202E}b",
+            "a\u{2066}b",
+            "a\u{200F}b",
+        ] {
+            assert!(!is_displayable(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -685,16 +685,17 @@ async fn bad_input_gets_error_codes_and_changes_nothing() {
 
 #[tokio::test]
 async fn jwt_auth_refuses_forged_and_expired_tokens_but_resumes_past_expiry() {
-    let secret = "test-secret";
+    let secret = "test-secret-of-at-least-32-bytes";
     let server = TestServer::start_with(RunConfig {
         engine: fast(),
         auth: AuthMode::Jwt(secret.into()),
         static_dir: None,
         test_hooks: true,
+        ..RunConfig::dev()
     })
     .await;
     let signer = holdfast::server::auth::JwtAuth::new(secret);
-    let forger = holdfast::server::auth::JwtAuth::new("guess");
+    let forger = holdfast::server::auth::JwtAuth::new("a-guess-that-is-also-32-bytes-long");
     let now_s = holdfast::native::now_ms() / 1000;
 
     let mut forged = server.client(&forger.sign("alice", "Alice", now_s + 60));

@@ -4,6 +4,7 @@
 
 use super::metrics::MetricsSnapshot;
 use super::now_ms;
+use super::socket::Writer;
 use crate::engine::server::{ConnId, Output, ServerEngine};
 use crate::engine::store::MemoryStore;
 use crate::engine::Entropy;
@@ -23,8 +24,7 @@ impl Entropy for OsEntropy {
     }
 }
 
-/// What a socket's writer task is told. Frames are boxed: the queue allocates its
-/// slots in blocks, and a few-hundred-byte slot per socket adds up at 10,000 sockets.
+/// What a socket's task is told. Frames are boxed so a queued item is one pointer.
 pub(crate) enum Outbound {
     Frame(Box<ServerFrame>),
     Close,
@@ -32,7 +32,9 @@ pub(crate) enum Outbound {
 
 pub(crate) enum Cmd {
     Open {
-        writer: mpsc::Sender<Outbound>,
+        writer: Writer,
+        /// The client's IP for per-IP budgets (`None`: exempt).
+        ip: Option<std::net::IpAddr>,
         reply: oneshot::Sender<ConnId>,
     },
     Frame(ConnId, Result<ClientFrame, BadFrame>),
@@ -40,11 +42,13 @@ pub(crate) enum Cmd {
     Metrics(oneshot::Sender<MetricsSnapshot>),
     DropUser(String, oneshot::Sender<usize>),
     Shutdown(oneshot::Sender<()>),
+    /// Test hook: the actor panics, as a bug in the engine would make it.
+    Crash,
 }
 
 pub(crate) struct Actor {
     pub(crate) engine: ServerEngine<MemoryStore>,
-    pub(crate) writers: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    pub(crate) writers: HashMap<ConnId, Writer>,
 }
 
 impl Actor {
@@ -95,8 +99,8 @@ impl Actor {
                     let Some(cmd) = cmd else { return };
                     let now = now_ms();
                     match cmd {
-                        Cmd::Open { writer, reply } => {
-                            let conn = self.engine.handle_open(now);
+                        Cmd::Open { writer, ip, reply } => {
+                            let conn = self.engine.handle_open_from(ip, now);
                             self.writers.insert(conn, writer);
                             let _ = reply.send(conn);
                         }
@@ -118,6 +122,7 @@ impl Actor {
                             tracing::info!(%user, sockets = n, "test hook: dropped links");
                             let _ = reply.send(n);
                         }
+                        Cmd::Crash => panic!("test hook: engine crash requested"),
                         Cmd::Shutdown(reply) => {
                             self.engine.shutdown(now);
                             self.flush();

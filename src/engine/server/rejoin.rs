@@ -31,11 +31,25 @@ impl<S: Store> ServerEngine<S> {
     /// `user`'s session `sid` takes back its side of `call_id` with `token`. The token
     /// is rotated; a previous holder learns the call moved; the other side learns the
     /// participant is back (and renegotiates media).
-    pub(super) fn rejoin(&mut self, sid: &str, user: &Peer, call_id: &str, token: &str) -> Handled {
+    pub(super) fn rejoin(
+        &mut self,
+        sid: &str,
+        user: &Peer,
+        call_id: &str,
+        token: &str,
+        now: u64,
+    ) -> Handled {
         let denied = |engine: &mut Self, why: &str| {
             engine.metrics.rejoins_denied += 1;
             refuse(ErrorCode::RejoinDenied, why)
         };
+        if !self.charge_rejoin(sid, &user.id, now) {
+            self.metrics.rejoins_denied += 1;
+            return refuse(
+                ErrorCode::RateLimited,
+                "too many rejoin attempts; wait a minute",
+            );
+        }
         let Some(c) = self.store.call(call_id) else {
             self.metrics.rejoins_denied += 1;
             return refuse(ErrorCode::UnknownCall, "no such call (it may have ended)");

@@ -48,6 +48,15 @@ impl<S: Store> ServerEngine<S> {
             }
         }
         let user = match self.auth.authenticate(&hello.token, now, true) {
+            Ok(user) if !is_displayable(&user.id) || !is_displayable(&user.name) => {
+                self.fatal(
+                    conn,
+                    ErrorCode::InvalidArgument,
+                    "the identity and display name may not contain control characters or bidi overrides",
+                    now,
+                );
+                return;
+            }
             Ok(user) => user,
             Err(AuthError::Expired) => {
                 self.metrics.auth_failures += 1;
@@ -141,7 +150,7 @@ impl<S: Store> ServerEngine<S> {
         );
         self.schedule_heartbeat(conn);
         if !was_online {
-            self.broadcast_presence(&user.id);
+            self.broadcast_presence(&user.id, now);
         }
     }
 
@@ -215,7 +224,7 @@ impl<S: Store> ServerEngine<S> {
             self.end_call(&id, EndReason::Cancelled, now);
         }
         if self.store.sessions_of(&user).is_empty() {
-            self.broadcast_presence(&user);
+            self.broadcast_presence(&user, now);
         }
     }
 
