@@ -10,6 +10,7 @@ pub mod config;
 mod http;
 pub mod metrics;
 mod socket;
+pub mod store;
 
 pub use socket::bind;
 
