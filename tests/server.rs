@@ -689,8 +689,7 @@ async fn jwt_auth_refuses_forged_and_expired_tokens_but_resumes_past_expiry() {
     let server = TestServer::start_with(RunConfig {
         engine: fast(),
         auth: AuthMode::Jwt(secret.into()),
-        static_dir: None,
-        test_hooks: true,
+        ..RunConfig::dev()
     })
     .await;
     let signer = holdfast::server::auth::JwtAuth::new(secret);

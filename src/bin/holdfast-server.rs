@@ -51,6 +51,7 @@ mod app {
             auth,
             static_dir: cli.static_dir.clone(),
             test_hooks: cli.test_hooks,
+            store: cli.store.clone(),
         };
         match run(listener, config, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

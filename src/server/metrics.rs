@@ -11,6 +11,8 @@ pub struct MetricsSnapshot {
     pub counters: Metrics,
     pub counts: StoreCounts,
     pub connections: usize,
+    /// With a durable store: its write latency, errors and start-up load.
+    pub store: Option<crate::server::store::StoreStats>,
 }
 
 fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
@@ -176,6 +178,9 @@ pub fn render(m: &MetricsSnapshot) -> String {
     let _ = writeln!(out, "# HELP holdfast_errors_total Errors answered, by code.\n# TYPE holdfast_errors_total counter");
     for (code, n) in &c.errors {
         let _ = writeln!(out, "holdfast_errors_total{{code=\"{code}\"}} {n}");
+    }
+    if let Some(store) = &m.store {
+        store.render(&mut out);
     }
     out
 }

@@ -16,14 +16,18 @@ pub use socket::bind;
 
 use crate::engine::server::{Authenticator, DevAuth, ServerConfig, ServerEngine};
 use crate::engine::store::MemoryStore;
-use actor::{Actor, Cmd, OsEntropy};
+use actor::{Actor, Cmd, Durable, OsEntropy};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use http::AppState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::redis::{RedisStore, Windows};
+use store::{StoreHealth, StoreSpec, StoreStats};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,6 +74,8 @@ pub struct RunConfig {
     pub auth: AuthMode,
     pub static_dir: Option<PathBuf>,
     pub test_hooks: bool,
+    /// Where the state lives (`--store`).
+    pub store: StoreSpec,
 }
 
 impl RunConfig {
@@ -80,6 +86,7 @@ impl RunConfig {
             auth: AuthMode::Dev,
             static_dir: None,
             test_hooks: true,
+            store: StoreSpec::Memory,
         }
     }
 }
@@ -89,6 +96,65 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/healthz` and `/readyz`: 503 while the store cannot be written (or is loading).
+async fn ready(health: Arc<StoreHealth>) -> (StatusCode, &'static str) {
+    if health.ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+    }
+}
+
+/// How long one Redis operation may take before the store counts as unavailable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to Redis and loads the state, retrying with backoff until both work (the
+/// server is not ready meanwhile), and rebuilds the engine from it.
+async fn open_redis(
+    url: &str,
+    config: ServerConfig,
+    auth: Box<dyn Authenticator>,
+    health: Arc<StoreHealth>,
+) -> (ServerEngine<MemoryStore>, Durable) {
+    let windows = Windows::from_config(&config);
+    let mut stats = StoreStats::default();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        let loaded = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
+            Ok(mut redis) => redis.load().await.map(|records| (redis, records)),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((redis, records)) => {
+                stats.load_ms = started.elapsed().as_millis() as u64;
+                stats.records_loaded =
+                    (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
+                tracing::info!(
+                    store = %url,
+                    sessions = records.sessions.len(),
+                    calls = records.calls.len(),
+                    users = records.users.len(),
+                    ms = stats.load_ms,
+                    "state loaded"
+                );
+                let (store, vanished) = MemoryStore::from_records(records, true);
+                if !vanished.is_empty() {
+                    tracing::info!(calls = vanished.len(), "calls expired while no server ran");
+                }
+                let engine = ServerEngine::new(config, store, auth, Box::new(OsEntropy));
+                return (engine, Durable::new(redis, health, stats));
+            }
+            Err(e) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot load the state from Redis; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then tells every client `server-shutdown` and
@@ -109,23 +175,48 @@ pub async fn run(
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
-    let engine = ServerEngine::new(config.engine, MemoryStore::new(), auth, Box::new(OsEntropy));
+    let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
     let (tx, rx) = mpsc::unbounded_channel();
-    let actor = tokio::spawn(
-        Actor {
-            engine,
-            writers: HashMap::new(),
-        }
-        .run(rx),
-    );
+    // Sockets that open while the state loads wait (their `Open` queues) until the
+    // actor runs.
+    let actor = {
+        let health = health.clone();
+        let store = config.store.clone();
+        let engine_config = config.engine.clone();
+        tokio::spawn(async move {
+            let actor = match store {
+                StoreSpec::Memory => Actor {
+                    engine: ServerEngine::new(
+                        engine_config,
+                        MemoryStore::new(),
+                        auth,
+                        Box::new(OsEntropy),
+                    ),
+                    writers: HashMap::new(),
+                    durable: None,
+                },
+                StoreSpec::Redis(url) => {
+                    let (engine, durable) = open_redis(&url, engine_config, auth, health).await;
+                    Actor {
+                        engine,
+                        writers: HashMap::new(),
+                        durable: Some(durable),
+                    }
+                }
+            };
+            actor.run(rx).await
+        })
+    };
     let state = AppState {
         actor: tx.clone(),
         max_frame_bytes,
         test_hooks: config.test_hooks,
     };
+    let (health_probe, ready_probe) = (health.clone(), health.clone());
     let mut app = Router::new()
         .route("/ws", get(socket::ws_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(move || ready(health_probe.clone())))
+        .route("/readyz", get(move || ready(ready_probe.clone())))
         .route("/metrics", get(http::metrics_handler));
     if config.test_hooks {
         tracing::warn!("test hooks enabled: POST /test/drop?user=ID drops a user's sockets");

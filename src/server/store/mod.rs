@@ -8,6 +8,30 @@ pub mod redis;
 
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether the store can take writes, for `/readyz` and `/healthz`. The memory store
+/// always can.
+#[derive(Debug)]
+pub struct StoreHealth {
+    ready: AtomicBool,
+}
+
+impl StoreHealth {
+    pub fn new(ready: bool) -> Self {
+        Self {
+            ready: AtomicBool::new(ready),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
 
 /// `--store`: `memory`, or `redis://HOST:PORT[/DB]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
