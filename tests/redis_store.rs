@@ -5,6 +5,7 @@
 mod common;
 
 use common::redis::RedisServer;
+use holdfast::engine::reliable::{Inbox, Outbox};
 use holdfast::engine::server::ServerConfig;
 use holdfast::engine::store::{Call, MemoryStore, Session, Slot, Store, Tombstone};
 use holdfast::protocol::{CallState, EndReason, LinkState, Peer, ServerMsg};
@@ -12,7 +13,6 @@ use holdfast::server::store::redis::{
     call_key, replay_key, session_key, user_key, RedisStore, Windows,
 };
 use redis::AsyncCommands;
-use std::collections::VecDeque;
 use std::time::Duration;
 
 const T0: u64 = 1_700_000_000_000;
@@ -32,9 +32,8 @@ fn session(id: &str, user: &str) -> Session {
         prev_secret_hash: Some([4; 32]),
         conn: Some(7),
         detached_at: None,
-        out_seq: 0,
-        in_seq: 0,
-        unacked: VecDeque::new(),
+        outbox: Outbox::new(),
+        inbox: Inbox::new(),
         overflowed: false,
         presence: true,
         call_waiting: false,
@@ -66,24 +65,19 @@ fn call(id: &str) -> Call {
 
 fn push(store: &mut MemoryStore, sid: &str, text: &str) {
     let s = store.session_mut(sid).unwrap();
-    s.out_seq += 1;
-    let entry = (
-        s.out_seq,
-        s.in_seq,
+    let ack = s.inbox.last_seq();
+    s.outbox.push(
+        ack,
         ServerMsg::Signal {
             call: "c1".into(),
             from: "bob".into(),
             payload: serde_json::json!({ "text": text }),
         },
     );
-    s.unacked.push_back(entry);
 }
 
 fn ack(store: &mut MemoryStore, sid: &str, upto: u64) {
-    let s = store.session_mut(sid).unwrap();
-    while s.unacked.front().is_some_and(|e| e.0 <= upto) {
-        s.unacked.pop_front();
-    }
+    store.session_mut(sid).unwrap().outbox.take_ack(upto);
 }
 
 fn windows() -> Windows {
@@ -141,16 +135,18 @@ async fn records_written_reload_as_the_same_records() {
     // Acknowledged messages leave, new ones join: the list follows in place.
     ack(&mut store, "sa", 3);
     push(&mut store, "sa", "m5");
-    store.session_mut("sa").unwrap().in_seq = 11;
+    for seq in 1..=11 {
+        store.session_mut("sa").unwrap().inbox.accept(seq);
+    }
     commit(&mut redis, &store).await;
     let reloaded = reload(&server.url()).await;
     assert_eq!(reloaded.records(), store.records());
     let seqs: Vec<u64> = reloaded
         .session("sa")
         .unwrap()
-        .unacked
-        .iter()
-        .map(|e| e.0)
+        .outbox
+        .replay()
+        .map(|e| e.seq)
         .collect();
     assert_eq!(seqs, [4, 5, 6]);
     assert_eq!(redis.durable_in_seq("sa"), 11);
@@ -299,9 +295,9 @@ async fn a_failed_write_is_repaired_by_the_next_one_without_doubling_the_replay_
     let seqs: Vec<u64> = reloaded
         .session("sa")
         .unwrap()
-        .unacked
-        .iter()
-        .map(|e| e.0)
+        .outbox
+        .replay()
+        .map(|e| e.seq)
         .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(reloaded.records(), store.records());

@@ -14,12 +14,28 @@
 //! memory store from them ([`MemoryStore::from_records`]). The engine stays
 //! synchronous, and every read is a memory read.
 
+use super::reliable::{Inbox, Outbox};
 use crate::protocol::{
     CallId, CallState, EndReason, LinkState, Peer, PresenceStatus, ServerMsg, SessionId, UserId,
 };
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
+
+/// Serializes a session's outbox as its last sequence number (see `Session::outbox`).
+mod outbox_last_seq {
+    use super::{Outbox, ServerMsg};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(outbox: &Outbox<ServerMsg>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(outbox.last_seq())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Outbox<ServerMsg>, D::Error> {
+        let last_seq = u64::deserialize(d)?;
+        Ok(Outbox::from_parts(last_seq, []))
+    }
+}
 
 /// A session: what survives a socket drop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,18 +53,17 @@ pub struct Session {
     pub conn: Option<u64>,
     /// When the socket went away (the resume window runs from here).
     pub detached_at: Option<u64>,
-    /// Sequence number of the last message the server sent in this session.
-    pub out_seq: u64,
-    /// Highest client sequence handled.
-    pub in_seq: u64,
-    /// Sent but not yet acknowledged, oldest first.
-    /// `(seq, ack, message)`: `ack` is the client sequence acknowledged when it was first
-    /// sent, and is sent again with it on replay, so that an acknowledgement never
-    /// arrives before the answer it covers.
-    /// Not part of the session's serialized form: a durable store keeps it as a list
-    /// of its own and appends to it instead of rewriting it on every message.
-    #[serde(skip)]
-    pub unacked: VecDeque<(u64, u64, ServerMsg)>,
+    /// What the server sent in this session: the last sequence number, and what the
+    /// client has not acknowledged yet (for replay), each with the client sequence
+    /// acknowledged when it was first sent, sent again with it on replay, so that an
+    /// acknowledgement never arrives before the answer it covers.
+    /// Serialized as its last sequence number only: a durable store keeps the
+    /// unacknowledged messages as a list of their own and appends to it instead of
+    /// rewriting it on every message.
+    #[serde(with = "outbox_last_seq")]
+    pub outbox: Outbox<ServerMsg>,
+    /// The highest client sequence handled.
+    pub inbox: Inbox,
     /// The replay buffer overflowed: the session can no longer be resumed.
     pub overflowed: bool,
     pub presence: bool,
@@ -576,9 +591,8 @@ mod tests {
             prev_secret_hash: None,
             conn: Some(1),
             detached_at: None,
-            out_seq: 0,
-            in_seq: 0,
-            unacked: VecDeque::new(),
+            outbox: Outbox::new(),
+            inbox: Inbox::new(),
             overflowed: false,
             presence: false,
             call_waiting: false,
@@ -639,7 +653,7 @@ mod tests {
         let _ = store.session("s1");
         let _ = store.call("c1");
         assert!(store.take_changes().is_empty());
-        store.session_mut("s1").unwrap().in_seq = 3;
+        store.session_mut("s1").unwrap().inbox.accept(1);
         store.call_mut("c1").unwrap().grace_ms = 9;
         let changes = store.take_changes();
         assert_eq!(changes.sessions, BTreeSet::from(["s1".into()]));

@@ -9,7 +9,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `hf:{s:<session>}` | string (JSON) | a session without its replay buffer: identity, resume-secret hashes, both sequence counters, the socket it had (process-local: loaded as dropped), when it detached, presence choices |
-//! | `hf:{s:<session>}:out` | list (JSON `[seq, ack, message]`) | the session's unacknowledged messages, oldest first: appended (`RPUSH`) and trimmed (`LTRIM`) instead of rewritten |
+//! | `hf:{s:<session>}:out` | list (JSON `{seq, ack, msg}`) | the session's unacknowledged messages, oldest first: appended (`RPUSH`) and trimmed (`LTRIM`) instead of rewritten |
 //! | `hf:{c:<call>}` | string (JSON) | a call: state, kind, metadata, both slots (identity, session, rejoin-token hash, link, grace deadline), ring deadline |
 //! | `hf:{u:<user>}` | string (JSON) | an identity: its sessions and calls (indexes), chosen presence status, recent tombstones |
 //!
@@ -31,13 +31,14 @@
 //! session with a socket, a call with both people connected, a user with sessions or
 //! calls or a chosen status) has no expiry (`SET` without `PXAT`, `PERSIST`).
 
+use crate::engine::reliable::{Outbox, Unacked};
 use crate::engine::server::ServerConfig;
 use crate::engine::store::{Call, Changes, MemoryStore, Records, Session, Store, UserRecord};
 use crate::protocol::{CallState, ServerMsg, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Pipeline, RedisError};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Why the Redis store failed.
@@ -314,10 +315,10 @@ impl RedisStore {
             let lists: Vec<Vec<String>> = pipe.query_async(&mut self.conn).await?;
             for (s, list) in chunk.iter().zip(lists) {
                 let mut session = s.clone();
-                let mut unacked = VecDeque::with_capacity(list.len());
+                let mut unacked = Vec::with_capacity(list.len());
                 for entry in list {
-                    match serde_json::from_str::<(u64, u64, ServerMsg)>(&entry) {
-                        Ok(e) => unacked.push_back(e),
+                    match serde_json::from_str::<Unacked<ServerMsg>>(&entry) {
+                        Ok(e) => unacked.push(e),
                         Err(e) => {
                             return Err(RedisStoreError::Corrupt {
                                 key: replay_key(&s.id),
@@ -327,12 +328,13 @@ impl RedisStore {
                     }
                 }
                 let range = unacked
-                    .front()
-                    .zip(unacked.back())
-                    .map(|(first, last)| (first.0, last.0));
+                    .first()
+                    .zip(unacked.last())
+                    .map(|(first, last)| (first.seq, last.seq));
                 self.lists.insert(session.id.clone(), range);
-                self.durable_in.insert(session.id.clone(), session.in_seq);
-                session.unacked = unacked;
+                self.durable_in
+                    .insert(session.id.clone(), session.inbox.last_seq());
+                session.outbox = Outbox::from_parts(session.outbox.last_seq(), unacked);
                 records.sessions.push(session);
             }
         }
@@ -362,12 +364,13 @@ impl RedisStore {
             }
             set.ignore();
             let range = s
-                .unacked
-                .front()
-                .zip(s.unacked.back())
-                .map(|(first, last)| (first.0, last.0));
+                .outbox
+                .replay()
+                .next()
+                .zip(s.outbox.replay().last())
+                .map(|(first, last)| (first.seq, last.seq));
             let entry =
-                |e: &(u64, u64, ServerMsg)| serde_json::to_string(e).expect("a message serializes");
+                |e: &Unacked<ServerMsg>| serde_json::to_string(e).expect("a message serializes");
             match (self.lists.get(id), range) {
                 (Some(Some((lo, hi))), Some((new_lo, new_hi)))
                     if new_lo >= *lo && new_hi >= *hi && new_lo <= hi + 1 =>
@@ -377,14 +380,18 @@ impl RedisStore {
                     if new_lo > *lo {
                         pipe.ltrim(&list, (new_lo - lo) as isize, -1).ignore();
                     }
-                    let fresh: Vec<String> =
-                        s.unacked.iter().filter(|e| e.0 > *hi).map(entry).collect();
+                    let fresh: Vec<String> = s
+                        .outbox
+                        .replay()
+                        .filter(|e| e.seq > *hi)
+                        .map(entry)
+                        .collect();
                     if !fresh.is_empty() {
                         pipe.rpush(&list, fresh).ignore();
                     }
                 }
                 (Some(None), Some(_)) | (None, Some(_)) | (Some(Some(_)), Some(_)) => {
-                    let all: Vec<String> = s.unacked.iter().map(entry).collect();
+                    let all: Vec<String> = s.outbox.replay().map(entry).collect();
                     pipe.del(&list).ignore();
                     pipe.rpush(&list, all).ignore();
                 }
@@ -399,7 +406,7 @@ impl RedisStore {
                 };
             }
             lists.push((id.clone(), Some(range)));
-            durable_in.push((id.clone(), Some(s.in_seq)));
+            durable_in.push((id.clone(), Some(s.inbox.last_seq())));
         }
         for id in &changes.calls {
             let key = call_key(id);
