@@ -142,9 +142,19 @@ async fn open_redis(
                 );
                 let (store, vanished) = MemoryStore::from_records(records, true);
                 if !vanished.is_empty() {
-                    tracing::info!(calls = vanished.len(), "calls expired while no server ran");
+                    tracing::info!(
+                        calls = vanished.len(),
+                        "calls expired while no server ran: ending them reconnect-failed"
+                    );
                 }
-                let engine = ServerEngine::new(config, store, auth, Box::new(OsEntropy));
+                let engine = ServerEngine::restore(
+                    config,
+                    store,
+                    vanished,
+                    auth,
+                    Box::new(OsEntropy),
+                    now_ms(),
+                );
                 return (engine, Durable::new(redis, health, stats));
             }
             Err(e) => {

@@ -71,7 +71,7 @@ export type ErrorCode =
   | 'not-authenticated' | 'already-authenticated' | 'auth-failed' | 'token-expired'
   | 'too-many-sessions' | 'rate-limited' | 'bad-sequence' | 'self-call' | 'peer-offline'
   | 'unknown-call' | 'not-participant' | 'invalid-state' | 'rejoin-denied'
-  | 'invalid-argument' | 'superseded' | 'server-shutdown' | 'hello-timeout'
+  | 'invalid-argument' | 'superseded' | 'server-shutdown' | 'server-restarting' | 'hello-timeout'
   | 'session-lost';
 
 /** Every event, discriminated by `type`. */
