@@ -369,7 +369,7 @@ impl ClientEngine {
             self.transmit.push_back(ClientFrame::Ping {
                 ack: self.delivery.inbox.last_seq(),
             });
-            self.liveness.sent(now);
+            self.liveness.pinged(now);
         }
     }
 
