@@ -75,6 +75,9 @@ pub struct Windows {
     /// How long a record outlives its deadline (the longest window): room for a
     /// server that was down at the deadline to still act on it.
     pub slack_ms: u64,
+    /// Added to every expiry: Redis's clock minus the engine's (0 for a server; tests
+    /// on a simulated clock that runs years behind set it).
+    pub clock_offset_ms: u64,
 }
 
 impl Windows {
@@ -90,7 +93,12 @@ impl Windows {
             resume_window_ms: config.resume_window_ms,
             ring_detach_grace_ms: config.ring_detach_grace_ms,
             slack_ms: longest,
+            clock_offset_ms: 0,
         }
+    }
+
+    fn expire_at(&self, deadline: u64) -> u64 {
+        deadline + self.slack_ms + self.clock_offset_ms
     }
 
     /// Epoch ms after which Redis may forget the session; None while a socket holds it.
@@ -99,7 +107,7 @@ impl Windows {
             return None;
         }
         s.detached_at
-            .map(|at| at + self.resume_window_ms + self.slack_ms)
+            .map(|at| self.expire_at(at + self.resume_window_ms))
     }
 
     /// Epoch ms after which Redis may forget the call; None while nothing bounds it.
@@ -115,7 +123,7 @@ impl Windows {
             CallState::Active => c.slots().iter().filter_map(|s| s.deadline).min(),
             CallState::Ended => None,
         };
-        deadline.map(|d| d + self.slack_ms)
+        deadline.map(|d| self.expire_at(d))
     }
 
     /// A user record with only tombstones lives as long as its newest one counts.
@@ -123,7 +131,7 @@ impl Windows {
         if !u.sessions.is_empty() || !u.calls.is_empty() || u.status.is_some() {
             return None;
         }
-        u.tombstones.iter().map(|t| t.at + self.slack_ms).max()
+        u.tombstones.iter().map(|t| self.expire_at(t.at)).max()
     }
 }
 
@@ -140,20 +148,55 @@ fn escape(id: &str) -> String {
     out
 }
 
+/// The prefix of every key a server writes (see [`RedisStore::with_namespace`]).
+pub const DEFAULT_NAMESPACE: &str = "hf:";
+
+/// Key names under one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            ns: DEFAULT_NAMESPACE.into(),
+        }
+    }
+}
+
+impl Keys {
+    pub fn session(&self, id: &str) -> String {
+        format!("{}{{s:{}}}", self.ns, escape(id))
+    }
+
+    pub fn replay(&self, id: &str) -> String {
+        format!("{}{{s:{}}}:out", self.ns, escape(id))
+    }
+
+    pub fn call(&self, id: &str) -> String {
+        format!("{}{{c:{}}}", self.ns, escape(id))
+    }
+
+    pub fn user(&self, id: &str) -> String {
+        format!("{}{{u:{}}}", self.ns, escape(id))
+    }
+}
+
 pub fn session_key(id: &str) -> String {
-    format!("hf:{{s:{}}}", escape(id))
+    Keys::default().session(id)
 }
 
 pub fn replay_key(id: &str) -> String {
-    format!("hf:{{s:{}}}:out", escape(id))
+    Keys::default().replay(id)
 }
 
 pub fn call_key(id: &str) -> String {
-    format!("hf:{{c:{}}}", escape(id))
+    Keys::default().call(id)
 }
 
 pub fn user_key(id: &str) -> String {
-    format!("hf:{{u:{}}}", escape(id))
+    Keys::default().user(id)
 }
 
 /// A user record as stored: the id goes inside, so loading needs no unescaping.
@@ -202,6 +245,7 @@ impl Batch {
 /// sequence each session has durably handled).
 pub struct RedisStore {
     conn: ConnectionManager,
+    keys: Keys,
     windows: Windows,
     /// What each replay list holds in Redis. Absent: unknown (never written, or a
     /// write failed without telling whether it applied), so the next write replaces
@@ -232,10 +276,18 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
+            keys: Keys::default(),
             windows,
             lists: HashMap::new(),
             durable_in: HashMap::new(),
         })
+    }
+
+    /// Keys under `ns` instead of [`DEFAULT_NAMESPACE`] (several deployments, or test
+    /// runs, on one Redis). `ns` must not contain glob characters (`*?[]`).
+    pub fn with_namespace(mut self, ns: &str) -> Self {
+        self.keys = Keys { ns: ns.to_owned() };
+        self
     }
 
     /// A handle to the connection for writing a batch from another task.
@@ -257,7 +309,7 @@ impl RedisStore {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg("hf:{*")
+                .arg(format!("{}{{*", self.keys.ns))
                 .arg("COUNT")
                 .arg(1000)
                 .query_async(&mut self.conn)
@@ -292,11 +344,12 @@ impl RedisStore {
                 else {
                     continue; // expired between SCAN and GET
                 };
-                let parsed = if key.starts_with("hf:{s:") {
+                let kind = key.strip_prefix(&self.keys.ns).unwrap_or(key);
+                let parsed = if kind.starts_with("{s:") {
                     serde_json::from_str::<Session>(&text).map(|s| sessions.push(s))
-                } else if key.starts_with("hf:{c:") {
+                } else if kind.starts_with("{c:") {
                     serde_json::from_str::<Call>(&text).map(|c| records.calls.push(c))
-                } else if key.starts_with("hf:{u:") {
+                } else if kind.starts_with("{u:") {
                     serde_json::from_str::<StoredUser<UserRecord>>(&text)
                         .map(|u| records.users.push((u.id, u.record)))
                 } else {
@@ -310,7 +363,10 @@ impl RedisStore {
         for chunk in sessions.chunks(512) {
             let mut pipe = redis::pipe();
             for s in chunk {
-                pipe.cmd("LRANGE").arg(replay_key(&s.id)).arg(0).arg(-1);
+                pipe.cmd("LRANGE")
+                    .arg(self.keys.replay(&s.id))
+                    .arg(0)
+                    .arg(-1);
             }
             let lists: Vec<Vec<String>> = pipe.query_async(&mut self.conn).await?;
             for (s, list) in chunk.iter().zip(lists) {
@@ -321,7 +377,7 @@ impl RedisStore {
                         Ok(e) => unacked.push(e),
                         Err(e) => {
                             return Err(RedisStoreError::Corrupt {
-                                key: replay_key(&s.id),
+                                key: self.keys.replay(&s.id),
                                 why: e.to_string(),
                             })
                         }
@@ -348,8 +404,8 @@ impl RedisStore {
         let mut lists = Vec::new();
         let mut durable_in = Vec::new();
         for id in &changes.sessions {
-            let key = session_key(id);
-            let list = replay_key(id);
+            let key = self.keys.session(id);
+            let list = self.keys.replay(id);
             let Some(s) = store.session(id) else {
                 pipe.del(&[key, list]).ignore();
                 lists.push((id.clone(), None));
@@ -409,7 +465,7 @@ impl RedisStore {
             durable_in.push((id.clone(), Some(s.inbox.last_seq())));
         }
         for id in &changes.calls {
-            let key = call_key(id);
+            let key = self.keys.call(id);
             match store.call(id) {
                 Some(c) => {
                     let json = serde_json::to_string(c).expect("a call serializes");
@@ -425,7 +481,7 @@ impl RedisStore {
             }
         }
         for id in &changes.users {
-            let key = user_key(id);
+            let key = self.keys.user(id);
             match store.user(id) {
                 Some(u) => {
                     let stored = StoredUser {
@@ -499,7 +555,7 @@ impl RedisStore {
 
     /// Deletes every Holdfast key (tests that reuse one Redis between runs).
     pub async fn clear(&mut self) -> Result<(), RedisStoreError> {
-        let keys: Vec<String> = self.conn.keys("hf:{*").await?;
+        let keys: Vec<String> = self.conn.keys(format!("{}{{*", self.keys.ns)).await?;
         if !keys.is_empty() {
             let _: () = self.conn.del(keys).await?;
         }
