@@ -211,7 +211,8 @@ async fn windows_become_expiries_and_unbounded_records_have_none() {
     let ttl = |expected: u64| {
         move |got: i64| {
             let expected = expected as i64 - holdfast::server::now_ms() as i64;
-            (expected - 2_000..=expected).contains(&got)
+            // PTTL was read before `now_ms()` here, so it may be a little larger.
+            (expected - 500..=expected + 2_000).contains(&got)
         }
     };
     let session_ttl = conn.pttl::<_, i64>(session_key("sa")).await.unwrap();
