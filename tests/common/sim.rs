@@ -140,15 +140,8 @@ impl Durable {
         })
     }
 
-    /// Writes what changed, then checks that Redis gives the same records back.
-    fn sync(&mut self, store: &MemoryStore) {
-        let changes = store.take_changes();
-        if changes.is_empty() {
-            return;
-        }
-        self.rt
-            .block_on(self.writer.write(store, changes))
-            .expect("write to Redis");
+    /// Everything Redis holds for this simulation.
+    fn load(&mut self) -> holdfast::engine::store::Records {
         let mut reader = self
             .rt
             .block_on(RedisStore::connect(
@@ -158,7 +151,19 @@ impl Durable {
             ))
             .unwrap()
             .with_namespace(&self.namespace);
-        let records = self.rt.block_on(reader.load()).expect("load from Redis");
+        self.rt.block_on(reader.load()).expect("load from Redis")
+    }
+
+    /// Writes what changed, then checks that Redis gives the same records back.
+    fn sync(&mut self, store: &MemoryStore) {
+        let changes = store.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        self.rt
+            .block_on(self.writer.write(store, changes))
+            .expect("write to Redis");
+        let records = self.load();
         let (reloaded, vanished) = MemoryStore::from_records(records, false);
         assert!(
             vanished.is_empty(),
@@ -388,6 +393,41 @@ impl Sim {
             self.nodes[c].engine.handle_close(link, self.now);
             self.settle();
         }
+    }
+
+    /// The server process dies and a new one starts on the same state, as with a
+    /// durable store: every socket resets (each client is told at once, as by a TCP
+    /// reset), and the new engine is [`ServerEngine::restore`]d at `now` from the
+    /// records (loaded back from Redis when the suite runs against it).
+    pub fn restart_server(&mut self) {
+        let now = self.now;
+        for c in 0..self.nodes.len() {
+            if let Some(link) = self.nodes[c].link.take() {
+                self.kill_link(c, link, false);
+                self.nodes[c].engine.handle_close(link, now);
+            }
+        }
+        self.conns.clear();
+        self.raw.clear();
+        let records = match self.durable.as_mut() {
+            Some(d) => {
+                d.sync(self.server.store());
+                d.load()
+            }
+            None => self.server.store().records(),
+        };
+        let (store, vanished) = MemoryStore::from_records(records, false);
+        let config = self.server.config().clone();
+        self.seed = self.seed.wrapping_add(1);
+        self.server = ServerEngine::restore(
+            config,
+            store,
+            vanished,
+            Box::new(DevAuth),
+            Box::new(SplitMix(self.seed)),
+            now,
+        );
+        self.settle();
     }
 
     /// A page's socket dies silently (see the module documentation).
