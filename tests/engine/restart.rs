@@ -2,7 +2,7 @@
 //! rebuilt from the records (`ServerEngine::restore`) and every window keeps its
 //! deadline.
 
-use crate::common::sim::{Net, Sim};
+use crate::common::sim::Net;
 use crate::helpers::*;
 use holdfast::engine::client::Event;
 use holdfast::protocol::*;
