@@ -13,8 +13,11 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --locked --target wasm32-unknown-unknown --lib --test web -- -D warnings
 
-step "cargo test: engines on a simulated clock, property tests, the real server on port 0"
+step "cargo test: engines on a simulated clock, property tests, the real server on port 0, restarts on a throwaway Redis"
 cargo test --locked
+
+step "the server-engine scenarios again, every change written to (and reloaded from) a throwaway Redis"
+scripts/redis.sh cargo test --locked --test engine
 
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)

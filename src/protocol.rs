@@ -83,6 +83,32 @@
 //! another session of the same identity holds the call moves the call: the old session
 //! gets [`ServerMsg::CallMoved`].
 //!
+//! # Server restarts
+//!
+//! A server whose state is durable (`--store redis://…`) keeps every session, call,
+//! rejoin token and replay buffer across a restart, and acknowledges nothing (no `ack`,
+//! no message, no welcome) before its effects are stored. What a client holds
+//! unacknowledged is therefore exactly what it must re-send, whenever the server died.
+//!
+//! - **Graceful restart** (SIGTERM): the server stops accepting, stores what is left,
+//!   sends every socket the fatal error `server-restarting` and closes it. The client
+//!   reconnects at once and resumes; while the new process is not listening yet, it
+//!   retries at its base backoff delay (with jitter), without growing it, for
+//!   [`RESTART_FAST_RETRY_MS`]. Calls do not end: the other side may see
+//!   `participant-disconnected` then `participant-reconnected` (the new process counts
+//!   the sessions attached at the restart as dropped when it starts, so every grace
+//!   window starts afresh then).
+//! - **Crash** (SIGKILL, OOM): the sockets reset; clients retry with backoff and resume
+//!   when a process is back. Grace windows that were running keep their deadlines.
+//! - Either way the resume answers `resumed: true`, with the same session, calls and
+//!   tokens, and replay restores exactly-once delivery in both directions.
+//!
+//! A server whose state is in memory ends every call with `server-shutdown` at SIGTERM
+//! and sends `server-shutdown` (not `server-restarting`): its sessions do not survive.
+//! A client that comes back to a server that lost its state gets `resumed: false`, and
+//! a call missing from the new session's snapshot without a recorded end reason is
+//! reported ended `server-shutdown` (the server went away), never `cancelled`.
+//!
 //! # Errors
 //!
 //! Errors carry a stable, machine-readable [`ErrorCode`]. An error answering a sequenced
@@ -93,6 +119,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// After `server-restarting`, how long a client keeps retrying at its base backoff
+/// delay instead of backing off further (the new process is expected within this).
+pub const RESTART_FAST_RETRY_MS: u64 = 30_000;
 
 /// The protocol version this build speaks. A hello with another version gets the fatal
 /// error `unsupported-version`.
@@ -567,6 +597,10 @@ pub enum ErrorCode {
     Superseded,
     /// The server is shutting down (fatal); reconnect later.
     ServerShutdown,
+    /// The server is restarting and keeps every session and call (fatal for this
+    /// socket only): reconnect and resume at once, without backoff. See
+    /// [the module documentation](self#server-restarts).
+    ServerRestarting,
     /// No hello arrived in time (fatal).
     HelloTimeout,
     /// Client-side only: the session was lost before the server confirmed the request
@@ -598,6 +632,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Superseded => "superseded",
             ErrorCode::ServerShutdown => "server-shutdown",
+            ErrorCode::ServerRestarting => "server-restarting",
             ErrorCode::HelloTimeout => "hello-timeout",
             ErrorCode::SessionLost => "session-lost",
         }

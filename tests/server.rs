@@ -689,8 +689,6 @@ async fn jwt_auth_refuses_forged_and_expired_tokens_but_resumes_past_expiry() {
     let server = TestServer::start_with(RunConfig {
         engine: fast(),
         auth: AuthMode::Jwt(secret.into()),
-        static_dir: None,
-        test_hooks: true,
         ..RunConfig::dev()
     })
     .await;

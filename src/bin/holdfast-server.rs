@@ -64,6 +64,7 @@ mod app {
             test_hooks: cli.test_hooks,
             jwt: cli.jwt_rules(),
             net: cli.net_limits(),
+            store: cli.store.clone(),
         };
         match run_with_metrics_listener(listener, metrics_listener, config, shutdown_signal()).await
         {

@@ -105,6 +105,11 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_TEST_HOOKS")]
     pub test_hooks: bool,
 
+    /// Where the state lives: `memory` (lost when the process ends) or
+    /// `redis://HOST:PORT[/DB]` (sessions and calls survive restarts).
+    #[arg(long, env = "HOLDFAST_STORE", default_value = "memory")]
+    pub store: crate::server::store::StoreSpec,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,

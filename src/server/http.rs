@@ -3,6 +3,7 @@
 use super::actor::Cmd;
 use super::metrics::{self, ListenerCounters};
 use super::socket::ConnTracker;
+use super::store::StoreHealth;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,12 +20,18 @@ pub(crate) struct AppState {
     pub(crate) max_frame_bytes: usize,
     pub(crate) allowed_origins: Option<Arc<[String]>>,
     pub(crate) tracker: Arc<ConnTracker>,
+    /// Whether the store can be written (always, for the memory store).
+    pub(crate) health: Arc<StoreHealth>,
 }
 
-/// `/healthz`: 200 while the engine runs, 503 the moment it does not.
+/// `/healthz` and `/readyz`: 200 while the engine runs and its store can be written;
+/// 503 the moment the engine is not running, and while a durable store is unavailable
+/// or the state is still loading (nothing would be acknowledged).
 pub(crate) async fn health_handler(State(state): State<AppState>) -> Response {
     if state.actor.is_closed() {
         (StatusCode::SERVICE_UNAVAILABLE, "engine not running").into_response()
+    } else if !state.health.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
     } else {
         "ok".into_response()
     }
@@ -76,7 +83,9 @@ pub(crate) async fn crash_handler(State(state): State<AppState>) -> Response {
 
 /// `/healthz` alone: what connections over the caps are served.
 pub(crate) fn health_routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(health_handler))
+    Router::new()
+        .route("/healthz", get(health_handler))
+        .route("/readyz", get(health_handler))
 }
 
 /// `/metrics`. Test suites run pages from other origins (the wasm test runner): with

@@ -16,6 +16,8 @@ pub struct MetricsSnapshot {
     pub counters: Metrics,
     pub counts: StoreCounts,
     pub connections: usize,
+    /// With a durable store: its write latency, errors and start-up load.
+    pub store: Option<crate::server::store::StoreStats>,
 }
 
 /// The listener's own counters.
@@ -175,6 +177,9 @@ pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
         errors.get_or_create(&label("code", code)).inc_by(*n);
     }
     reg.register("holdfast_errors", "Errors answered, by code", errors);
+    if let Some(store) = &m.store {
+        store.register(&mut reg);
+    }
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

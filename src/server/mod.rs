@@ -11,13 +11,14 @@ pub mod config;
 mod http;
 pub mod metrics;
 mod socket;
+pub mod store;
 
 pub use auth::JwtRules;
 pub use socket::{bind, NetLimits};
 
 use crate::engine::server::{Authenticator, DevAuth, ServerConfig, ServerEngine};
 use crate::engine::store::MemoryStore;
-use actor::{Actor, Cmd, OsEntropy};
+use actor::{Actor, Cmd, Durable, OsEntropy};
 use axum::routing::get;
 use axum::Router;
 use http::AppState;
@@ -26,6 +27,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::redis::{RedisStore, Windows};
+use store::{StoreHealth, StoreSpec, StoreStats};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,6 +88,8 @@ pub struct RunConfig {
     pub jwt: JwtRules,
     /// Connection caps, header-read timeout, allowed origins.
     pub net: NetLimits,
+    /// Where the state lives (`--store`).
+    pub store: StoreSpec,
 }
 
 impl RunConfig {
@@ -97,6 +102,7 @@ impl RunConfig {
             test_hooks: true,
             jwt: JwtRules::default(),
             net: NetLimits::default(),
+            store: StoreSpec::Memory,
         }
     }
 }
@@ -106,6 +112,67 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/healthz` and `/readyz`: 503 while the store cannot be written (or is loading).
+/// How long one Redis operation may take before the store counts as unavailable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to Redis and loads the state, retrying with backoff until both work (the
+/// server is not ready meanwhile), and rebuilds the engine from it.
+async fn open_redis(
+    url: &str,
+    config: ServerConfig,
+    auth: Box<dyn Authenticator>,
+    health: Arc<StoreHealth>,
+) -> (ServerEngine<MemoryStore>, Durable) {
+    let windows = Windows::from_config(&config);
+    let mut stats = StoreStats::default();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        let loaded = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
+            Ok(mut redis) => redis.load().await.map(|records| (redis, records)),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((redis, records)) => {
+                stats.load_ms = started.elapsed().as_millis() as u64;
+                stats.records_loaded =
+                    (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
+                tracing::info!(
+                    store = %url,
+                    sessions = records.sessions.len(),
+                    calls = records.calls.len(),
+                    users = records.users.len(),
+                    ms = stats.load_ms,
+                    "state loaded"
+                );
+                let (store, vanished) = MemoryStore::from_records(records, true);
+                if !vanished.is_empty() {
+                    tracing::info!(
+                        calls = vanished.len(),
+                        "calls expired while no server ran: ending them reconnect-failed"
+                    );
+                }
+                let engine = ServerEngine::restore(
+                    config,
+                    store,
+                    vanished,
+                    auth,
+                    Box::new(OsEntropy),
+                    now_ms(),
+                );
+                return (engine, Durable::new(redis, health, stats));
+            }
+            Err(e) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot load the state from Redis; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then tells every client `server-shutdown` and
@@ -139,21 +206,45 @@ pub async fn run_with_metrics_listener(
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
-    let engine = ServerEngine::new(config.engine, MemoryStore::new(), auth, Box::new(OsEntropy));
+    let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut actor = tokio::spawn(
-        Actor {
-            engine,
-            writers: HashMap::new(),
-        }
-        .run(rx),
-    );
+    // Sockets that open while the state loads wait (their `Open` queues) until the
+    // actor runs.
+    let mut actor = {
+        let health = health.clone();
+        let store = config.store.clone();
+        let engine_config = config.engine.clone();
+        tokio::spawn(async move {
+            let actor = match store {
+                StoreSpec::Memory => Actor {
+                    engine: ServerEngine::new(
+                        engine_config,
+                        MemoryStore::new(),
+                        auth,
+                        Box::new(OsEntropy),
+                    ),
+                    writers: HashMap::new(),
+                    durable: None,
+                },
+                StoreSpec::Redis(url) => {
+                    let (engine, durable) = open_redis(&url, engine_config, auth, health).await;
+                    Actor {
+                        engine,
+                        writers: HashMap::new(),
+                        durable: Some(durable),
+                    }
+                }
+            };
+            actor.run(rx).await
+        })
+    };
     let tracker = socket::ConnTracker::new(&config.net);
     let state = AppState {
         actor: tx.clone(),
         max_frame_bytes,
         allowed_origins: config.net.allowed_origins.clone().map(Arc::from),
         tracker: tracker.clone(),
+        health: health.clone(),
     };
     let mut app = Router::new()
         .route("/ws", get(socket::ws_handler))

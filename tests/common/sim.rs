@@ -13,6 +13,12 @@
 //! - [`Sim::set_net`] with [`Net::Blackhole`]: the client's network swallows everything:
 //!   its current link becomes half-open and new sockets never open. [`Net::Refuse`]:
 //!   new sockets fail at once (server unreachable).
+//!
+//! Stores: with `HOLDFAST_TEST_REDIS=redis://…` set (scripts/test.sh runs the engine
+//! suite a second time that way), the server engine's changes are written to that
+//! Redis after every server input, exactly as the server's driver writes them, and the
+//! records loaded back from Redis must then equal the engine's own: the suite runs
+//! against both stores, and any state Redis would not keep fails the scenario.
 #![allow(dead_code)]
 
 use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord};
@@ -21,7 +27,10 @@ use holdfast::engine::server::{ConnId, DevAuth, Output, ServerConfig, ServerEngi
 use holdfast::engine::store::MemoryStore;
 use holdfast::engine::SplitMix;
 use holdfast::protocol::{decode_client, decode_server, encode, CallId, ServerFrame};
+use holdfast::server::store::redis::{RedisStore, Windows};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A plausible epoch-ms start time (deadlines in events are absolute).
 pub const T0: u64 = 1_700_000_000_000;
@@ -93,9 +102,92 @@ pub struct Node {
 }
 
 /// The simulated world.
+/// The Redis side of a simulation (see the module documentation).
+struct Durable {
+    rt: tokio::runtime::Runtime,
+    writer: RedisStore,
+    url: String,
+    namespace: String,
+    windows: Windows,
+}
+
+impl Durable {
+    fn from_env(config: &ServerConfig) -> Option<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let url = std::env::var("HOLDFAST_TEST_REDIS").ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut windows = Windows::from_config(config);
+        // Expiries are absolute: keep the simulated clock's records alive in Redis.
+        windows.clock_offset_ms = holdfast::server::now_ms().saturating_sub(T0) + 3_600_000;
+        let namespace = format!(
+            "hf-sim-{}-{}:",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let writer = rt
+            .block_on(RedisStore::connect(&url, windows, Duration::from_secs(5)))
+            .expect("HOLDFAST_TEST_REDIS is set but Redis cannot be reached")
+            .with_namespace(&namespace);
+        Some(Self {
+            rt,
+            writer,
+            url,
+            namespace,
+            windows,
+        })
+    }
+
+    /// Everything Redis holds for this simulation.
+    fn load(&mut self) -> holdfast::engine::store::Records {
+        let mut reader = self
+            .rt
+            .block_on(RedisStore::connect(
+                &self.url,
+                self.windows,
+                Duration::from_secs(5),
+            ))
+            .unwrap()
+            .with_namespace(&self.namespace);
+        self.rt.block_on(reader.load()).expect("load from Redis")
+    }
+
+    /// Writes what changed, then checks that Redis gives the same records back.
+    fn sync(&mut self, store: &MemoryStore) {
+        let changes = store.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        self.rt
+            .block_on(self.writer.write(store, changes))
+            .expect("write to Redis");
+        let records = self.load();
+        let (reloaded, vanished) = MemoryStore::from_records(records, false);
+        assert!(
+            vanished.is_empty(),
+            "indexes name calls Redis lost: {vanished:?}"
+        );
+        assert_eq!(
+            reloaded.records(),
+            store.records(),
+            "the records reloaded from Redis differ from the engine's"
+        );
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.writer.clear());
+    }
+}
+
 pub struct Sim {
     pub now: u64,
     pub server: ServerEngine<MemoryStore>,
+    /// Set when the suite runs against Redis.
+    durable: Option<Durable>,
     pub nodes: Vec<Node>,
     /// Every server output with its time.
     pub server_log: Vec<(u64, Output)>,
@@ -118,15 +210,19 @@ impl Sim {
     }
 
     pub fn with_config(config: ServerConfig, seed: u64) -> Self {
-        let server = ServerEngine::new(
-            config,
-            MemoryStore::new(),
-            Box::new(DevAuth),
-            Box::new(SplitMix(seed)),
-        );
+        let durable = Durable::from_env(&config);
+        let store = if durable.is_some() {
+            // Not durable for the engine: shutdown keeps the in-memory semantics the
+            // scenarios describe; only the records go through Redis.
+            MemoryStore::with_change_tracking(false)
+        } else {
+            MemoryStore::new()
+        };
+        let server = ServerEngine::new(config, store, Box::new(DevAuth), Box::new(SplitMix(seed)));
         Self {
             now: T0,
             server,
+            durable,
             nodes: Vec::new(),
             server_log: Vec::new(),
             links: BTreeMap::new(),
@@ -297,6 +393,41 @@ impl Sim {
             self.nodes[c].engine.handle_close(link, self.now);
             self.settle();
         }
+    }
+
+    /// The server process dies and a new one starts on the same state, as with a
+    /// durable store: every socket resets (each client is told at once, as by a TCP
+    /// reset), and the new engine is [`ServerEngine::restore`]d at `now` from the
+    /// records (loaded back from Redis when the suite runs against it).
+    pub fn restart_server(&mut self) {
+        let now = self.now;
+        for c in 0..self.nodes.len() {
+            if let Some(link) = self.nodes[c].link.take() {
+                self.kill_link(c, link, false);
+                self.nodes[c].engine.handle_close(link, now);
+            }
+        }
+        self.conns.clear();
+        self.raw.clear();
+        let records = match self.durable.as_mut() {
+            Some(d) => {
+                d.sync(self.server.store());
+                d.load()
+            }
+            None => self.server.store().records(),
+        };
+        let (store, vanished) = MemoryStore::from_records(records, false);
+        let config = self.server.config().clone();
+        self.seed = self.seed.wrapping_add(1);
+        self.server = ServerEngine::restore(
+            config,
+            store,
+            vanished,
+            Box::new(DevAuth),
+            Box::new(SplitMix(self.seed)),
+            now,
+        );
+        self.settle();
     }
 
     /// A page's socket dies silently (see the module documentation).
@@ -497,6 +628,9 @@ impl Sim {
                 }
                 node.storage_ops.push((now, op));
             }
+        }
+        if let Some(d) = self.durable.as_mut() {
+            d.sync(self.server.store());
         }
         while let Some(out) = self.server.poll_output() {
             any = true;

@@ -17,5 +17,6 @@ mod logout_shutdown;
 mod races;
 mod rejoin;
 mod replay_overflow;
+mod restart;
 mod resume;
 mod ringing;

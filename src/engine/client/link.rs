@@ -352,7 +352,7 @@ impl ClientEngine {
             });
             return;
         }
-        let at = now + self.backoff.delay();
+        let at = now + self.backoff.delay_at(now);
         self.next_attempt_at = Some(at);
         self.events.push_back(Event::Disconnected {
             next_attempt_at: Some(at),
@@ -369,7 +369,7 @@ impl ClientEngine {
             self.transmit.push_back(ClientFrame::Ping {
                 ack: self.delivery.inbox.last_seq(),
             });
-            self.liveness.sent(now);
+            self.liveness.pinged(now);
         }
     }
 
@@ -411,6 +411,18 @@ impl ClientEngine {
                     code,
                     message: e.message,
                 });
+            }
+            ErrorCode::ServerRestarting => {
+                // The server keeps our session and is coming straight back: resume at
+                // once, and keep retrying briskly until the new process listens.
+                self.events.push_back(Event::Error {
+                    code,
+                    message: e.message,
+                    re: None,
+                });
+                self.backoff
+                    .hold_short_until(now + crate::protocol::RESTART_FAST_RETRY_MS);
+                self.link_lost(now);
             }
             ErrorCode::Superseded => {
                 // Another socket took this session over; ours is stale.

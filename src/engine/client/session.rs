@@ -263,11 +263,14 @@ impl ClientEngine {
                     // Still ringing for us: keep offering it.
                 }
                 _ => {
+                    // The server remembers why every call it ended recently ended; one
+                    // it does not know at all went with a server that lost its state
+                    // (a restart with the in-memory store): the server went away.
                     let reason = snap
                         .ended
                         .iter()
                         .find(|e| e.call == id)
-                        .map_or(EndReason::Cancelled, |e| e.reason);
+                        .map_or(EndReason::ServerShutdown, |e| e.reason);
                     self.end_local(&id, reason);
                 }
             }

@@ -429,7 +429,7 @@ impl<S: Store> ServerEngine<S> {
     }
 
     /// Schedules a tombstone prune unless one is already due.
-    fn arm_prune(&mut self, now: u64) {
+    pub(super) fn arm_prune(&mut self, now: u64) {
         if !self.prune_armed {
             self.prune_armed = true;
             self.timers

@@ -26,6 +26,7 @@ mod metrics;
 mod presence;
 mod rate_limit;
 mod rejoin;
+mod restore;
 mod resume;
 mod session;
 
@@ -344,8 +345,9 @@ impl<S: Store> ServerEngine<S> {
     }
 
     /// Graceful shutdown: unless the store is durable, every call ends with
-    /// `server-shutdown` at both ends; then every socket gets a fatal `server-shutdown`
-    /// error and is closed.
+    /// `server-shutdown` at both ends; then every socket gets a fatal error and is
+    /// closed: `server-restarting` with a durable store (the client resumes at once),
+    /// `server-shutdown` otherwise.
     pub fn shutdown(&mut self, now: u64) {
         self.shutting_down = true;
         if !self.store.durable() {
@@ -353,20 +355,33 @@ impl<S: Store> ServerEngine<S> {
                 self.end_call(&id, EndReason::ServerShutdown, now);
             }
         }
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        // A durable store keeps the sessions: tell clients to come back at once.
+        let (code, message) = if self.store.durable() {
+            (
+                ErrorCode::ServerRestarting,
+                "the server is restarting and keeps your session; resume now",
+            )
+        } else {
+            (
+                ErrorCode::ServerShutdown,
+                "the server is shutting down; reconnect shortly",
+            )
+        };
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.send(
                 conn,
                 ServerFrame::Error(ErrorBody {
-                    code: ErrorCode::ServerShutdown,
-                    message: "the server is shutting down; reconnect shortly".into(),
+                    code,
+                    message: message.into(),
                     re: None,
                     fatal: true,
                 }),
             );
             self.out.push_back(Output::Close {
                 conn,
-                reason: CloseReason::Error(ErrorCode::ServerShutdown),
+                reason: CloseReason::Error(code),
             });
         }
         self.conns.clear();
