@@ -428,8 +428,13 @@ impl Driver {
         let Some(sock) = sock.as_ref().filter(|s| Some(s.link) == link) else {
             return;
         };
+        // A socket the server or the network is closing has its close event queued:
+        // the engine replays what matters on the next link. Sending into it would only
+        // make the browser log "WebSocket is already in CLOSING or CLOSED state".
+        if sock.ws.ready_state() != WebSocket::OPEN {
+            return;
+        }
         if let Ok(text) = json_text(frame) {
-            // A failed send means the socket is closing; its close event follows.
             let _ = sock.ws.send_with_str(&text);
         }
     }

@@ -329,3 +329,31 @@ export async function forceMediaThrough(ctx: BrowserContext, proxy: UdpProxy): P
     } as typeof proto.setRemoteDescription;
   });
 }
+
+// ------------------------------------------------------------------ console
+
+/** What the browser itself reports for a WebSocket connection attempt that the network
+ *  refused or reset (no script can silence it; the library has to try). */
+export const REFUSED_ATTEMPT = /^error: WebSocket connection to '[^']+' failed: (Error during WebSocket handshake|Error in connection establishment): net::ERR_[A-Z_]+$/;
+
+export interface ConsoleWatch {
+  /** Every error and warning the page wrote, with uncaught exceptions. */
+  readonly messages: string[];
+  /** Fails when the page wrote any error or warning other than those `allowed`. */
+  expectClean(...allowed: RegExp[]): void;
+}
+
+/** Records what `page` writes to its console (errors, warnings) and every uncaught
+ *  exception, from now on. */
+export function watchConsole(page: Page): ConsoleWatch {
+  const messages: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') messages.push(`${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => messages.push(`uncaught: ${e.message}`));
+  return {
+    messages,
+    expectClean: (...allowed) =>
+      expect(messages.filter((m) => !allowed.some((a) => a.test(m))), `console of ${page.url()}`).toEqual([]),
+  };
+}
