@@ -50,6 +50,12 @@ pub fn js_error(code: &str, message: &str) -> JsValue {
     err.into()
 }
 
+/// Whether a `pagehide`/`pageshow` event says the page may be (or was) kept in the
+/// back/forward cache.
+fn persisted(ev: &web_sys::Event) -> bool {
+    js_sys::Reflect::get(ev, &"persisted".into()).is_ok_and(|v| v.is_truthy())
+}
+
 fn now() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -143,6 +149,8 @@ pub struct Driver {
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
+    /// In the back/forward cache or frozen: the socket is let go until thawed.
+    frozen: Cell<bool>,
 }
 
 impl Driver {
@@ -190,6 +198,7 @@ impl Driver {
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
+            frozen: Cell::new(false),
         });
         *driver.me.borrow_mut() = Rc::downgrade(&driver);
         driver.hook_page(&window);
@@ -255,13 +264,25 @@ impl Driver {
         page.push(on(window, "offline", |d, _| {
             d.input(|e, t| e.handle_online(false, t))
         }));
-        page.push(on(window, "pageshow", |d, _| {
+        page.push(on(window, "pageshow", |d, ev| {
+            if persisted(ev) {
+                d.thaw();
+            }
             d.input(|e, t| e.handle_wake(t))
         }));
-        page.push(on(window, "pagehide", |d, _| {
-            d.input(|e, t| e.handle_pagehide(t))
+        page.push(on(window, "pagehide", |d, ev| {
+            if persisted(ev) {
+                d.freeze();
+            } else {
+                d.input(|e, t| e.handle_pagehide(t))
+            }
         }));
         if let Some(doc) = window.document() {
+            // Page Lifecycle: a frozen page runs nothing, yet the browser still answers
+            // the server's WebSocket pings, so its link would look alive while no frame
+            // reaches the app.
+            page.push(on(&doc, "freeze", |d, _| d.freeze()));
+            page.push(on(&doc, "resume", |d, _| d.thaw()));
             page.push(on(&doc, "visibilitychange", |d, _| {
                 let visible = web_sys::window()
                     .and_then(|w| w.document())
@@ -271,6 +292,37 @@ impl Driver {
                 }
             }));
         }
+    }
+
+    /// The page is going into the back/forward cache (`pagehide` with `persisted`) or
+    /// being frozen: close the socket now, keeping the session, and make no attempt
+    /// until [`Driver::thaw`]. Chromium would otherwise kill the socket itself (and log
+    /// an error), and other browsers refuse to cache a page with an open socket. The
+    /// server sees a dropped link and holds the calls for their grace windows.
+    fn freeze(&self) {
+        if self.frozen.replace(true) {
+            return;
+        }
+        let link = self.socket.borrow_mut().take().map(|s| s.link); // Drop closes it.
+        self.input(|e, t| {
+            e.handle_pagehide(t);
+            // The engine's offline state is exactly what a cached page needs: no link
+            // and no attempts (no timer runs anyway) until it is told otherwise.
+            e.handle_online(false, t);
+            if let Some(link) = link {
+                e.handle_closed(link, t);
+            }
+        });
+    }
+
+    /// The page came back from the cache (`pageshow` with `persisted`) or was resumed:
+    /// reconnect at once, resuming the session.
+    fn thaw(&self) {
+        if !self.frozen.replace(false) {
+            return;
+        }
+        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+        self.input(|e, t| e.handle_online(online, t));
     }
 
     /// This identity's rejoin records in localStorage. Unreadable ones are removed,

@@ -348,7 +348,10 @@ export interface ConsoleWatch {
 export function watchConsole(page: Page): ConsoleWatch {
   const messages: string[] = [];
   page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') messages.push(`${m.type()}: ${m.text()}`);
+    if (m.type() !== 'error' && m.type() !== 'warning') return;
+    // A failed load names no URL in its text: add it.
+    const where = m.text().startsWith('Failed to load resource') ? ` (${m.location().url})` : '';
+    messages.push(`${m.type()}: ${m.text()}${where}`);
   });
   page.on('pageerror', (e) => messages.push(`uncaught: ${e.message}`));
   return {
