@@ -294,7 +294,7 @@ impl Sim {
     pub fn drop_link(&mut self, c: C) {
         if let Some(link) = self.nodes[c].link.take() {
             self.kill_link(c, link, true);
-            self.nodes[c].engine.handle_closed(link, self.now);
+            self.nodes[c].engine.handle_close(link, self.now);
             self.settle();
         }
     }
@@ -544,7 +544,7 @@ impl Sim {
             }
             Net::Refuse => {
                 node.link = None;
-                node.engine.handle_closed(link, now);
+                node.engine.handle_close(link, now);
             }
         }
     }
@@ -617,7 +617,7 @@ impl Sim {
                 if node.link == Some(d.link) {
                     node.link = None;
                 }
-                node.engine.handle_closed(d.link, now);
+                node.engine.handle_close(d.link, now);
             }
         }
     }

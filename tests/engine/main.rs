@@ -1,0 +1,21 @@
+//! The engines on a simulated clock: one scenario per test, each asserting what a user
+//! would notice (events, call states, end reasons, deadlines). Nothing sleeps.
+//!
+//! One test binary, one module per behaviour; shared scenario helpers live in `helpers`.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod helpers;
+
+mod backoff;
+mod bad_input;
+mod call;
+mod dedup;
+mod grace;
+mod limits;
+mod logout_shutdown;
+mod races;
+mod rejoin;
+mod replay_overflow;
+mod resume;
+mod ringing;
