@@ -310,7 +310,7 @@ impl Driver {
             // and no attempts (no timer runs anyway) until it is told otherwise.
             e.handle_online(false, t);
             if let Some(link) = link {
-                e.handle_closed(link, t);
+                e.handle_close(link, t);
             }
         });
     }
