@@ -56,6 +56,22 @@ fn persisted(ev: &web_sys::Event) -> bool {
     js_sys::Reflect::get(ev, &"persisted".into()).is_ok_and(|v| v.is_truthy())
 }
 
+/// sessionStorage key of this tab's id (see [`crate::protocol::Hello::tab`]).
+const TAB_KEY: &str = "holdfast:v1:tab";
+
+/// This tab's id: kept in sessionStorage, which is per tab and outlives a reload.
+fn tab_id(window: &web_sys::Window) -> Option<String> {
+    let storage = window.session_storage().ok().flatten()?;
+    if let Some(id) = storage.get_item(TAB_KEY).ok().flatten() {
+        return Some(id);
+    }
+    let id: String = (0..2)
+        .map(|_| format!("{:013x}", (js_sys::Math::random() * 4.5e15) as u64))
+        .collect();
+    storage.set_item(TAB_KEY, &id).ok()?;
+    Some(id)
+}
+
 fn now() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -185,6 +201,7 @@ impl Driver {
         }
         let window = web_sys::window().ok_or_else(|| js_error("unsupported", "no window"))?;
         let storage = window.local_storage().ok().flatten();
+        config.tab = tab_id(&window);
         let driver = Rc::new(Driver {
             url: opts.url,
             token: opts.token,
@@ -274,7 +291,7 @@ impl Driver {
             if persisted(ev) {
                 d.freeze();
             } else {
-                d.input(|e, t| e.handle_pagehide(t))
+                d.unload();
             }
         }));
         if let Some(doc) = window.document() {
@@ -313,6 +330,13 @@ impl Driver {
                 e.handle_close(link, t);
             }
         });
+    }
+
+    /// The page is going away for good: the engine says `leave` (the server forgets the
+    /// session now; calls wait for a rejoin), then the socket closes behind the frame.
+    fn unload(&self) {
+        self.input(|e, t| e.handle_unload(t));
+        *self.socket.borrow_mut() = None; // Drop unhooks listeners and closes.
     }
 
     /// The page came back from the cache (`pageshow` with `persisted`) or was resumed:
