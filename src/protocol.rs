@@ -161,6 +161,12 @@ pub enum ClientFrame {
     /// End the session now (logout): the server ends the user's calls held by this
     /// session with `hangup` and forgets the session; no resume is possible.
     Bye,
+    /// The page is going away (closed, reloaded, navigated off; not into the
+    /// back/forward cache): the server forgets the session now instead of keeping it
+    /// detached for the resume window. Unlike `bye` no call ends: each waits for a
+    /// rejoin (from the page's rejoin record) for its grace window, as after a dropped
+    /// link.
+    Leave,
     /// Any unrecognised `"t"`: answered with `unknown-message`, nothing else happens.
     #[serde(other)]
     #[cfg_attr(test, ts(skip))]
@@ -188,7 +194,17 @@ pub struct Hello {
     /// caller gets `busy`.
     #[serde(default)]
     pub call_waiting: bool,
+    /// The browser tab's own id (kept in its sessionStorage, so it outlives a reload),
+    /// at most [`MAX_TAB_ID_LEN`] bytes. A new session from a tab supersedes that tab's
+    /// detached session (a reloaded page whose `leave` was lost) instead of leaving it
+    /// to the resume window. A live session with the same id (a duplicated tab copies
+    /// sessionStorage) is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab: Option<String>,
 }
+
+/// The longest [`Hello::tab`] the server honours (a longer one is ignored).
+pub const MAX_TAB_ID_LEN: usize = 64;
 
 /// Proof that the client owns a session it wants to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

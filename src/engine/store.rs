@@ -67,6 +67,8 @@ pub struct Session {
     /// The replay buffer overflowed: the session can no longer be resumed.
     pub overflowed: bool,
     pub presence: bool,
+    /// The browser tab the session was opened from ([`crate::protocol::Hello::tab`]).
+    pub tab: Option<String>,
     pub call_waiting: bool,
     pub created_at: u64,
 }

@@ -50,6 +50,28 @@ pub fn js_error(code: &str, message: &str) -> JsValue {
     err.into()
 }
 
+/// Whether a `pagehide`/`pageshow` event says the page may be (or was) kept in the
+/// back/forward cache.
+fn persisted(ev: &web_sys::Event) -> bool {
+    js_sys::Reflect::get(ev, &"persisted".into()).is_ok_and(|v| v.is_truthy())
+}
+
+/// sessionStorage key of this tab's id (see [`crate::protocol::Hello::tab`]).
+const TAB_KEY: &str = "holdfast:v1:tab";
+
+/// This tab's id: kept in sessionStorage, which is per tab and outlives a reload.
+fn tab_id(window: &web_sys::Window) -> Option<String> {
+    let storage = window.session_storage().ok().flatten()?;
+    if let Some(id) = storage.get_item(TAB_KEY).ok().flatten() {
+        return Some(id);
+    }
+    let id: String = (0..2)
+        .map(|_| format!("{:013x}", (js_sys::Math::random() * 4.5e15) as u64))
+        .collect();
+    storage.set_item(TAB_KEY, &id).ok()?;
+    Some(id)
+}
+
 fn now() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -143,6 +165,8 @@ pub struct Driver {
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
+    /// In the back/forward cache or frozen: the socket is let go until thawed.
+    frozen: Cell<bool>,
 }
 
 impl Driver {
@@ -177,6 +201,7 @@ impl Driver {
         }
         let window = web_sys::window().ok_or_else(|| js_error("unsupported", "no window"))?;
         let storage = window.local_storage().ok().flatten();
+        config.tab = tab_id(&window);
         let driver = Rc::new(Driver {
             url: opts.url,
             token: opts.token,
@@ -190,6 +215,7 @@ impl Driver {
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
+            frozen: Cell::new(false),
         });
         *driver.me.borrow_mut() = Rc::downgrade(&driver);
         driver.hook_page(&window);
@@ -255,13 +281,25 @@ impl Driver {
         page.push(on(window, "offline", |d, _| {
             d.input(|e, t| e.handle_online(false, t))
         }));
-        page.push(on(window, "pageshow", |d, _| {
+        page.push(on(window, "pageshow", |d, ev| {
+            if persisted(ev) {
+                d.thaw();
+            }
             d.input(|e, t| e.handle_wake(t))
         }));
-        page.push(on(window, "pagehide", |d, _| {
-            d.input(|e, t| e.handle_pagehide(t))
+        page.push(on(window, "pagehide", |d, ev| {
+            if persisted(ev) {
+                d.freeze();
+            } else {
+                d.unload();
+            }
         }));
         if let Some(doc) = window.document() {
+            // Page Lifecycle: a frozen page runs nothing, yet the browser still answers
+            // the server's WebSocket pings, so its link would look alive while no frame
+            // reaches the app.
+            page.push(on(&doc, "freeze", |d, _| d.freeze()));
+            page.push(on(&doc, "resume", |d, _| d.thaw()));
             page.push(on(&doc, "visibilitychange", |d, _| {
                 let visible = web_sys::window()
                     .and_then(|w| w.document())
@@ -271,6 +309,44 @@ impl Driver {
                 }
             }));
         }
+    }
+
+    /// The page is going into the back/forward cache (`pagehide` with `persisted`) or
+    /// being frozen: close the socket now, keeping the session, and make no attempt
+    /// until [`Driver::thaw`]. Chromium would otherwise kill the socket itself (and log
+    /// an error), and other browsers refuse to cache a page with an open socket. The
+    /// server sees a dropped link and holds the calls for their grace windows.
+    fn freeze(&self) {
+        if self.frozen.replace(true) {
+            return;
+        }
+        let link = self.socket.borrow_mut().take().map(|s| s.link); // Drop closes it.
+        self.input(|e, t| {
+            e.handle_pagehide(t);
+            // The engine's offline state is exactly what a cached page needs: no link
+            // and no attempts (no timer runs anyway) until it is told otherwise.
+            e.handle_online(false, t);
+            if let Some(link) = link {
+                e.handle_close(link, t);
+            }
+        });
+    }
+
+    /// The page is going away for good: the engine says `leave` (the server forgets the
+    /// session now; calls wait for a rejoin), then the socket closes behind the frame.
+    fn unload(&self) {
+        self.input(|e, t| e.handle_unload(t));
+        *self.socket.borrow_mut() = None; // Drop unhooks listeners and closes.
+    }
+
+    /// The page came back from the cache (`pageshow` with `persisted`) or was resumed:
+    /// reconnect at once, resuming the session.
+    fn thaw(&self) {
+        if !self.frozen.replace(false) {
+            return;
+        }
+        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+        self.input(|e, t| e.handle_online(online, t));
     }
 
     /// This identity's rejoin records in localStorage. Unreadable ones are removed,
@@ -428,8 +504,13 @@ impl Driver {
         let Some(sock) = sock.as_ref().filter(|s| Some(s.link) == link) else {
             return;
         };
+        // A socket the server or the network is closing has its close event queued:
+        // the engine replays what matters on the next link. Sending into it would only
+        // make the browser log "WebSocket is already in CLOSING or CLOSED state".
+        if sock.ws.ready_state() != WebSocket::OPEN {
+            return;
+        }
         if let Ok(text) = json_text(frame) {
-            // A failed send means the socket is closing; its close event follows.
             let _ = sock.ws.send_with_str(&text);
         }
     }

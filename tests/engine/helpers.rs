@@ -112,6 +112,7 @@ pub fn hello(token: &str, resume: Option<Resume>) -> String {
         resume,
         presence: false,
         call_waiting: false,
+        tab: None,
     }))
 }
 

@@ -35,6 +35,15 @@ const initials = (name) => name.split(/\s+/).filter((w) => /^\p{L}/u.test(w)).sl
 const secondsLeft = (deadline) => Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
 /** A number of seconds that counts down by itself (see `tick`). */
 const countdown = (deadline) => h('span', { 'data-deadline': String(deadline), class: 'secs' }, String(secondsLeft(deadline)));
+/** The client's deadline for the other person's return, while they are away: the one
+ *  source of every "waiting N s" on the page (overlay, notice, Connection card). */
+const awayDeadline = (callId) => {
+  const call = app.snap?.calls.find((c) => c.id === callId);
+  return call?.peerLink === 'reconnecting' ? call.peerDeadline : null;
+};
+/** The seconds until the other person's window closes, counting down (see `tick`). */
+const awayCountdown = (callId) =>
+  h('span', { 'data-away': callId, class: 'secs' }, String(secondsLeft(awayDeadline(callId) ?? Date.now())));
 const clock = (t = Date.now()) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const duration = (ms) => {
   const s = Math.floor(ms / 1000);
@@ -73,8 +82,6 @@ const app = {
   calls: new Map(),
   /** callId → { reason, peer, at } */
   ended: new Map(),
-  /** callId → local epoch ms when the peer's window closes */
-  peerAway: new Map(),
   /** callId → toast element of the peer's absence */
   awayToasts: new Map(),
   /** callId → when it started here */
@@ -193,11 +200,10 @@ function onEvent(ev) {
       break;
     }
     case 'participant-disconnected': {
-      const deadline = Date.now() + ev.remainingMs;
-      app.peerAway.set(ev.call, deadline);
+      app.snap = c.getSnapshot(); // the countdown reads the call's deadline from it
       app.awayToasts.get(ev.call)?.remove();
       app.awayToasts.set(ev.call, toast(
-        [`${peerName(ev.call)} disconnected — waiting `, countdown(deadline), ' s'], 'warn', 0));
+        [`${peerName(ev.call)} disconnected — waiting `, awayCountdown(ev.call), ' s'], 'warn', 0));
       log(ev.call, `${peerName(ev.call)} disconnected`);
       break;
     }
@@ -248,7 +254,6 @@ function remember(call) {
 }
 
 function clearAway(call) {
-  app.peerAway.delete(call);
   app.awayToasts.get(call)?.remove();
   app.awayToasts.delete(call);
 }
@@ -567,32 +572,47 @@ function callView(callId) {
   };
 
   const renderMedia = () => {
-    const media = getMedia(callId);
-    const state = media?.state ?? (app.ended.has(callId) ? 'closed' : 'new');
-    const away = app.peerAway.has(callId);
+    const { state, away, text } = mediaStatus();
     head.media.dataset.state = away ? 'reconnecting' : state;
-    head.media.textContent = away ? 'Media waiting for the other side' : {
-      new: 'Media starting', connecting: 'Media connecting…', connected: 'Media connected',
-      reconnecting: 'Media reconnecting…', closed: 'Media closed',
-    }[state];
+    head.media.textContent = `Media ${text}`;
     mediaOverlay.hidden = away || state === 'connected' || state === 'closed';
     mediaOverlay.lastChild.textContent = state === 'reconnecting' ? 'Reconnecting media…' : 'Connecting media…';
     attachVideos();
     renderFacts();
   };
 
-  const renderFacts = () => {
+  /** What the media is doing, in words: the header's pill and the Connection card
+   *  both say this, so they cannot disagree. While the other person is away and media
+   *  is not flowing, it waits for them (an ICE restart cannot succeed without them);
+   *  media that flows while their signaling link is down is simply connected. */
+  const mediaStatus = () => {
     const media = getMedia(callId);
+    const state = media?.state ?? (app.ended.has(callId) ? 'closed' : 'new');
+    const away = awayDeadline(callId) !== null && state !== 'connected' && state !== 'closed';
+    const text = away ? 'waiting for the other side' : {
+      new: 'starting', connecting: 'connecting…', connected: 'connected',
+      reconnecting: 'reconnecting…', closed: 'closed',
+    }[state];
+    return { media, state, away, text };
+  };
+
+  const renderFacts = () => {
+    const { media, text } = mediaStatus();
     const call = app.snap?.calls.find((c) => c.id === callId);
+    const ice = media?.peerConnection ? ` · ICE ${media.peerConnection.iceConnectionState}` : '';
+    const other = !call ? '—' : awayDeadline(callId) !== null
+      ? ['reconnecting — window closes in ', awayCountdown(callId), ' s'] : call.peerLink;
     const rows = [
       ['Call id', callId],
       ['Kind', call?.kind ?? 'default'],
       ['Grace window', call ? `${Math.round(call.graceMs / 1000)} s` : '—'],
       ['Signaling', app.snap?.state ?? '—'],
-      ['Media', media ? `${media.state}${media.peerConnection ? ` · ICE ${media.peerConnection.iceConnectionState}` : ''}` : '—'],
+      ['Other side', other],
+      ['Media', media ? `${text}${ice}` : '—'],
       ['Receiving', rate || '—'],
     ];
-    facts.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-fact': k }, v)]));
+    facts.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-fact': k }, ...[v].flat())]));
+    tick(); // a new countdown shows what the others show this very moment
   };
 
   const renderLog = () => {
@@ -649,12 +669,12 @@ function callView(callId) {
       head.status.textContent = call.peerLink === 'reconnecting'
         ? `${peer.name} is reconnecting` : app.snap.state === 'connected' ? 'Connected' : 'You are reconnecting…';
       head.timer.textContent = since ? duration(Date.now() - since) : '';
-      const deadline = app.peerAway.get(callId) ?? (call.peerLink === 'reconnecting' ? call.peerDeadline : null);
+      const deadline = awayDeadline(callId);
       waiting.hidden = !deadline;
       if (deadline && waiting.dataset.deadline !== String(deadline)) {
         waiting.dataset.deadline = String(deadline);
         waiting.replaceChildren(h('div', { class: 'spinner' }),
-          h('div', { 'data-testid': 'waiting-text' }, `${peer.name} disconnected — waiting `, countdown(deadline), ' s'));
+          h('div', { 'data-testid': 'waiting-text' }, `${peer.name} disconnected — waiting `, awayCountdown(callId), ' s'));
       }
       if (!getMedia(callId)) startMedia(callId);
       renderMedia();
@@ -772,8 +792,11 @@ function renderDialogs() {
 // ---------------------------------------------------------------- ticking
 
 function tick() {
-  for (const el of document.querySelectorAll('[data-deadline].secs')) {
-    const s = String(secondsLeft(Number(el.dataset.deadline)));
+  const now = Date.now();
+  for (const el of document.querySelectorAll('.secs')) {
+    const deadline = el.dataset.away !== undefined ? awayDeadline(el.dataset.away) : Number(el.dataset.deadline);
+    if (deadline === null) continue; // the person is back: the element goes with the next render
+    const s = String(Math.max(0, Math.ceil((deadline - now) / 1000)));
     if (el.textContent !== s) el.textContent = s;
   }
 }

@@ -81,6 +81,18 @@ impl ClientEngine {
         }
     }
 
+    /// The page is going away for good (unload, not the back/forward cache): write
+    /// fresh rejoin deadlines and tell the server to forget the session now (`leave`:
+    /// no call ends, each waits for a rejoin). No timer is armed any more; the driver
+    /// closes the socket once the frame is on it, and the page is gone.
+    pub fn handle_unload(&mut self, now: u64) {
+        self.handle_pagehide(now);
+        if self.link.is_some_and(|(_, p)| p == LinkPhase::Ready) {
+            self.transmit.push_back(ClientFrame::Leave);
+        }
+        self.timers.clear();
+    }
+
     /// Replace the token used for new sessions (after `AuthFailed`, or before expiry).
     pub fn set_token(&mut self, token: impl Into<String>, now: u64) {
         self.config.token = token.into();
@@ -161,6 +173,7 @@ impl ClientEngine {
             resume,
             presence: self.config.presence,
             call_waiting: self.config.call_waiting,
+            tab: self.config.tab.clone(),
         }));
         self.liveness.sent(now);
         self.hello_sent_at = now;

@@ -38,6 +38,8 @@ pub struct ClientConfig {
     /// (a dev identity, or a JWT's unverified `sub`). Stored rejoin records of anyone
     /// else (a shared computer) are then never offered, not even before the welcome.
     pub identity_hint: Option<UserId>,
+    /// This browser tab's id ([`crate::protocol::Hello::tab`]), if the driver has one.
+    pub tab: Option<String>,
 }
 
 impl ClientConfig {
@@ -56,6 +58,7 @@ impl ClientConfig {
             max_unacked: 1_024,
             seed: 0x5eed,
             identity_hint: None,
+            tab: None,
         }
     }
 }

@@ -71,7 +71,7 @@ pub enum CloseReason {
     Error(ErrorCode),
     /// Nothing arrived for a heartbeat timeout.
     DeadLink,
-    /// The client logged out.
+    /// The client logged out (`bye`) or its page went away (`leave`).
     Bye,
 }
 
@@ -588,6 +588,7 @@ impl<S: Store> ServerEngine<S> {
                 self.send(conn, ServerFrame::Pong { ack });
             }
             ClientFrame::Bye => self.bye(conn, &sid, now),
+            ClientFrame::Leave => self.leave(conn, &sid, now),
             ClientFrame::Unknown => self.conn_error(
                 conn,
                 ErrorCode::UnknownMessage,

@@ -105,7 +105,33 @@ impl<S: Store> ServerEngine<S> {
         }
     }
 
+    /// A reload's new session supersedes its tab's detached leftover (whose `leave` was
+    /// lost): forgotten now, not after the resume window.
+    fn supersede_tab(&mut self, user: &str, tab: &str, now: u64) {
+        let leftovers: Vec<SessionId> = self
+            .store
+            .sessions_of(user)
+            .iter()
+            .filter(|s| {
+                self.store
+                    .session(s)
+                    .is_some_and(|sess| sess.conn.is_none() && sess.tab.as_deref() == Some(tab))
+            })
+            .cloned()
+            .collect();
+        for old in leftovers {
+            self.expire_session(&old, now);
+        }
+    }
+
     fn new_session(&mut self, conn: ConnId, user: Peer, hello: &Hello, now: u64) {
+        let tab = hello
+            .tab
+            .clone()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TAB_ID_LEN);
+        if let Some(tab) = &tab {
+            self.supersede_tab(&user.id, tab, now);
+        }
         if !self.make_room_for_session(conn, &user.id, now) {
             return;
         }
@@ -123,6 +149,7 @@ impl<S: Store> ServerEngine<S> {
             inbox: Inbox::new(),
             overflowed: false,
             presence: hello.presence,
+            tab,
             call_waiting: hello.call_waiting,
             created_at: now,
         });
@@ -254,6 +281,20 @@ impl<S: Store> ServerEngine<S> {
                 self.end_call(&id, reason, now);
             }
         }
+        self.conns.remove(&conn);
+        self.out.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Bye,
+        });
+        if let Some(s) = self.store.session_mut(sid) {
+            s.conn = None;
+        }
+        self.expire_session(sid, now);
+    }
+
+    /// The page went away (`leave`): forget the session now. Its calls do not end: each
+    /// waits for a rejoin for its grace window, as after a dropped link.
+    pub(super) fn leave(&mut self, conn: ConnId, sid: &str, now: u64) {
         self.conns.remove(&conn);
         self.out.push_back(Output::Close {
             conn,

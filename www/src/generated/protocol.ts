@@ -16,7 +16,7 @@ ack: number,
 /**
  * The message.
  */
-body: ClientMsg, } | { "t": "ack", ack: number, } | { "t": "ping", ack: number, } | { "t": "bye" };
+body: ClientMsg, } | { "t": "ack", ack: number, } | { "t": "ping", ack: number, } | { "t": "bye" } | { "t": "leave" };
 
 /**
  * The opening frame of a socket.
@@ -45,7 +45,15 @@ presence: boolean,
  * Accept incoming calls while already in a call (call waiting). Otherwise a second
  * caller gets `busy`.
  */
-call_waiting: boolean, };
+call_waiting: boolean, 
+/**
+ * The browser tab's own id (kept in its sessionStorage, so it outlives a reload),
+ * at most [`MAX_TAB_ID_LEN`] bytes. A new session from a tab supersedes that tab's
+ * detached session (a reloaded page whose `leave` was lost) instead of leaving it
+ * to the resume window. A live session with the same id (a duplicated tab copies
+ * sessionStorage) is left alone.
+ */
+tab?: string | null, };
 
 /**
  * Proof that the client owns a session it wants to resume.
