@@ -408,6 +408,13 @@ pub enum EndReason {
     ReconnectFailed,
     /// The server shut down and could not keep the call.
     ServerShutdown,
+    /// **Client-side only, never sent by the server**: the server no longer knows the
+    /// call and cannot say how it ended. A client whose session could not be resumed
+    /// gets a snapshot that neither lists the call nor has it among the recently
+    /// [`Snapshot::ended`] ones, while the call's window was still open: the server lost
+    /// its state (a crash or restart with the in-memory store). Neither participant
+    /// ended it; each client reports this reason on its own, so both ends agree.
+    ServerLost,
 }
 
 impl EndReason {
@@ -421,10 +428,11 @@ impl EndReason {
             EndReason::Busy => "busy",
             EndReason::ReconnectFailed => "reconnect-failed",
             EndReason::ServerShutdown => "server-shutdown",
+            EndReason::ServerLost => "server-lost",
         }
     }
 
-    /// Every reason, for metrics.
+    /// Every reason the server sends, for metrics (not the client-side `server-lost`).
     pub const ALL: [EndReason; 7] = [
         EndReason::Hangup,
         EndReason::Declined,
@@ -650,7 +658,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for r in EndReason::ALL {
+        for r in EndReason::ALL.into_iter().chain([EndReason::ServerLost]) {
             assert_eq!(encode(&r), format!("\"{}\"", r.as_str()));
         }
         for c in [

@@ -434,8 +434,11 @@ pub struct ClientEngine {
     presence: BTreeMap<UserId, PresenceEntry>,
     online: bool,
     attempt: u32,
-    /// When the link was lost (for giving up).
+    /// When the link was lost (for giving up; restarts with a manual reconnect).
     down_since: Option<u64>,
+    /// When the session's link was lost, whatever happened since: at the next welcome,
+    /// a call that the server forgot tells whether its window passed meanwhile.
+    lost_at: Option<u64>,
     next_attempt_at: Option<u64>,
     last_rx: u64,
     last_tx: u64,
@@ -480,6 +483,7 @@ impl ClientEngine {
             online: true,
             attempt: 0,
             down_since: None,
+            lost_at: None,
             next_attempt_at: None,
             last_rx: 0,
             last_tx: 0,
@@ -1199,6 +1203,7 @@ impl ClientEngine {
                 self.state = ConnectionState::Reconnecting;
                 self.attempt = 0;
                 self.down_since = Some(now);
+                self.lost_at = Some(now);
                 // Our own slot's window started about when the server last heard us.
                 self.refresh_records(self.last_rx.min(now));
             }
@@ -1345,6 +1350,7 @@ impl ClientEngine {
         self.state = ConnectionState::Connected;
         self.attempt = 0;
         self.down_since = None;
+        let away_since = self.lost_at.take();
         self.next_attempt_at = None;
         if resumed {
             // Re-send exactly what the server has not handled, in order. (Only the
@@ -1396,7 +1402,7 @@ impl ClientEngine {
                     user: w.user.clone(),
                 });
             }
-            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), now);
+            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), away_since, now);
         }
         self.flush_pending(now);
         if resumed && self.transmit.is_empty() {
@@ -1415,7 +1421,8 @@ impl ClientEngine {
     }
 
     /// Rebuild the active-call map and rejoin offers from a snapshot (a new session).
-    fn reconcile(&mut self, me: &Peer, snap: Snapshot, now: u64) {
+    /// `away_since`: when the link was lost (None for a first session).
+    fn reconcile(&mut self, me: &Peer, snap: Snapshot, away_since: Option<u64>, now: u64) {
         // Records of another identity (a shared browser) are not ours to use.
         let foreign: Vec<CallId> = self
             .records
@@ -1470,11 +1477,20 @@ impl ClientEngine {
                     // Still ringing for us: keep offering it.
                 }
                 _ => {
-                    let reason = snap
-                        .ended
-                        .iter()
-                        .find(|e| e.call == id)
-                        .map_or(EndReason::Cancelled, |e| e.reason);
+                    // Gone. The snapshot says why, unless the server no longer knows the
+                    // call at all: then it lost its state (a restart without a durable
+                    // store), and nobody cancelled anything.
+                    let window_passed = self.calls.get(&id).is_some_and(|c| {
+                        c.phase == CallPhase::Active
+                            && away_since.is_some_and(|t| t + c.grace_ms <= now)
+                    });
+                    let reason = match snap.ended.iter().find(|e| e.call == id) {
+                        Some(e) => e.reason,
+                        // Away for longer than the window: it ended without us, long
+                        // enough ago that the server forgot how.
+                        None if window_passed => EndReason::ReconnectFailed,
+                        None => EndReason::ServerLost,
+                    };
                     self.end_local(&id, reason);
                 }
             }

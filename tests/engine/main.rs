@@ -19,3 +19,4 @@ mod rejoin;
 mod replay_overflow;
 mod resume;
 mod ringing;
+mod server_lost;

@@ -52,6 +52,7 @@ const REASONS = {
   busy: (p) => `${p} is busy`,
   'reconnect-failed': (p) => `${p} didn't reconnect in time`,
   'server-shutdown': () => 'The server shut down',
+  'server-lost': () => 'The server lost the call (it restarted)',
   moved: () => 'This call moved to another tab or device',
   'hung-up-here': () => 'You hung up',
 };

@@ -31,7 +31,10 @@ export type EndReason =
   | 'no-answer'
   | 'busy'
   | 'reconnect-failed'
-  | 'server-shutdown';
+  | 'server-shutdown'
+  /** Client-side: the server no longer knows the call (it restarted without a durable
+   *  store); neither person ended it. */
+  | 'server-lost';
 
 export type PresenceStatus = 'available' | 'busy' | 'offline';
 
