@@ -125,6 +125,12 @@ pub struct RejoinRecord {
     /// Local epoch ms after which the server will have given up on this slot (an
     /// estimate until the server confirms it).
     pub deadline: u64,
+    /// Server clock minus this page's clock when the record was written, so that
+    /// `deadline + clock_offset` is the deadline on the server's clock: a page whose
+    /// clock jumped since can still tell whether the window was open (records of older
+    /// versions have 0).
+    #[serde(default)]
+    pub clock_offset: i64,
 }
 
 /// Current format of [`RejoinRecord`].
@@ -277,9 +283,12 @@ pub enum Event {
         call: CallId,
         user: UserId,
     },
+    /// The call ended. `peer` is the other person, also for a call this page knew only
+    /// from its rejoin record (it ended while the page was away).
     CallEnded {
         call: CallId,
         reason: EndReason,
+        peer: Peer,
     },
     CallMoved {
         call: CallId,
@@ -424,6 +433,10 @@ pub struct ClientEngine {
     records: BTreeMap<CallId, RejoinRecord>,
     /// Records offered to the app (loaded from storage, not held elsewhere).
     offers: BTreeMap<CallId, ()>,
+    /// Records loaded from storage that no server snapshot has confirmed yet: never
+    /// offered (the call may have ended, or the server may not know it) and never
+    /// judged expired by this page's clock (it may have jumped) until the server speaks.
+    unconfirmed: BTreeMap<CallId, ()>,
     /// Calls another tab of this origin holds (reported by the driver).
     held_by_other_tab: BTreeMap<CallId, ()>,
     /// Rejoins sent automatically after a session loss.
@@ -476,6 +489,7 @@ impl ClientEngine {
             calls: BTreeMap::new(),
             records: BTreeMap::new(),
             offers: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
             held_by_other_tab: BTreeMap::new(),
             auto_rejoins: BTreeMap::new(),
             ended_here: VecDeque::new(),
@@ -649,17 +663,25 @@ impl ClientEngine {
                 });
             }
         } else if self.held_by_other_tab.remove(call).is_some() {
-            // The other tab let go (closed or crashed): offer it here.
-            if self.records.contains_key(call) && !self.calls.contains_key(call) {
+            // The other tab let go (closed or crashed): offer it here. Its window
+            // starts about now (the stored deadline is the other tab's old estimate).
+            if self.calls.contains_key(call) {
+                return;
+            }
+            if let Some(r) = self.records.get_mut(call) {
+                r.deadline = r.deadline.max(now + r.grace_ms);
                 self.offer(call, now);
             }
         }
     }
 
-    /// Rejoin records found in storage at start-up. Expired and malformed ones are
-    /// removed; another identity's (by `identity_hint`, or once the welcome says who we
-    /// are) are ignored and left alone; the rest are offered.
-    pub fn load_rejoin_records(&mut self, records: Vec<RejoinRecord>, now: u64) {
+    /// Rejoin records found in storage at start-up. Malformed ones are removed; another
+    /// identity's (by `identity_hint`, or once the welcome says who we are) are ignored
+    /// and left alone. The rest wait for the server: the first snapshot offers the calls
+    /// that still wait for us (with the server's deadline), reports the ones that ended
+    /// meanwhile (one `call-ended` naming the peer) and drops the rest. Nothing is
+    /// offered, or judged expired by this page's clock, before that.
+    pub fn load_rejoin_records(&mut self, records: Vec<RejoinRecord>, _now: u64) {
         for r in records {
             if r.v != REJOIN_RECORD_VERSION || r.token.len() != 64 || r.call.is_empty() {
                 self.storage.push_back(StorageOp::Remove(r.call));
@@ -673,18 +695,12 @@ impl ClientEngine {
             if foreign {
                 continue; // another identity's record: neither offered nor deleted
             }
-            if r.deadline <= now {
-                self.storage.push_back(StorageOp::Remove(r.call));
-                continue;
-            }
             if self.calls.contains_key(&r.call) {
                 continue;
             }
             let call = r.call.clone();
             self.records.insert(call.clone(), r);
-            if !self.held_by_other_tab.contains_key(&call) {
-                self.offer(&call, now);
-            }
+            self.unconfirmed.insert(call, ());
         }
     }
 
@@ -898,6 +914,7 @@ impl ClientEngine {
             self.storage.push_back(StorageOp::Remove(call));
         }
         self.offers.clear();
+        self.unconfirmed.clear();
         self.pending.clear();
         self.unacked.clear();
         self.timers.clear();
@@ -1508,23 +1525,29 @@ impl ClientEngine {
                     let mine = my_slot(info, &me.id);
                     match mine {
                         Some(p) if p.link == LinkState::Reconnecting => {
+                            // Confirmed: the call waits for us, until the server's deadline
+                            // (on this page's clock as the welcome just measured it).
                             let deadline = p.deadline.map(|d| self.local_time(d));
+                            let offered = self.offers.contains_key(&id);
+                            let offset = self.clock_offset;
+                            self.unconfirmed.remove(&id);
                             if let Some(r) = self.records.get_mut(&id) {
                                 if let Some(d) = deadline {
-                                    r.deadline = d;
+                                    // A countdown on screen never goes up.
+                                    r.deadline = if offered { r.deadline.min(d) } else { d };
                                 }
+                                r.clock_offset = offset;
                                 let r = r.clone();
                                 self.storage.push_back(StorageOp::Put(r));
                             }
-                            if !self.held_by_other_tab.contains_key(&id)
-                                && !self.offers.contains_key(&id)
-                            {
+                            if !self.held_by_other_tab.contains_key(&id) && !offered {
                                 self.offer(&id, now);
                             }
                         }
                         _ => {
                             // Live in another tab or device: keep the token for an explicit
                             // takeover, but do not offer it.
+                            self.unconfirmed.remove(&id);
                             if self.offers.remove(&id).is_some() {
                                 self.events.push_back(Event::RejoinWithdrawn {
                                     call: id,
@@ -1537,7 +1560,14 @@ impl ClientEngine {
                 _ => {
                     let ended = snap.ended.iter().find(|e| e.call == id).map(|e| e.reason);
                     let was_offered = self.offers.remove(&id).is_some();
+                    let Some(r) = self.records.get(&id).cloned() else {
+                        continue;
+                    };
                     self.forget_record(&id);
+                    // The record's own deadline, on the server's clock: was the window
+                    // still open when the server forgot the call?
+                    let server_now = now as i64 + self.clock_offset;
+                    let window_open = r.deadline as i64 + r.clock_offset > server_now;
                     match ended {
                         Some(reason) => {
                             if was_offered {
@@ -1546,9 +1576,24 @@ impl ClientEngine {
                                     why: RejoinWithdrawn::CallEnded,
                                 });
                             }
-                            self.events.push_back(Event::CallEnded { call: id, reason });
+                            self.events.push_back(Event::CallEnded {
+                                call: id,
+                                reason,
+                                peer: r.peer,
+                            });
                         }
-                        None => self.events.push_back(Event::RejoinExpired { call: id }),
+                        None if was_offered => {
+                            self.events.push_back(Event::RejoinExpired { call: id })
+                        }
+                        // Never offered: the page learns once, with the person's name,
+                        // that the server lost the call; a window that passed long ago
+                        // needs no word.
+                        None if window_open => self.events.push_back(Event::CallEnded {
+                            call: id,
+                            reason: EndReason::ServerLost,
+                            peer: r.peer,
+                        }),
+                        None => {}
                     }
                 }
             }
@@ -1686,8 +1731,10 @@ impl ClientEngine {
                     kind: c.kind.clone(),
                     grace_ms: c.grace_ms,
                     deadline: now + c.grace_ms,
+                    clock_offset: self.clock_offset,
                 };
                 self.records.insert(call.id.clone(), record.clone());
+                self.unconfirmed.remove(&call.id);
                 self.storage.push_back(StorageOp::Put(record));
                 self.timers
                     .schedule(now + self.config.rejoin_refresh_ms, Timer::Refresh);
@@ -1723,7 +1770,7 @@ impl ClientEngine {
             ServerMsg::CallEnded { call, reason } => {
                 if self.calls.contains_key(&call) {
                     self.end_local(&call, reason);
-                } else if self.records.contains_key(&call) {
+                } else if let Some(peer) = self.records.get(&call).map(|r| r.peer.clone()) {
                     // A call this page only held a rejoin record for (a reload's
                     // prompt): the prompt goes away with the reason.
                     if self.offers.contains_key(&call) {
@@ -1733,7 +1780,8 @@ impl ClientEngine {
                         });
                     }
                     self.forget_record(&call);
-                    self.events.push_back(Event::CallEnded { call, reason });
+                    self.events
+                        .push_back(Event::CallEnded { call, reason, peer });
                 }
             }
             ServerMsg::CallMoved { call } => {
@@ -1814,10 +1862,11 @@ impl ClientEngine {
 
     /// A call ends here: tell the app, drop the record.
     fn end_local(&mut self, call: &str, reason: EndReason) {
-        if self.calls.remove(call).is_some() {
+        if let Some(c) = self.calls.remove(call) {
             self.events.push_back(Event::CallEnded {
                 call: call.to_owned(),
                 reason,
+                peer: c.peer,
             });
         }
         self.offers.remove(call);
@@ -1832,6 +1881,7 @@ impl ClientEngine {
     fn drop_record_here(&mut self, call: &str) {
         self.records.remove(call);
         self.offers.remove(call);
+        self.unconfirmed.remove(call);
     }
 
     fn forget_record(&mut self, call: &str) {
@@ -1839,6 +1889,7 @@ impl ClientEngine {
             self.storage.push_back(StorageOp::Remove(call.to_owned()));
         }
         self.offers.remove(call);
+        self.unconfirmed.remove(call);
     }
 
     fn offer_of(&self, r: &RejoinRecord, now: u64) -> RejoinOffer {
@@ -1852,6 +1903,9 @@ impl ClientEngine {
     }
 
     fn offer(&mut self, call: &str, now: u64) {
+        if self.unconfirmed.contains_key(call) {
+            return; // the server has not said the call waits for us
+        }
         let Some(r) = self.records.get(call) else {
             return;
         };
@@ -1899,6 +1953,7 @@ impl ClientEngine {
         for id in held {
             if let Some(r) = self.records.get_mut(&id) {
                 r.deadline = seen + r.grace_ms;
+                r.clock_offset = self.clock_offset;
                 self.storage.push_back(StorageOp::Put(r.clone()));
             }
         }

@@ -210,9 +210,10 @@ function onEvent(ev) {
     case 'call-ended': {
       clearAway(ev.call);
       const reason = app.hungUpHere.has(ev.call) && ev.reason === 'hangup' ? 'hung-up-here' : ev.reason;
+      if (!app.calls.has(ev.call)) app.calls.set(ev.call, { peer: ev.peer, kind: null, phase: 'away' });
       const info = app.calls.get(ev.call);
       app.ended.set(ev.call, { reason, code: ev.reason, at: Date.now() });
-      const name = peerName(ev.call);
+      const name = ev.peer?.name ?? peerName(ev.call);
       const text = REASONS[reason]?.(name) ?? `Call ended (${ev.reason})`;
       if (info?.phase === 'incoming' && (ev.reason === 'cancelled' || ev.reason === 'no-answer')) {
         toast(`Missed call from ${name} (${ev.reason})`, 'warn', 8000);
@@ -229,7 +230,7 @@ function onEvent(ev) {
       log(ev.call, 'The call moved to another tab');
       break;
     case 'rejoin-withdrawn':
-      if (ev.why === 'call-ended') toast(`Your call with ${peerName(ev.call)} has ended`, 'info');
+      // 'call-ended': the call-ended event that follows says who and why.
       break;
     case 'rejoin-available':
       app.calls.set(ev.offer.call, { peer: ev.offer.peer, kind: ev.offer.kind, phase: 'away' });
