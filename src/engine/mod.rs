@@ -2,6 +2,8 @@
 //! hand in inputs with the current time (`now`, epoch milliseconds) and drain outputs.
 
 pub mod client;
+pub mod liveness;
+pub mod reliable;
 pub mod server;
 pub mod store;
 

@@ -4,7 +4,6 @@ use super::{
     dead_link, resume_latency, storm, today, DropMode, Machine, ProxyWorkers, Report, ServerSpec,
     Settings,
 };
-use crate::server::config::parse_duration_ms;
 use clap::{Parser, Subcommand};
 use std::io;
 use std::path::PathBuf;
@@ -96,8 +95,14 @@ pub enum Figure {
     },
 }
 
+/// A duration flag: `1500ms`, `6s`, `30m`, `1h` (or any other humantime duration), or a
+/// bare number of milliseconds, as the server's flags take them.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    parse_duration_ms(s).map(Duration::from_millis)
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration: {e}"))
 }
 
 impl Cli {
@@ -209,5 +214,29 @@ impl Cli {
         }
         report.check_targets();
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_or_bare_milliseconds() {
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1_500)));
+        assert_eq!(parse_duration("6s"), Ok(Duration::from_secs(6)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_default_durations_parse() {
+        let cli = Cli::try_parse_from(["holdfast-load", "storm"]).unwrap();
+        assert_eq!(cli.idle_window, Duration::from_secs(6));
+        assert_eq!(cli.resume_timeout, Duration::from_secs(30));
+        assert_eq!(cli.max_time, Duration::from_secs(1_800));
     }
 }

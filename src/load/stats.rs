@@ -37,6 +37,16 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     })
 }
 
+/// The `k`-th (1-based) of sorted samples: with samples as the times at which each of
+/// N sessions got somewhere, the time at which `k` of them had (None: fewer did).
+pub fn kth(sorted: &[f64], k: usize) -> Option<f64> {
+    if k == 0 || k > sorted.len() {
+        None
+    } else {
+        Some(sorted[k - 1])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

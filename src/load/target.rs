@@ -1,6 +1,7 @@
 //! The server under test: a `holdfast-server` child process the tool starts (so its
 //! memory can be read from `/proc`), or an external one on a loopback address.
 
+use super::host::{self, Who};
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -110,22 +111,17 @@ impl Server {
 
     /// Resident memory of the child (VmRSS), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
-        self.pid()
-            .and_then(|pid| proc_rss_bytes(&format!("/proc/{pid}/status")))
+        host::rss_bytes(Who::Process(self.pid()?))
     }
 
     /// Open file descriptors of the child.
     pub fn fd_count(&self) -> Option<usize> {
-        let pid = self.pid()?;
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .ok()
-            .map(|d| d.count())
+        host::fd_count(Who::Process(self.pid()?))
     }
 
     /// CPU time (user + system) the child has used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
-        self.pid()
-            .and_then(|pid| proc_cpu_time(&format!("/proc/{pid}/stat")))
+        host::cpu_time(Who::Process(self.pid()?))
     }
 
     /// `/metrics`, parsed: metric (with labels, as written) to value.
@@ -215,30 +211,6 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     fields.get("addr")?.as_str()?.parse().ok()
 }
 
-/// VmRSS from a `/proc/<pid>/status` file, in bytes.
-pub fn proc_rss_bytes(status_path: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(status_path).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-}
-
-/// utime + stime from a `/proc/<pid>/stat` file.
-pub fn proc_cpu_time(stat_path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    // Fields after the command name (which may contain spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf with a valid name has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = if ticks > 0 { ticks as u64 } else { 100 };
-    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
-}
-
 /// Prometheus text format to a map (comments skipped).
 pub fn parse_prometheus(body: &str) -> HashMap<String, f64> {
     body.lines()
@@ -248,6 +220,22 @@ pub fn parse_prometheus(body: &str) -> HashMap<String, f64> {
             Some((name.to_owned(), value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// One metric (with labels, as written) from parsed `/metrics`.
+pub(crate) fn metric(m: &HashMap<String, f64>, name: &str) -> Option<f64> {
+    m.get(name).copied()
+}
+
+/// How much a counter grew between two `/metrics` reads (None: either is missing).
+pub(crate) fn delta(
+    before: &Option<HashMap<String, f64>>,
+    after: &Option<HashMap<String, f64>>,
+    name: &str,
+) -> Option<u64> {
+    let b = metric(before.as_ref()?, name)?;
+    let a = metric(after.as_ref()?, name)?;
+    Some((a - b).max(0.0) as u64)
 }
 
 /// A minimal HTTP/1.1 GET (two endpoints do not need a client library).
@@ -273,31 +261,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> io::Result<String> {
     tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("GET {path} timed out")))?
-}
-
-/// Counters from `/proc/net/netstat` (TcpExt), e.g. `ListenOverflows`.
-pub fn tcp_ext_counters() -> HashMap<String, u64> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
-        return HashMap::new();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = HashMap::new();
-    for pair in lines.chunks(2) {
-        let [names, values] = pair else { continue };
-        if !names.starts_with("TcpExt:") {
-            continue;
-        }
-        for (n, v) in names
-            .split_whitespace()
-            .zip(values.split_whitespace())
-            .skip(1)
-        {
-            if let Ok(v) = v.parse() {
-                out.insert(n.to_owned(), v);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

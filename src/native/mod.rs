@@ -231,7 +231,7 @@ impl Driver {
                                 if let Some(link) = self.links.remove(&id) {
                                     for t in link.tasks { t.abort(); }
                                 }
-                                self.engine.handle_closed(id, now_ms());
+                                self.engine.handle_close(id, now_ms());
                             }
                         }
                         Cmd::FreezeLink => {
@@ -272,7 +272,7 @@ impl Driver {
                             let frozen = self.links.get(&id).is_some_and(|l| l.frozen);
                             if !frozen {
                                 self.links.remove(&id);
-                                self.engine.handle_closed(id, now);
+                                self.engine.handle_close(id, now);
                             }
                         }
                         LinkEvent::Text(id, text) => {

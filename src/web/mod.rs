@@ -320,7 +320,7 @@ impl Driver {
             Err(_) => {
                 // A malformed URL or a blocked port: a failed attempt. Safe to feed now:
                 // the pump running this Io drains whatever the input queues.
-                self.input(|e, t| e.handle_closed(link, t));
+                self.input(|e, t| e.handle_close(link, t));
                 return;
             }
         };
@@ -356,7 +356,7 @@ impl Driver {
         // `error` is always followed by `close`; only `close` is an input.
         let on_close = EventListener::new(&ws, "close", move |_| {
             if let Some(d) = weak.upgrade() {
-                d.input(|e, t| e.handle_closed(link, t));
+                d.input(|e, t| e.handle_close(link, t));
             }
         });
         *self.socket.borrow_mut() = Some(Socket {

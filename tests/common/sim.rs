@@ -314,7 +314,7 @@ impl Sim {
         if let Some(link) = self.nodes[c].link.take() {
             self.kill_link(c, link, true);
             let now = self.nodes[c].local(self.now);
-            self.nodes[c].engine.handle_closed(link, now);
+            self.nodes[c].engine.handle_close(link, now);
             self.settle();
         }
     }
@@ -567,7 +567,7 @@ impl Sim {
             Net::Refuse => {
                 node.link = None;
                 let local = node.local(now);
-                node.engine.handle_closed(link, local);
+                node.engine.handle_close(link, local);
             }
         }
     }
@@ -642,7 +642,7 @@ impl Sim {
                     node.link = None;
                 }
                 let local = node.local(now);
-                node.engine.handle_closed(d.link, local);
+                node.engine.handle_close(d.link, local);
             }
         }
     }

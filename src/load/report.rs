@@ -1,0 +1,364 @@
+//! What a run measured ([`Report`] and one report per figure), how each figure stands
+//! against the product's targets, and the plain-text table. The JSON form is these
+//! types serialized as they are (field names are part of the tool's output).
+
+use super::host::Machine;
+use super::stats::Summary;
+use super::storm::DropMode;
+use serde::Serialize;
+
+/// Times from the drop until a share of all sessions had resumed with nothing lost
+/// (None: that share never got there).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ResumeTimes {
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p100_ms: Option<f64>,
+}
+
+/// One resume storm.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    pub mode: DropMode,
+    pub sessions: usize,
+    pub calls: usize,
+    pub rate_per_session: f64,
+    /// Proxy connections dropped at once.
+    pub links_dropped: usize,
+    /// Sessions that resumed with nothing lost (`Resumed { recovered: true }`).
+    pub recovered: usize,
+    pub recovered_fraction: f64,
+    /// Sessions that came back as a new session (state rebuilt, `recovered: false`).
+    pub sessions_lost: usize,
+    pub resume: ResumeTimes,
+    pub msgs_sent: u64,
+    pub msgs_delivered: u64,
+    /// Every payload sent had arrived before the drain timeout. When false, `msgs_lost`
+    /// counts payloads still missing at that moment.
+    pub drained: bool,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+    pub msgs_reordered: u64,
+    /// Calls not active at both ends at the end of the run.
+    pub calls_lost: usize,
+    /// Calls beyond one per pair (in the engines' maps or the server's gauge).
+    pub duplicate_calls: usize,
+    /// Sessions that never got into their call during setup.
+    pub setup_failures: usize,
+    pub server_rss_baseline_bytes: Option<u64>,
+    pub server_rss_idle_bytes: Option<u64>,
+    pub server_rss_per_session_bytes: Option<f64>,
+    /// This tool's memory per session (client engine, driver and proxy), over its
+    /// memory before its first run.
+    pub tool_rss_per_session_bytes: Option<f64>,
+    /// WebSocket bytes (TCP payload, both directions) per idle session per minute.
+    pub heartbeat_bytes_per_session_per_min: f64,
+    /// Writes (about one TCP segment each) per idle session per minute.
+    pub heartbeat_writes_per_session_per_min: f64,
+    pub server_resumes: Option<u64>,
+    pub server_resume_failures: Option<u64>,
+    pub server_superseded: Option<u64>,
+    pub server_dead_links: Option<u64>,
+    /// Server CPU time from the drop until every session resumed.
+    pub server_cpu_ms_during_resume: Option<f64>,
+    /// CPU time of this tool (clients and proxies) over the same window.
+    pub tool_cpu_ms_during_resume: Option<f64>,
+    /// Wall time of that window (from the drop until every session resumed, or the
+    /// resume timeout).
+    pub resume_wall_ms: u64,
+    /// Kernel `ListenOverflows` during the resume (SYNs dropped by full accept queues).
+    pub listen_overflows: Option<u64>,
+    pub slowest_upstream_connect_ms: f64,
+    /// Server sockets still open at the end (the server's file descriptors).
+    pub server_fds_end: Option<usize>,
+    pub server_connections_end: Option<f64>,
+    pub session_errors: u64,
+    pub error_samples: Vec<String>,
+    pub setup_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Dead-link detection.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLinkReport {
+    pub sessions: usize,
+    pub rate_per_session: f64,
+    /// Time from the black hole until each client's engine declared the link dead.
+    pub client: Option<Summary>,
+    pub client_noticed: usize,
+    /// Time until the server closed each dead link (from `holdfast_dead_links_total`,
+    /// polled every `poll_ms`).
+    pub server_median_ms: Option<f64>,
+    pub server_max_ms: Option<f64>,
+    pub server_noticed: usize,
+    pub poll_ms: u64,
+}
+
+/// Single-session resume latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResumeLatencyReport {
+    pub iterations: usize,
+    /// From the link coming back (`online`) to `resumed`.
+    pub latency: Option<Summary>,
+    pub recovered: usize,
+    pub msgs_sent: u64,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+    /// Errors either client was told of (e.g. `rate-limited`).
+    pub errors: usize,
+    pub error_samples: Vec<String>,
+}
+
+/// Everything one invocation measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub machine: Machine,
+    pub server: String,
+    pub storms: Vec<StormReport>,
+    pub dead_link: Option<DeadLinkReport>,
+    pub resume_latency: Option<ResumeLatencyReport>,
+    pub targets: Vec<TargetCheck>,
+}
+
+/// Where a figure stands against the product's target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: String,
+    /// None: not measured in this run.
+    pub met: Option<bool>,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.0} ms"))
+}
+
+impl Report {
+    /// Checks every figure against its target.
+    pub fn check_targets(&mut self) {
+        let mut t = Vec::new();
+        if let Some(d) = &self.dead_link {
+            let client_max = d.client.map(|s| s.max_ms);
+            let worst = match (client_max, d.server_max_ms) {
+                (Some(c), Some(s)) => Some(c.max(s)),
+                _ => None,
+            };
+            t.push(TargetCheck {
+                target: "dead link noticed <= 5 s, worst case, default settings".into(),
+                measured: format!(
+                    "client max {}, server max {} ({} sessions)",
+                    ms(client_max),
+                    ms(d.server_max_ms),
+                    d.sessions
+                ),
+                met: Some(worst.is_some_and(|w| w <= 5_000.0)),
+            });
+        }
+        if let Some(r) = &self.resume_latency {
+            let p99 = r.latency.map(|s| s.p99_ms);
+            t.push(TargetCheck {
+                target: "single resume p99 <= 100 ms after the link returns".into(),
+                measured: format!("p99 {} over {} resumes", ms(p99), r.iterations),
+                met: Some(p99.is_some_and(|p| p <= 100.0)),
+            });
+        }
+        for s in &self.storms {
+            let clean = s.recovered == s.sessions
+                && s.msgs_lost == 0
+                && s.msgs_doubled == 0
+                && s.calls_lost == 0
+                && s.duplicate_calls == 0;
+            t.push(TargetCheck {
+                target: format!(
+                    "{} sessions, {} drop: 100% recovered within 1 s, 0 lost, 0 doubled",
+                    s.sessions,
+                    s.mode.as_str()
+                ),
+                measured: format!(
+                    "{:.2}% recovered, 100% at {}, {} lost, {} doubled, {} calls lost, {} duplicate calls",
+                    s.recovered_fraction * 100.0,
+                    ms(s.resume.p100_ms),
+                    s.msgs_lost,
+                    s.msgs_doubled,
+                    s.calls_lost,
+                    s.duplicate_calls
+                ),
+                met: Some(clean && s.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
+            });
+        }
+        if let Some(s) = self
+            .storms
+            .iter()
+            .filter(|s| s.server_rss_per_session_bytes.is_some())
+            .max_by_key(|s| s.sessions)
+        {
+            let per = s.server_rss_per_session_bytes.unwrap_or(f64::NAN);
+            t.push(TargetCheck {
+                target: "<= 4 KB server RSS per idle session at 10,000 sessions".into(),
+                measured: format!(
+                    "{:.1} KiB per session at {} sessions",
+                    per / 1024.0,
+                    s.sessions
+                ),
+                met: (s.sessions >= 10_000).then_some(per <= 4_096.0),
+            });
+        }
+        self.targets = t;
+    }
+
+    /// A plain-text table of every figure.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(
+            out,
+            "holdfast-load {} — {} cores, {} GiB, {} (kernel {}); server: {}",
+            self.date, m.cores, m.memory_gib, m.os, m.kernel, self.server
+        );
+        if !self.storms.is_empty() {
+            let _ = writeln!(out, "\nResume storm (every link dropped at once)");
+            let _ = writeln!(
+                out,
+                "{:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10}",
+                "N",
+                "drop",
+                "recovered",
+                "50%",
+                "99%",
+                "100%",
+                "lost",
+                "doubled",
+                "calls-",
+                "dup",
+                "RSS/sess",
+                "hb B/min"
+            );
+            for s in &self.storms {
+                let _ = writeln!(
+                    out,
+                    "{:>6} {:>9} {:>9.2}% {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10.0}",
+                    s.sessions,
+                    s.mode.as_str(),
+                    s.recovered_fraction * 100.0,
+                    ms(s.resume.p50_ms),
+                    ms(s.resume.p99_ms),
+                    ms(s.resume.p100_ms),
+                    s.msgs_lost,
+                    s.msgs_doubled,
+                    s.calls_lost,
+                    s.duplicate_calls,
+                    s.server_rss_per_session_bytes
+                        .map_or_else(|| "—".into(), |b| format!("{:.1}K", b / 1024.0)),
+                    s.heartbeat_bytes_per_session_per_min,
+                );
+            }
+            for s in &self.storms {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {} msgs sent, {} delivered{}, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links; CPU during the {} ms resume: server {}, tool {}; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
+                    s.sessions,
+                    s.mode.as_str(),
+                    s.msgs_sent,
+                    s.msgs_delivered,
+                    if s.drained {
+                        ""
+                    } else {
+                        " (drain timed out)"
+                    },
+                    s.msgs_reordered,
+                    opt(s.server_resumes),
+                    opt(s.server_resume_failures),
+                    opt(s.server_superseded),
+                    opt(s.server_dead_links),
+                    s.resume_wall_ms,
+                    ms(s.server_cpu_ms_during_resume),
+                    ms(s.tool_cpu_ms_during_resume),
+                    opt(s.listen_overflows),
+                    s.slowest_upstream_connect_ms,
+                    opt(s.server_fds_end),
+                    s.tool_rss_per_session_bytes
+                        .map_or_else(|| "—".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+                );
+                if !s.error_samples.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    {} session errors, e.g. {}",
+                        s.session_errors,
+                        s.error_samples.join("; ")
+                    );
+                }
+            }
+        }
+        if let Some(d) = &self.dead_link {
+            let _ = writeln!(
+                out,
+                "\nDead-link detection (black hole), {} sessions, {} msgs/s each",
+                d.sessions, d.rate_per_session
+            );
+            let _ = writeln!(
+                out,
+                "  client noticed: {}/{}  median {}  p99 {}  max {}",
+                d.client_noticed,
+                d.sessions,
+                ms(d.client.map(|s| s.median_ms)),
+                ms(d.client.map(|s| s.p99_ms)),
+                ms(d.client.map(|s| s.max_ms)),
+            );
+            let _ = writeln!(
+                out,
+                "  server noticed: {}/{}  median {}  max {}  (metrics polled every {} ms)",
+                d.server_noticed,
+                d.sessions,
+                ms(d.server_median_ms),
+                ms(d.server_max_ms),
+                d.poll_ms
+            );
+        }
+        if let Some(r) = &self.resume_latency {
+            let _ = writeln!(
+                out,
+                "\nSingle-session resume, link back → resumed, {} resumes",
+                r.iterations
+            );
+            let _ =
+                writeln!(
+                out,
+                "  median {}  p99 {}  max {}  recovered {}/{}  msgs {} sent, {} lost, {} doubled",
+                r.latency.map_or_else(|| "—".into(), |s| format!("{:.1} ms", s.median_ms)),
+                r.latency.map_or_else(|| "—".into(), |s| format!("{:.1} ms", s.p99_ms)),
+                r.latency.map_or_else(|| "—".into(), |s| format!("{:.1} ms", s.max_ms)),
+                r.recovered,
+                r.iterations,
+                r.msgs_sent,
+                r.msgs_lost,
+                r.msgs_doubled
+            );
+            if r.errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {} errors, e.g. {}",
+                    r.errors,
+                    r.error_samples.join("; ")
+                );
+            }
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\nTargets");
+            for t in &self.targets {
+                let mark = match t.met {
+                    Some(true) => "met   ",
+                    Some(false) => "MISSED",
+                    None => "n/a   ",
+                };
+                let _ = writeln!(out, "  [{mark}] {} — {}", t.target, t.measured);
+            }
+        }
+        out
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "—".into(), |v| v.to_string())
+}

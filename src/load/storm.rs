@@ -1,0 +1,228 @@
+//! The resume storm: N sessions paired into active calls with a steady stream of
+//! relayed payloads; every link is dropped at once ([`DropMode`]) and the figure is how
+//! many sessions recover, how fast, and whether any payload or call was lost or
+//! doubled. Before the drop it reads the server's resident memory per idle session and
+//! the heartbeat traffic per session.
+
+use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
+use super::host::{self, Who};
+use super::links::Links;
+use super::proxy::Action;
+use super::report::{ResumeTimes, StormReport};
+use super::session::Phase;
+use super::settings::Settings;
+use super::stats::kth;
+use super::target::{delta, metric, Server, ServerSpec};
+use crate::native::now_ms;
+use serde::Serialize;
+use std::io;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as TokioInstant;
+
+/// How every link is dropped in a resume storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropMode {
+    /// Both sides see a clean TCP close (FIN).
+    Clean,
+    /// Both sides see a reset (RST).
+    Reset,
+    /// The client's side is reset; the server's side stays open and silent, so the
+    /// server learns of the drop only from the resume itself (or its heartbeat timeout).
+    HalfOpen,
+}
+
+impl DropMode {
+    pub const ALL: [DropMode; 3] = [DropMode::Clean, DropMode::Reset, DropMode::HalfOpen];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropMode::Clean => "clean",
+            DropMode::Reset => "reset",
+            DropMode::HalfOpen => "half-open",
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            DropMode::Clean => Action::Close,
+            DropMode::Reset => Action::Reset,
+            DropMode::HalfOpen => Action::HalfOpen,
+        }
+    }
+}
+
+/// Drops every link of `settings.sessions` paired sessions at once and measures the
+/// resume. See the [module documentation](self).
+pub async fn storm(
+    spec: &ServerSpec,
+    settings: &Settings,
+    mode: DropMode,
+) -> io::Result<StormReport> {
+    let started = Instant::now();
+    let server = Server::start(spec).await?;
+    let result = storm_on(&server, settings, mode, started).await;
+    server.stop().await;
+    result
+}
+
+async fn storm_on(
+    server: &Server,
+    settings: &Settings,
+    mode: DropMode,
+    started: Instant,
+) -> io::Result<StormReport> {
+    // Let the child finish starting before its baseline is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_base = server.rss_bytes();
+    let tool_base = host::tool_rss_baseline();
+    let proxy = Links::start(server.addr, settings).await?;
+    let path = server.path.clone();
+    let url = |idx| proxy.url_for(idx, &path);
+    let mut fleet = match Fleet::launch(url, settings, &run_prefix("st")).await {
+        Ok(f) => f,
+        Err(e) => {
+            proxy.shutdown().await;
+            return Err(e);
+        }
+    };
+    let n = fleet.n;
+    let setup_ms = started.elapsed().as_millis() as u64;
+
+    // Idle: memory and heartbeat traffic.
+    tokio::time::sleep(settings.settle).await;
+    let rss_idle = server.rss_bytes();
+    let tool_idle = host::rss_bytes(Who::ThisTool);
+    let t0 = proxy.traffic().await;
+    let w0 = Instant::now();
+    tokio::time::sleep(settings.idle_window).await;
+    let idle = proxy.traffic().await.since(&t0);
+    let minutes = w0.elapsed().as_secs_f64() / 60.0;
+    let per_min = |v: u64| v as f64 / n as f64 / minutes;
+
+    // Traffic, then the drop.
+    fleet.set(Phase::Send);
+    tokio::time::sleep(settings.warmup).await;
+    let before = server.metrics().await.ok();
+    let overflows_before = host::listen_overflows();
+    let cpu_before = server.cpu_time();
+    let tool_cpu_before = proxy.tool_cpu();
+    fleet.absorb_pending();
+    let drop_at = now_ms();
+    fleet.tally.since = drop_at;
+    let links_dropped = proxy.apply_all(mode.action()).await;
+    let resume_deadline = TokioInstant::now() + settings.resume_timeout;
+    fleet.wait(resume_deadline, |t| t.resumed_count >= n).await;
+    let cpu_after = server.cpu_time();
+    let tool_cpu_after = proxy.tool_cpu();
+    let resume_wall = Duration::from_millis(now_ms().saturating_sub(drop_at));
+    let overflows_after = host::listen_overflows();
+    tokio::time::sleep(settings.after).await;
+    let drained = fleet.quiesce(settings.drain_timeout).await;
+    let after = server.metrics().await.ok();
+    let server_fds_end = server.fd_count();
+    let results = fleet_finish(fleet).await;
+
+    let (times, recovered) = resume_times(&results.1, drop_at);
+    let o = outcome(&results.0);
+    let server_active = after
+        .as_ref()
+        .and_then(|m| metric(m, "holdfast_calls{state=\"active\"}"))
+        .unwrap_or(0.0) as usize;
+    let own_server = server.pid().is_some();
+    let server_excess = if own_server {
+        server_active.saturating_sub(n / 2)
+    } else {
+        0
+    };
+    let overflow = match (overflows_before, overflows_after) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    let report = StormReport {
+        mode,
+        sessions: n,
+        calls: n / 2,
+        rate_per_session: settings.rate,
+        links_dropped,
+        recovered,
+        recovered_fraction: recovered as f64 / n as f64,
+        sessions_lost: o.sessions_lost,
+        resume: ResumeTimes {
+            p50_ms: kth(&times, n.div_ceil(2)),
+            p99_ms: kth(&times, (n * 99).div_ceil(100)),
+            p100_ms: kth(&times, n),
+        },
+        msgs_sent: o.sent,
+        msgs_delivered: o.delivered,
+        drained,
+        msgs_lost: o.lost,
+        msgs_doubled: o.doubled,
+        msgs_reordered: o.reordered,
+        calls_lost: o.calls_lost,
+        duplicate_calls: o.duplicate_calls.max(server_excess),
+        setup_failures: o.setup_failures,
+        server_rss_baseline_bytes: rss_base,
+        server_rss_idle_bytes: rss_idle,
+        server_rss_per_session_bytes: match (rss_base, rss_idle) {
+            (Some(b), Some(i)) => Some(i.saturating_sub(b) as f64 / n as f64),
+            _ => None,
+        },
+        tool_rss_per_session_bytes: match (tool_base, tool_idle) {
+            (Some(b), Some(i)) => Some(i.saturating_sub(b) as f64 / n as f64),
+            _ => None,
+        },
+        heartbeat_bytes_per_session_per_min: per_min(idle.bytes()),
+        heartbeat_writes_per_session_per_min: per_min(idle.chunks()),
+        server_resumes: delta(&before, &after, "holdfast_resumes_total"),
+        server_resume_failures: delta(&before, &after, "holdfast_resume_failures_total"),
+        server_superseded: delta(&before, &after, "holdfast_superseded_total"),
+        server_dead_links: delta(&before, &after, "holdfast_dead_links_total"),
+        server_cpu_ms_during_resume: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
+            _ => None,
+        },
+        tool_cpu_ms_during_resume: match (tool_cpu_before, tool_cpu_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
+            _ => None,
+        },
+        resume_wall_ms: resume_wall.as_millis() as u64,
+        listen_overflows: overflow,
+        slowest_upstream_connect_ms: proxy.slowest_upstream_connect().await.as_secs_f64() * 1000.0,
+        server_fds_end,
+        server_connections_end: after
+            .as_ref()
+            .and_then(|m| metric(m, "holdfast_connections")),
+        session_errors: o.errors,
+        error_samples: o.samples,
+        setup_ms,
+        total_ms: started.elapsed().as_millis() as u64,
+    };
+    proxy.shutdown().await;
+    Ok(report)
+}
+
+/// Sorted times (ms after the drop) of sessions that resumed with nothing lost, and how
+/// many did.
+fn resume_times(resumed: &[Option<(u64, bool)>], drop_at: u64) -> (Vec<f64>, usize) {
+    let mut times: Vec<f64> = resumed
+        .iter()
+        .flatten()
+        .filter(|(_, recovered)| *recovered)
+        .map(|(at, _)| at.saturating_sub(drop_at) as f64)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    (times, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_times_count_only_recovered_after_the_drop() {
+        let (t, n) = resume_times(&[Some((1_100, true)), Some((1_050, false)), None], 1_000);
+        assert_eq!((t, n), (vec![100.0], 1));
+    }
+}
