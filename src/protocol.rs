@@ -210,7 +210,8 @@ pub enum ClientMsg {
     },
     /// Take back a call after losing the session that held it (reload, crash, another
     /// tab or device). Answered with [`ServerMsg::CallStarted`] carrying a new token, or
-    /// `rejoin-denied` / `unknown-call`.
+    /// `rejoin-denied` / `unknown-call`, or `held-elsewhere` when the token is spent and
+    /// another live session of the same identity holds the call (it rejoined first).
     Rejoin { call: CallId, token: String },
     /// Set the presence status shown to others (`available` or `busy`).
     SetStatus { status: PresenceStatus },
@@ -546,6 +547,11 @@ pub enum ErrorCode {
     InvalidState,
     /// The rejoin token is wrong, spent, or not yours.
     RejoinDenied,
+    /// A rejoin whose token is wrong or spent while another live session of the same
+    /// identity holds the call: typically another tab or device rejoined first with the
+    /// same token and got the rotated one. Nothing changed; a rejoin with the current
+    /// token (e.g. from storage the tabs share) moves the call here.
+    HeldElsewhere,
     /// A field is out of bounds (e.g. metadata too large).
     InvalidArgument,
     /// Another socket resumed this session; this one is closed (fatal).
@@ -580,6 +586,7 @@ impl ErrorCode {
             ErrorCode::NotParticipant => "not-participant",
             ErrorCode::InvalidState => "invalid-state",
             ErrorCode::RejoinDenied => "rejoin-denied",
+            ErrorCode::HeldElsewhere => "held-elsewhere",
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Superseded => "superseded",
             ErrorCode::ServerShutdown => "server-shutdown",

@@ -314,6 +314,22 @@ impl Driver {
         records
     }
 
+    /// This identity's stored record of one call, as it is in storage now.
+    fn stored_record(&self, call: &str) -> Option<RejoinRecord> {
+        let storage = self.storage.as_ref()?;
+        let key = self
+            .record_keys
+            .borrow()
+            .get(call)
+            .cloned()
+            .or_else(|| self.identity_hint.as_ref().map(|me| record_key(call, me)))?;
+        let text = storage.get_item(&key).ok().flatten()?;
+        let js = js_sys::JSON::parse(&text).ok()?;
+        serde_wasm_bindgen::from_value::<RejoinRecord>(js)
+            .ok()
+            .filter(|r| r.call == call)
+    }
+
     fn open_socket(&self, link: LinkId) {
         let ws = match WebSocket::new(&self.url) {
             Ok(ws) => ws,
@@ -616,10 +632,23 @@ call_command!(
     /// Ends a call in any phase (cancel, decline or hang up).
     hangup, "hangup", hangup
 );
-call_command!(
-    /// Takes back a call this identity holds a rejoin record for.
-    rejoin, "rejoin", rejoin
-);
+/// Takes back a call this identity holds a rejoin record for. The stored record is read
+/// again first: another tab of this origin may have rejoined the call meanwhile and
+/// hold it with a newer token, which moving it here must present.
+#[wasm_bindgen(js_name = rejoin)]
+pub fn rejoin(call: String) -> Result<f64, JsValue> {
+    with_client(|c| {
+        let stored = c.stored_record(&call);
+        c.command(|e, t| {
+            if let Some(r) = stored {
+                e.handle_stored_record(r);
+            }
+            e.rejoin(&call, t)
+        })?
+        .map(|r| r as f64)
+        .map_err(engine_error)
+    })
+}
 
 /// Relays `payload` (JSON data) to the other participant.
 #[wasm_bindgen(js_name = send)]

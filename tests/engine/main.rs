@@ -19,6 +19,7 @@ mod rejoin;
 mod rejoin_clock;
 mod rejoin_confirmed;
 mod rejoin_countdown;
+mod rejoin_race;
 mod replay_overflow;
 mod resume;
 mod ringing;

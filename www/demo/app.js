@@ -84,6 +84,8 @@ const app = {
   logs: new Map(),
   /** calls this person holds live in another tab: [{ call, peer }] */
   elsewhere: [],
+  /** a rejoin this page lost to another tab of this person: { call, peer } */
+  movable: null,
   /** peers being invited right now (a double click calls once) */
   inviting: new Set(),
   hungUpHere: new Set(),
@@ -231,6 +233,7 @@ function onEvent(ev) {
       break;
     case 'rejoin-withdrawn':
       // 'call-ended': the call-ended event that follows says who and why.
+      if (ev.why === 'held-elsewhere') app.movable = { call: ev.call, peer: app.calls.get(ev.call)?.peer };
       break;
     case 'rejoin-available':
       app.calls.set(ev.offer.call, { peer: ev.offer.peer, kind: ev.offer.kind, phase: 'away' });
@@ -694,11 +697,13 @@ function callView(callId) {
 
 // ---------------------------------------------------------------- dialogs
 
-const dialogs = { incoming: null, rejoin: null };
+const dialogs = { incoming: null, rejoin: null, movable: null };
 
 function renderDialogs() {
   const snap = app.snap;
   const host = $('#dialogs');
+  // A call that went on in another tab (it rejoined first) is movable here, not gone.
+  if (app.movable && (snap?.calls.some((c) => c.id === app.movable.call) || app.ended.has(app.movable.call))) app.movable = null;
   // Incoming call.
   const incoming = snap?.calls.find((c) => c.phase === 'incoming') ?? null;
   if (dialogs.incoming?.id !== incoming?.id) {
@@ -727,6 +732,35 @@ function renderDialogs() {
   }
   // Rejoin prompt (after a reload, crash or closed tab).
   const offer = incoming ? null : snap?.pendingRejoin ?? null;
+  const movable = incoming || offer ? null : app.movable;
+  if (dialogs.movable?.id !== movable?.call) {
+    dialogs.movable?.el.remove();
+    dialogs.movable = null;
+    if (movable) {
+      const name = movable.peer?.name ?? 'the other person';
+      const el = h('div', { class: 'backdrop' },
+        h('div', { class: 'dialog', role: 'dialog', 'aria-modal': 'true', 'data-testid': 'rejoin' },
+          h('span', { class: 'avatar big' }, initials(name)),
+          h('h2', {}, `Your call with ${name} continues in another tab`),
+          h('p', { class: 'muted' }, 'That tab rejoined first. You can move the call to this tab.'),
+          h('div', { class: 'actions' },
+            h('button', { class: 'btn', type: 'button', onclick: () => { app.movable = null; update(); } }, 'Keep it there'),
+            h('button', {
+              class: 'btn primary', type: 'button',
+              onclick: (e) => {
+                e.currentTarget.disabled = true;
+                localStream();
+                try {
+                  app.client.rejoin(movable.call);
+                } catch (err) {
+                  toast(`Could not move the call: ${err.message}`, 'bad');
+                }
+              },
+            }, 'Move call here'))));
+      host.append(el);
+      dialogs.movable = { id: movable.call, el };
+    }
+  }
   if (dialogs.rejoin?.id !== offer?.call) {
     dialogs.rejoin?.el.remove();
     dialogs.rejoin = null;

@@ -73,7 +73,7 @@ export type ErrorCode =
   | 'bad-frame' | 'frame-too-large' | 'unknown-message' | 'unsupported-version'
   | 'not-authenticated' | 'already-authenticated' | 'auth-failed' | 'token-expired'
   | 'too-many-sessions' | 'rate-limited' | 'bad-sequence' | 'self-call' | 'peer-offline'
-  | 'unknown-call' | 'not-participant' | 'invalid-state' | 'rejoin-denied'
+  | 'unknown-call' | 'not-participant' | 'invalid-state' | 'rejoin-denied' | 'held-elsewhere'
   | 'invalid-argument' | 'superseded' | 'server-shutdown' | 'hello-timeout'
   | 'session-lost';
 

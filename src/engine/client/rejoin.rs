@@ -181,8 +181,12 @@ impl ClientEngine {
         Ok(())
     }
 
-    /// A refused rejoin: the record is useless (wrong token, or the call is gone).
+    /// A refused rejoin: the record is useless (wrong token, or the call is gone), or
+    /// another tab or device of ours took the call first.
     pub(super) fn rejoin_refused(&mut self, call: CallId, code: ErrorCode) {
+        if code == ErrorCode::HeldElsewhere {
+            return self.rejoin_lost_to_another_session(call);
+        }
         if !matches!(code, ErrorCode::RejoinDenied | ErrorCode::UnknownCall) {
             return;
         }
@@ -195,6 +199,42 @@ impl ClientEngine {
                 call,
                 why: RejoinWithdrawn::Denied,
             });
+        }
+    }
+
+    /// Another session of ours rejoined the call first (two tabs pressing Rejoin at once):
+    /// the call goes on there. The record stays (in one browser the stored one is now
+    /// the winner's, with the current token; see [`ClientEngine::handle_stored_record`])
+    /// so the app can offer to move the call here with [`ClientEngine::rejoin`].
+    fn rejoin_lost_to_another_session(&mut self, call: CallId) {
+        if self.rejoins.auto_rejoins.remove(&call).is_some() || self.calls.contains_key(&call) {
+            self.calls.remove(&call);
+            self.drop_record_here(&call);
+            self.events.push_back(Event::CallMoved { call });
+            return;
+        }
+        self.rejoins.offers.remove(&call);
+        self.events.push_back(Event::RejoinWithdrawn {
+            call,
+            why: RejoinWithdrawn::HeldElsewhere,
+        });
+    }
+
+    /// Another page of this origin wrote a rejoin record (the driver saw the storage
+    /// change, or re-read it before a rejoin): a call this page neither holds nor offers
+    /// takes the newer token, so moving it here presents the token the current holder
+    /// got. An offered call keeps the token it was offered with: pressing Rejoin on a
+    /// prompt never silently takes a call that another tab took meanwhile (the server
+    /// answers `held-elsewhere`, and the app can offer the move). Records of another
+    /// identity, or of a call this page holds, change nothing.
+    pub fn handle_stored_record(&mut self, record: RejoinRecord) {
+        if self.calls.contains_key(&record.call) || self.rejoins.offers.contains_key(&record.call) {
+            return;
+        }
+        if let Some(r) = self.rejoins.records.get_mut(&record.call) {
+            if r.user == record.user && record.token.len() == 64 {
+                r.token = record.token;
+            }
         }
     }
 
