@@ -18,6 +18,7 @@ cargo test --locked
 
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
+(cd www && npm run test:unit)
 
 step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
 scripts/test-browser.sh

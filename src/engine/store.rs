@@ -6,10 +6,11 @@
 //! records the engine touched when [`Store::commit`] is called at the end of every
 //! engine input. The engine logic does not change between stores.
 
+use super::reliable::{Inbox, Outbox};
 use crate::protocol::{
     CallId, CallState, EndReason, LinkState, Peer, PresenceStatus, ServerMsg, SessionId, UserId,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// A session: what survives a socket drop.
 #[derive(Debug, Clone)]
@@ -26,15 +27,13 @@ pub struct Session {
     pub conn: Option<u64>,
     /// When the socket went away (the resume window runs from here).
     pub detached_at: Option<u64>,
-    /// Sequence number of the last message the server sent in this session.
-    pub out_seq: u64,
-    /// Highest client sequence handled.
-    pub in_seq: u64,
-    /// Sent but not yet acknowledged, oldest first.
-    /// `(seq, ack, message)`: `ack` is the client sequence acknowledged when it was first
-    /// sent, and is sent again with it on replay, so that an acknowledgement never
-    /// arrives before the answer it covers.
-    pub unacked: VecDeque<(u64, u64, ServerMsg)>,
+    /// What the server sent in this session: the last sequence number, and what the
+    /// client has not acknowledged yet (for replay), each with the client sequence
+    /// acknowledged when it was first sent, sent again with it on replay, so that an
+    /// acknowledgement never arrives before the answer it covers.
+    pub outbox: Outbox<ServerMsg>,
+    /// The highest client sequence handled.
+    pub inbox: Inbox,
     /// The replay buffer overflowed: the session can no longer be resumed.
     pub overflowed: bool,
     pub presence: bool,

@@ -150,11 +150,14 @@ fn second_hello_is_already_authenticated_and_keeps_the_session() {
 fn sequence_gap_is_fatal_and_the_session_resumes_intact() {
     let (mut sim, a, b, id) = in_call(34);
     let sid = sim.nodes[a].engine.session_id().unwrap().to_owned();
-    let in_seq = sim.server.store().session(&sid).unwrap().in_seq;
+    let in_seq = sim.server.store().session(&sid).unwrap().inbox.last_seq();
     sim.inject(a, &msg(in_seq + 5, ClientMsg::Hangup { call: id.clone() }));
     assert!(sim.run_until(1_000, |s| errors(s, a).contains(&ErrorCode::BadSequence)));
     // The skipped-ahead message was not handled.
-    assert_eq!(sim.server.store().session(&sid).unwrap().in_seq, in_seq);
+    assert_eq!(
+        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
+        in_seq
+    );
     assert!(server_call(&sim, &id).is_some());
     assert!(
         sim.run_until(5_000, |s| s.state(a) == ConnectionState::Connected
@@ -207,7 +210,10 @@ fn message_flood_is_rate_limited_then_closed() {
     let closed_at = closed_at.expect("the socket is closed");
     assert!(closed_at > burst + 1);
     // Refused messages count as handled: the sequence has no gap.
-    assert_eq!(sim.server.store().session(&sid).unwrap().in_seq, closed_at);
+    assert_eq!(
+        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
+        closed_at
+    );
     // A refill over time lets the same identity talk again; the call was never touched.
     let conn = sim.conn_of(a);
     assert_intact(&mut sim, a, b, &id, conn);

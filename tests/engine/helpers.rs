@@ -203,5 +203,5 @@ pub fn assert_intact(sim: &mut Sim, a: C, b: C, id: &str, conn: Option<u64>) {
         0,
         "everything acknowledged"
     );
-    assert!(sim.server.store().session(&sid).unwrap().unacked.is_empty());
+    assert!(sim.server.store().session(&sid).unwrap().outbox.is_empty());
 }

@@ -94,7 +94,9 @@ fn reload_offers_rejoin_with_countdown_and_rejoins_the_same_call() {
     assert_eq!(signals(&sim, b, &id), vec![json!("hi again")]);
     assert_eq!(signals(&sim, a, &id), vec![json!("hello")]);
 
-    // The spent token, replayed from another page of alice, changes nothing.
+    // The spent token, replayed from another page of alice, changes nothing: that page
+    // is told the call goes on in her live session (it may offer to move it there with
+    // the current token), and keeps its storage, which in one browser is the holder's.
     let a2 = sim.add("alice");
     let mut stale = old[0].clone();
     stale.deadline = sim.now + 30_000;
@@ -105,15 +107,18 @@ fn reload_offers_rejoin_with_countdown_and_rejoins_the_same_call() {
     let holder_before = holder(&sim, &id, "alice");
     sim.act(a2, |e, now| e.rejoin(&id, now)).unwrap();
     sim.advance(100);
-    assert_eq!(errors(&sim, a2), vec![ErrorCode::RejoinDenied]);
+    assert_eq!(errors(&sim, a2), vec![ErrorCode::HeldElsewhere]);
     assert!(has(&sim, a2, |e| matches!(
         e,
         Event::RejoinWithdrawn {
-            why: RejoinWithdrawn::Denied,
+            why: RejoinWithdrawn::HeldElsewhere,
             ..
         }
     )));
-    assert!(sim.stored(a2).is_empty());
+    assert!(!sim.nodes[a2]
+        .storage_ops
+        .iter()
+        .any(|(_, op)| matches!(op, StorageOp::Remove(_))));
     assert_eq!(holder(&sim, &id, "alice"), holder_before);
     assert!(!has(&sim, a, |e| matches!(e, Event::CallMoved { .. })));
     assert!(is_active(&sim, a, &id) && is_active(&sim, b, &id));
@@ -164,7 +169,8 @@ fn rejoin_tokens_of_other_identities_and_calls_are_refused() {
         msg_errors(&sim.raw_take(raw)),
         vec![(ErrorCode::RejoinDenied, Some(1))]
     );
-    // A forged token for her own call.
+    // A forged token for her own call, which her live session holds: refused, and she
+    // is told where the call is (her own snapshot says as much).
     sim.raw_send(
         raw,
         &msg(
@@ -177,7 +183,7 @@ fn rejoin_tokens_of_other_identities_and_calls_are_refused() {
     );
     assert_eq!(
         msg_errors(&sim.raw_take(raw)),
-        vec![(ErrorCode::RejoinDenied, Some(2))]
+        vec![(ErrorCode::HeldElsewhere, Some(2))]
     );
     sim.advance(100);
     // Nothing moved: each call is still held by its own sessions.

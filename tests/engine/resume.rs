@@ -150,7 +150,7 @@ fn resume_secret_rotates_and_an_old_secret_gets_a_new_session() {
     assert_eq!(sim.state(a), ConnectionState::Connected);
 
     // The current secret is what works (taking the session over).
-    let last_seq = sim.server.store().session(&sid).unwrap().out_seq;
+    let last_seq = sim.server.store().session(&sid).unwrap().outbox.last_seq();
     let raw2 = sim.open_raw();
     sim.raw_send(
         raw2,

@@ -1,0 +1,473 @@
+//! The server engine: sessions, calls, grace windows, rejoin tokens, dedup, presence.
+//!
+//! Sans-IO: the driver reports sockets opening ([`ServerEngine::handle_open`]), frames
+//! ([`ServerEngine::handle_frame`] / [`ServerEngine::handle_bad_frame`]), sockets closing
+//! ([`ServerEngine::handle_close`]) and time passing ([`ServerEngine::handle_timeout`]),
+//! and drains [`ServerEngine::poll_output`] (frames to send, sockets to close) and
+//! [`ServerEngine::poll_timeout`] (when to call `handle_timeout` next). Every input takes
+//! `now` in epoch milliseconds.
+//!
+//! One file per behaviour, each an `impl ServerEngine` block over the state here:
+//! `session.rs` (hello, new sessions, the per-identity limit, expiry, bye), `resume.rs`,
+//! `delivery.rs` (sequenced messages, acks, replay buffer), `heartbeat.rs` (dead-link
+//! detection), `call.rs` (invite, accept, decline, hang-up, relay, end), `dedup.rs`
+//! (second and crossed invites, busy), `grace.rs` (dropped links and their windows),
+//! `rejoin.rs` (rejoin tokens), `presence.rs`, `rate_limit.rs` (the per-socket budget),
+//! `auth.rs`, `config.rs`, `metrics.rs`.
+
+mod auth;
+mod call;
+mod config;
+mod dedup;
+mod delivery;
+mod grace;
+mod heartbeat;
+mod metrics;
+mod presence;
+mod rate_limit;
+mod rejoin;
+mod resume;
+mod session;
+
+pub use auth::{AuthError, Authenticator, DevAuth};
+pub use config::ServerConfig;
+pub use metrics::Metrics;
+pub use rate_limit::{Charge, RateLimit, TokenBucket};
+
+use super::liveness::Liveness;
+use super::store::{Store, StoreCounts};
+use super::{hex, Entropy, TimerQueue};
+use crate::protocol::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// A socket, numbered by the engine.
+pub type ConnId = u64;
+
+/// What the driver must do.
+#[allow(clippy::large_enum_variant)] // see ServerFrame
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this frame on this socket.
+    Send { conn: ConnId, frame: ServerFrame },
+    /// Close this socket (after sending what was queued before it). The engine has
+    /// already forgotten it; a later `handle_close` for it is ignored.
+    Close { conn: ConnId, reason: CloseReason },
+}
+
+/// Why the engine closes a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A fatal error was sent just before.
+    Error(ErrorCode),
+    /// Nothing arrived for a heartbeat timeout.
+    DeadLink,
+    /// The client logged out.
+    Bye,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Heartbeat(ConnId),
+    Hello(ConnId),
+    SessionExpiry(SessionId),
+    Ring(CallId),
+    RingDetach(CallId),
+    Grace(CallId),
+    Tombstones,
+}
+
+#[derive(Debug)]
+struct Conn {
+    session: Option<SessionId>,
+    /// When the client was last heard from.
+    liveness: Liveness,
+    budget: TokenBucket,
+}
+
+/// The server engine. See the module documentation.
+pub struct ServerEngine<S: Store> {
+    config: ServerConfig,
+    store: S,
+    auth: Box<dyn Authenticator>,
+    entropy: Box<dyn Entropy>,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    /// Sessions that asked for presence.
+    watchers: HashSet<SessionId>,
+    timers: TimerQueue<Timer>,
+    out: VecDeque<Output>,
+    metrics: Metrics,
+    shutting_down: bool,
+    /// A tombstone prune is scheduled (one at a time: each prune scans every user).
+    prune_armed: bool,
+}
+
+/// The outcome of one client message: `Err` is answered with a non-fatal error.
+type Handled = Result<(), (ErrorCode, String)>;
+
+fn refuse(code: ErrorCode, msg: impl Into<String>) -> Handled {
+    Err((code, msg.into()))
+}
+
+impl<S: Store> ServerEngine<S> {
+    pub fn new(
+        config: ServerConfig,
+        store: S,
+        auth: Box<dyn Authenticator>,
+        entropy: Box<dyn Entropy>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            auth,
+            entropy,
+            conns: HashMap::new(),
+            next_conn: 1,
+            watchers: HashSet::new(),
+            timers: TimerQueue::default(),
+            out: VecDeque::new(),
+            metrics: Metrics::default(),
+            shutting_down: false,
+            prune_armed: false,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn counts(&self) -> StoreCounts {
+        self.store.counts()
+    }
+
+    /// Open sockets (authenticated or not).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The session attached to a socket, if it said hello.
+    pub fn session_of_conn(&self, conn: ConnId) -> Option<&SessionId> {
+        self.conns.get(&conn).and_then(|c| c.session.as_ref())
+    }
+
+    /// Sockets of one identity (for test hooks that drop a user's link).
+    pub fn conns_of_user(&self, user: &str) -> Vec<ConnId> {
+        self.store
+            .sessions_of(user)
+            .iter()
+            .filter_map(|s| self.store.session(s).and_then(|s| s.conn))
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next_deadline()
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// A socket opened. Returns its id; the client must say hello within the heartbeat
+    /// timeout.
+    pub fn handle_open(&mut self, now: u64) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                session: None,
+                liveness: self.new_liveness(now),
+                budget: TokenBucket::full(&self.config.rate_limit(), now),
+            },
+        );
+        self.metrics.connections_opened += 1;
+        self.timers
+            .schedule(now + self.config.heartbeat_timeout_ms, Timer::Hello(id));
+        id
+    }
+
+    /// A socket closed or failed. Its session (if any) is detached and its resume
+    /// window starts.
+    pub fn handle_close(&mut self, conn: ConnId, now: u64) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(sid) = c.session {
+                self.detach(&sid, now);
+            }
+        }
+        self.store.commit();
+    }
+
+    /// Text frame for which decoding failed (too large, not JSON, binary).
+    pub fn handle_bad_frame(&mut self, conn: ConnId, bad: BadFrame, now: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.liveness.heard(now);
+        let authed = c.session.is_some();
+        self.metrics.frames_in += 1;
+        if !authed {
+            // Nothing useful can come from a socket that opens with garbage.
+            self.fatal(conn, bad.code(), bad.message(), now);
+        } else if self.charge(conn, now) {
+            self.conn_error(conn, bad.code(), bad.message(), None, false);
+        }
+        self.store.commit();
+    }
+
+    /// Convenience for drivers holding text: decode (enforcing the frame limit) and
+    /// hand over.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn handle_text(&mut self, conn: ConnId, text: &str, now: u64) {
+        match decode_client(text, self.config.max_frame_bytes) {
+            Ok(frame) => self.handle_frame(conn, frame, now),
+            Err(bad) => self.handle_bad_frame(conn, bad, now),
+        }
+    }
+
+    /// A decoded frame from a socket.
+    pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.liveness.heard(now);
+        self.metrics.frames_in += 1;
+        let session = c.session.clone();
+        match (session, frame) {
+            (None, ClientFrame::Hello(hello)) => self.hello(conn, hello, now),
+            (None, _) => self.fatal(
+                conn,
+                ErrorCode::NotAuthenticated,
+                "the first frame must be a hello",
+                now,
+            ),
+            (Some(sid), frame) => {
+                if !matches!(frame, ClientFrame::Hello(_)) {
+                    // The client speaks after a welcome only: it has the new secret.
+                    if let Some(s) = self.store.session_mut(&sid) {
+                        s.prev_secret_hash = None;
+                    }
+                }
+                if !self.charge(conn, now) {
+                    self.refused_frame(conn, &sid, frame, now);
+                    self.store.commit();
+                    return;
+                }
+                self.session_frame(conn, sid, frame, now);
+            }
+        }
+        self.store.commit();
+    }
+
+    /// Time passed: fire every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some((_, timer)) = self.timers.pop_due(now) {
+            self.fire(timer, now);
+        }
+        self.store.commit();
+    }
+
+    /// Graceful shutdown: unless the store is durable, every call ends with
+    /// `server-shutdown` at both ends; then every socket gets a fatal `server-shutdown`
+    /// error and is closed.
+    pub fn shutdown(&mut self, now: u64) {
+        self.shutting_down = true;
+        if !self.store.durable() {
+            for id in self.store.call_ids() {
+                self.end_call(&id, EndReason::ServerShutdown, now);
+            }
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send(
+                conn,
+                ServerFrame::Error(ErrorBody {
+                    code: ErrorCode::ServerShutdown,
+                    message: "the server is shutting down; reconnect shortly".into(),
+                    re: None,
+                    fatal: true,
+                }),
+            );
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Error(ErrorCode::ServerShutdown),
+            });
+        }
+        self.conns.clear();
+        self.timers.clear();
+        self.store.commit();
+    }
+
+    /// Test and operations hook: close a user's sockets as if the network dropped them
+    /// (the sessions detach and can resume).
+    pub fn drop_links_of(&mut self, user: &str, now: u64) -> usize {
+        let conns = self.conns_of_user(user);
+        for &conn in &conns {
+            self.close_conn(conn, CloseReason::DeadLink, now);
+        }
+        self.store.commit();
+        conns.len()
+    }
+
+    // -------------------------------------------------------------- internals
+
+    /// Takes one frame from the socket's budget. Returns false when the frame must be
+    /// refused; closes the socket when refusals persist.
+    fn charge(&mut self, conn: ConnId, now: u64) -> bool {
+        let limit = self.config.rate_limit();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        match c.budget.charge(&limit, now) {
+            Charge::Allowed => true,
+            Charge::Refused => false,
+            Charge::Flood => {
+                self.fatal(
+                    conn,
+                    ErrorCode::RateLimited,
+                    "message flood; closing the socket",
+                    now,
+                );
+                false
+            }
+        }
+    }
+
+    fn random_hex(&mut self, bytes: usize) -> String {
+        let mut buf = vec![0u8; bytes];
+        self.entropy.fill(&mut buf);
+        hex(&buf)
+    }
+
+    fn send(&mut self, conn: ConnId, frame: ServerFrame) {
+        self.out.push_back(Output::Send { conn, frame });
+    }
+
+    /// An unsequenced error on a socket.
+    fn conn_error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: impl Into<String>,
+        re: Option<u64>,
+        fatal: bool,
+    ) {
+        self.metrics.count_error(code);
+        self.send(
+            conn,
+            ServerFrame::Error(ErrorBody {
+                code,
+                message: message.into(),
+                re,
+                fatal,
+            }),
+        );
+    }
+
+    /// Fatal error: tell, close, detach.
+    fn fatal(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>, now: u64) {
+        self.conn_error(conn, code, message, None, true);
+        self.close_conn(conn, CloseReason::Error(code), now);
+    }
+
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason, now: u64) {
+        if let Some(c) = self.conns.remove(&conn) {
+            self.out.push_back(Output::Close { conn, reason });
+            if let Some(sid) = c.session {
+                self.detach(&sid, now);
+            }
+        }
+    }
+
+    /// A frame of an authenticated socket, within its budget.
+    fn session_frame(&mut self, conn: ConnId, sid: SessionId, frame: ClientFrame, now: u64) {
+        match frame {
+            ClientFrame::Hello(_) => self.conn_error(
+                conn,
+                ErrorCode::AlreadyAuthenticated,
+                "this socket already said hello",
+                None,
+                false,
+            ),
+            ClientFrame::Msg { seq, ack, body } => {
+                self.take_ack(&sid, ack);
+                self.accept_seq(conn, &sid, seq, now, |engine, seq| {
+                    if let Err((code, message)) = engine.message(&sid, seq, body, now) {
+                        engine.push_error(&sid, code, &message, Some(seq));
+                    }
+                });
+            }
+            ClientFrame::Ack { ack } => self.take_ack(&sid, ack),
+            ClientFrame::Ping { ack } => {
+                self.take_ack(&sid, ack);
+                let ack = self.store.session(&sid).map_or(0, |s| s.inbox.last_seq());
+                self.send(conn, ServerFrame::Pong { ack });
+            }
+            ClientFrame::Bye => self.bye(conn, &sid, now),
+            ClientFrame::Unknown => self.conn_error(
+                conn,
+                ErrorCode::UnknownMessage,
+                "unknown frame type",
+                None,
+                false,
+            ),
+        }
+    }
+
+    /// A sequenced client message, in order and new.
+    fn message(&mut self, sid: &str, seq: u64, body: ClientMsg, now: u64) -> Handled {
+        let user = self
+            .store
+            .session(sid)
+            .map(|s| s.user.clone())
+            .ok_or((ErrorCode::InvalidState, "no session".to_owned()))?;
+        match body {
+            ClientMsg::Invite {
+                peer,
+                kind,
+                metadata,
+            } => self.invite(
+                sid,
+                &user,
+                seq,
+                call::Invite {
+                    peer,
+                    kind,
+                    metadata,
+                },
+                now,
+            ),
+            ClientMsg::Accept { call } => self.accept(sid, &user, &call, now),
+            ClientMsg::Decline { call, busy } => self.decline(sid, &user, &call, busy, now),
+            ClientMsg::Cancel { call } => self.cancel(sid, &user, &call, now),
+            ClientMsg::Hangup { call } => self.hangup(&user, &call, now),
+            ClientMsg::Signal { call, payload } => self.signal(sid, &user, &call, payload),
+            ClientMsg::Rejoin { call, token } => self.rejoin(sid, &user, &call, &token),
+            ClientMsg::SetStatus { status } => self.set_status(&user, status),
+            ClientMsg::Unknown => refuse(ErrorCode::UnknownMessage, "unknown message type"),
+        }
+    }
+
+    fn fire(&mut self, timer: Timer, now: u64) {
+        match timer {
+            Timer::Hello(conn) => self.hello_due(conn, now),
+            Timer::Heartbeat(conn) => self.heartbeat_due(conn, now),
+            Timer::SessionExpiry(sid) => self.session_expiry_due(&sid, now),
+            Timer::Ring(id) => self.ring_due(&id, now),
+            Timer::RingDetach(id) => self.ring_detach_due(&id, now),
+            Timer::Grace(id) => self.grace_due(&id, now),
+            Timer::Tombstones => self.prune_due(now),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Sessions: the hello that opens one, the per-identity limit, expiry after the resume
+//! window, and logout (`bye`).
+
+use super::{AuthError, CloseReason, ConnId, Output, ServerEngine};
+use crate::engine::reliable::{Inbox, Outbox};
+use crate::engine::secret_hash;
+use crate::engine::store::{Session, Store};
+use crate::protocol::*;
+
+impl<S: Store> ServerEngine<S> {
+    /// The first frame of a socket: resume the session it names, or open a new one.
+    pub(super) fn hello(&mut self, conn: ConnId, hello: Hello, now: u64) {
+        if hello.v != PROTOCOL_VERSION {
+            self.fatal(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported (this server speaks {PROTOCOL_VERSION})",
+                    hello.v
+                ),
+                now,
+            );
+            return;
+        }
+        if self.shutting_down {
+            self.fatal(
+                conn,
+                ErrorCode::ServerShutdown,
+                "the server is shutting down",
+                now,
+            );
+            return;
+        }
+        if let Some(resume) = &hello.resume {
+            match self.auth.authenticate(&hello.token, now, false) {
+                Ok(user) => {
+                    if self.try_resume(conn, &user, resume, now) {
+                        return;
+                    }
+                    self.metrics.resume_failures += 1;
+                }
+                Err(AuthError::Expired) => {}
+                Err(AuthError::Invalid(why)) => {
+                    self.metrics.auth_failures += 1;
+                    self.fatal(conn, ErrorCode::AuthFailed, why, now);
+                    return;
+                }
+            }
+        }
+        let user = match self.auth.authenticate(&hello.token, now, true) {
+            Ok(user) => user,
+            Err(AuthError::Expired) => {
+                self.metrics.auth_failures += 1;
+                self.fatal(conn, ErrorCode::TokenExpired, "the token has expired", now);
+                return;
+            }
+            Err(AuthError::Invalid(why)) => {
+                self.metrics.auth_failures += 1;
+                self.fatal(conn, ErrorCode::AuthFailed, why, now);
+                return;
+            }
+        };
+        self.new_session(conn, user, &hello, now);
+    }
+
+    /// The identity is at its session limit: make room by forgetting the oldest
+    /// detached session (a reloaded page's leftover). False (and the socket closed)
+    /// when every session is live.
+    fn make_room_for_session(&mut self, conn: ConnId, user: &str, now: u64) -> bool {
+        let existing: Vec<SessionId> = self.store.sessions_of(user).to_vec();
+        if existing.len() < self.config.max_sessions_per_user {
+            return true;
+        }
+        let oldest_detached = existing.iter().find(|s| {
+            self.store
+                .session(s)
+                .is_some_and(|sess| sess.conn.is_none())
+        });
+        match oldest_detached.cloned() {
+            Some(old) => {
+                self.expire_session(&old, now);
+                true
+            }
+            None => {
+                self.fatal(
+                    conn,
+                    ErrorCode::TooManySessions,
+                    format!(
+                        "at most {} sessions per user",
+                        self.config.max_sessions_per_user
+                    ),
+                    now,
+                );
+                false
+            }
+        }
+    }
+
+    fn new_session(&mut self, conn: ConnId, user: Peer, hello: &Hello, now: u64) {
+        if !self.make_room_for_session(conn, &user.id, now) {
+            return;
+        }
+        let was_online = !self.store.sessions_of(&user.id).is_empty();
+        let sid = self.random_hex(16);
+        let secret = self.random_hex(32);
+        self.store.put_session(Session {
+            id: sid.clone(),
+            user: user.clone(),
+            secret_hash: secret_hash(&secret),
+            prev_secret_hash: None,
+            conn: Some(conn),
+            detached_at: None,
+            outbox: Outbox::new(),
+            inbox: Inbox::new(),
+            overflowed: false,
+            presence: hello.presence,
+            call_waiting: hello.call_waiting,
+            created_at: now,
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(sid.clone());
+        }
+        self.metrics.sessions_created += 1;
+        if hello.presence {
+            self.watchers.insert(sid.clone());
+        }
+        let snapshot = self.snapshot_for(&sid, &user.id, hello.presence, now);
+        self.send(
+            conn,
+            ServerFrame::Welcome(Box::new(Welcome {
+                session: sid,
+                secret,
+                resumed: false,
+                last_seq: 0,
+                user: user.clone(),
+                timers: self.config.timers(),
+                limits: self.config.limits(),
+                now,
+                snapshot: Some(snapshot),
+            })),
+        );
+        self.schedule_heartbeat(conn);
+        if !was_online {
+            self.broadcast_presence(&user.id);
+        }
+    }
+
+    /// Everything a new session needs to show: the user's calls, presence if asked
+    /// for, and calls that ended recently.
+    fn snapshot_for(&self, sid: &str, user: &str, presence: bool, now: u64) -> Snapshot {
+        // Stones outlive their window until the next prune; only recent ones count.
+        let recent = now.saturating_sub(self.config.longest_grace());
+        let calls = self
+            .store
+            .calls_of(user)
+            .iter()
+            .filter_map(|c| self.store.call(c))
+            .map(|c| self.describe(c, sid))
+            .collect();
+        let ended = self
+            .store
+            .tombstones(user)
+            .into_iter()
+            .filter(|t| t.at >= recent)
+            .map(|t| EndedCall {
+                call: t.call,
+                reason: t.reason,
+            })
+            .collect();
+        Snapshot {
+            calls,
+            presence: if presence {
+                self.presence_list()
+            } else {
+                Vec::new()
+            },
+            ended,
+        }
+    }
+
+    /// The resume window passed (or room was needed): forget the session. Calls it held
+    /// keep waiting for a rejoin until their grace deadline.
+    pub(super) fn expire_session(&mut self, sid: &str, now: u64) {
+        let Some(session) = self.store.take_session(sid) else {
+            return;
+        };
+        if let Some(conn) = session.conn {
+            self.close_conn(conn, CloseReason::DeadLink, now);
+        }
+        self.watchers.remove(sid);
+        let user = session.user.id;
+        let calls: Vec<CallId> = self.store.calls_of(&user).to_vec();
+        let mut withdraw = Vec::new();
+        for id in calls {
+            let Some(call) = self.store.call_mut(&id) else {
+                continue;
+            };
+            let state = call.state;
+            let is_caller = call.caller.user.id == user;
+            let Some(slot) = call.slot_of_mut(&user) else {
+                continue;
+            };
+            if slot.session.as_deref() != Some(sid) {
+                continue;
+            }
+            slot.session = None;
+            if state == CallState::Ringing && is_caller {
+                withdraw.push(id);
+            } else if state == CallState::Active {
+                // Evicted while still attached: the window starts now.
+                self.start_grace(&id, &user, now);
+            }
+        }
+        for id in withdraw {
+            self.end_call(&id, EndReason::Cancelled, now);
+        }
+        if self.store.sessions_of(&user).is_empty() {
+            self.broadcast_presence(&user);
+        }
+    }
+
+    /// Logout: the calls this session holds end, then the session is forgotten.
+    pub(super) fn bye(&mut self, conn: ConnId, sid: &str, now: u64) {
+        let Some(user) = self.store.session(sid).map(|s| s.user.id.clone()) else {
+            return;
+        };
+        let calls: Vec<CallId> = self.store.calls_of(&user).to_vec();
+        for id in calls {
+            let held = self.store.call(&id).and_then(|c| {
+                let slot = c.slot_of(&user)?;
+                let holds = slot.session.as_deref() == Some(sid);
+                // A ringing incoming call is offered to every session; if this was the
+                // user's last session, logging out declines it.
+                let last_offer = c.state == CallState::Ringing
+                    && c.callee.user.id == user
+                    && self.store.sessions_of(&user).len() == 1;
+                Some((c.state, holds || last_offer, c.caller.user.id == user))
+            });
+            if let Some((state, true, is_caller)) = held {
+                let reason = match (state, is_caller) {
+                    (CallState::Ringing, true) => EndReason::Cancelled,
+                    (CallState::Ringing, false) => EndReason::Declined,
+                    _ => EndReason::Hangup,
+                };
+                self.end_call(&id, reason, now);
+            }
+        }
+        self.conns.remove(&conn);
+        self.out.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Bye,
+        });
+        if let Some(s) = self.store.session_mut(sid) {
+            s.conn = None;
+        }
+        self.expire_session(sid, now);
+    }
+
+    /// A socket that has not said hello in time is closed.
+    pub(super) fn hello_due(&mut self, conn: ConnId, now: u64) {
+        if self.conns.get(&conn).is_some_and(|c| c.session.is_none()) {
+            self.fatal(conn, ErrorCode::HelloTimeout, "no hello in time", now);
+        }
+    }
+
+    pub(super) fn session_expiry_due(&mut self, sid: &str, now: u64) {
+        let window = self.config.resume_window_ms;
+        let expired = self.store.session(sid).is_some_and(|s| {
+            s.conn.is_none() && s.detached_at.is_some_and(|at| now >= at + window)
+        });
+        if expired {
+            self.expire_session(sid, now);
+        }
+    }
+}
