@@ -129,7 +129,16 @@ pub enum ClientFrame {
     /// The server answers with `pong`.
     Ping { ack: u64 },
     /// End the session now (logout): the server ends the user's calls held by this
-    /// session with `hangup` and forgets the session; no resume is possible.
+    /// session with `hangup` and forgets the session; no resume is possible. The server
+    /// answers [`ServerFrame::Bye`] once that is done, then closes the socket; a page
+    /// waits for it before it goes away.
+    ///
+    /// When the socket cannot carry it (the link is down, or no answer comes), the page
+    /// sends the same logout over HTTP instead: `POST <socket URL>/bye` (e.g.
+    /// `/ws/bye`), a body of JSON text `{"token", "session", "secret"}` (the token of the
+    /// hello, the session id and its latest resume secret, proof as for a resume),
+    /// fit for `navigator.sendBeacon` while the page unloads. The answer is `204` when
+    /// the session was ended, `404` when the proof failed or the session was gone.
     Bye,
     /// Any unrecognised `"t"`: answered with `unknown-message`, nothing else happens.
     #[serde(other)]
@@ -249,6 +258,9 @@ pub enum ServerFrame {
     Pong { ack: u64 },
     /// A connection-level error; the socket is closed after it when `fatal`.
     Error(ErrorBody),
+    /// Answer to the client's [`ClientFrame::Bye`]: the session's calls have ended and
+    /// the session is gone. The socket closes right after.
+    Bye,
 }
 
 /// Opens or resumes a session.

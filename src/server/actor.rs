@@ -39,6 +39,11 @@ pub(crate) enum Cmd {
     Closed(ConnId),
     Metrics(oneshot::Sender<MetricsSnapshot>),
     DropUser(String, oneshot::Sender<usize>),
+    /// A logout over HTTP (`POST /ws/bye`): answers whether a session was ended.
+    Bye {
+        request: super::http::ByeRequest,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -112,6 +117,13 @@ impl Actor {
                                 counts: self.engine.counts(),
                                 connections: self.engine.connection_count(),
                             });
+                        }
+                        Cmd::Bye { request, reply } => {
+                            let r = request;
+                            let ended =
+                                self.engine
+                                    .handle_bye_request(&r.token, &r.session, &r.secret, now);
+                            let _ = reply.send(ended);
                         }
                         Cmd::DropUser(user, reply) => {
                             let n = self.engine.drop_links_of(&user, now);

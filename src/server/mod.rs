@@ -124,6 +124,7 @@ pub async fn run(
     };
     let mut app = Router::new()
         .route("/ws", get(socket::ws_handler))
+        .route("/ws/bye", post(http::bye_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(http::metrics_handler));
     if config.test_hooks {

@@ -40,6 +40,23 @@ pub fn record_key(call: &str, user: &str) -> String {
 
 thread_local! {
     static CLIENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+    /// Clients that logged out and wait for the server's answer before they go.
+    static LEAVING: RefCell<Vec<Rc<Driver>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where a page's logout fallback goes: `POST <socket URL>/bye` over HTTP(S).
+fn bye_url(ws_url: &str) -> String {
+    let http = if let Some(rest) = ws_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws_url.to_owned()
+    };
+    match http.split_once('?') {
+        Some((path, query)) => format!("{}/bye?{query}", path.trim_end_matches('/')),
+        None => format!("{}/bye", http.trim_end_matches('/')),
+    }
 }
 
 /// A JS `Error` named `HoldfastError` with a stable `code`.
@@ -143,6 +160,9 @@ pub struct Driver {
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
+    /// Logged out: called (once) when the logout has reached the server or was handed
+    /// to the browser for delivery; then the client is gone.
+    on_left: RefCell<Option<Option<js_sys::Function>>>,
 }
 
 impl Driver {
@@ -190,6 +210,7 @@ impl Driver {
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
+            on_left: RefCell::new(None),
         });
         *driver.me.borrow_mut() = Rc::downgrade(&driver);
         driver.hook_page(&window);
@@ -408,11 +429,18 @@ impl Driver {
             while let Some(ev) = engine.poll_event() {
                 events.push(ev);
             }
+            let goodbyes: Vec<_> = std::iter::from_fn(|| engine.poll_goodbye()).collect();
             let deadline = engine.poll_timeout();
             let current = engine.current_link();
             drop(engine);
-            let idle =
-                ios.is_empty() && frames.is_empty() && ops.is_empty() && events.len() == before;
+            let idle = ios.is_empty()
+                && frames.is_empty()
+                && ops.is_empty()
+                && goodbyes.is_empty()
+                && events.len() == before;
+            for goodbye in goodbyes {
+                self.send_goodbye(&goodbye);
+            }
             for io in ios {
                 match io {
                     Io::Open(link) => self.open_socket(link),
@@ -437,6 +465,41 @@ impl Driver {
         }
         self.pumping.set(false);
         self.dispatch(events);
+        self.leave_when_delivered();
+    }
+
+    /// A logout's HTTP fallback, with `sendBeacon`: the browser delivers it even while
+    /// the page unloads.
+    fn send_goodbye(&self, goodbye: &crate::engine::client::Goodbye) {
+        let (Some(window), Ok(body)) = (web_sys::window(), json_text(goodbye)) else {
+            return;
+        };
+        let _ = window
+            .navigator()
+            .send_beacon_with_opt_str(&bye_url(&self.url), Some(&body));
+    }
+
+    /// After a logout: once the server has it (or the browser carries it), the client
+    /// lets go of everything and tells whoever called `logout`.
+    fn leave_when_delivered(&self) {
+        let pending = self
+            .engine
+            .try_borrow()
+            .map_or(true, |e| e.logout_pending());
+        if pending {
+            return;
+        }
+        let Some(done) = self.on_left.borrow_mut().take() else {
+            return;
+        };
+        self.shutdown();
+        LEAVING.with(|l| {
+            l.borrow_mut()
+                .retain(|d| !std::ptr::eq(Rc::as_ptr(d), self))
+        });
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
     }
 
     fn transmit(&self, link: Option<LinkId>, frame: &ClientFrame) {
@@ -702,13 +765,21 @@ pub fn set_held_elsewhere(call: String, held: bool) -> Result<(), JsValue> {
 }
 
 /// Ends the session: calls end, rejoin records are deleted, the socket closes and the
-/// page's client is gone (a later `connect` starts a new one).
+/// page's client is gone (a later `connect` starts a new one). `done` is called once
+/// the server has the logout (its answer arrived, or the browser was handed the HTTP
+/// fallback), which is when the page may go away.
 #[wasm_bindgen(js_name = logout)]
-pub fn logout() -> Result<(), JsValue> {
+pub fn logout(done: Option<js_sys::Function>) -> Result<(), JsValue> {
     let client = CLIENT.with(|c| c.borrow_mut().take());
-    let Some(client) = client else { return Ok(()) };
+    let Some(client) = client else {
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
+        return Ok(());
+    };
+    *client.on_left.borrow_mut() = Some(done);
+    LEAVING.with(|l| l.borrow_mut().push(client.clone()));
     client.command(|e, t| e.logout(t))?;
-    client.shutdown();
     Ok(())
 }
 

@@ -85,6 +85,9 @@ pub struct Node {
     pub received: Vec<(u64, ServerFrame)>,
     /// Every socket the engine asked for: (time, io).
     pub io_log: Vec<(u64, Io)>,
+    /// Logouts the page delivered over HTTP (`Goodbye`s, handed to the server at once;
+    /// `false` when the server refused the proof).
+    pub goodbyes: Vec<(u64, bool)>,
     pub net: Net,
     up_ms: u64,
     down_ms: u64,
@@ -175,6 +178,7 @@ impl Sim {
             stored: BTreeMap::new(),
             received: Vec::new(),
             io_log: Vec::new(),
+            goodbyes: Vec::new(),
             net: Net::Up,
             up_ms: self.default_delay_ms,
             down_ms: self.default_delay_ms,
@@ -500,6 +504,14 @@ impl Sim {
                         self.enqueue(c, link, Dir::ToServer, Wire::Close);
                     }
                 }
+            }
+            while let Some(g) = self.nodes[c].engine.poll_goodbye() {
+                any = true;
+                // An HTTP request of its own: not held up by the page's socket.
+                let ok = self
+                    .server
+                    .handle_bye_request(&g.token, &g.session, &g.secret, now);
+                self.nodes[c].goodbyes.push((now, ok));
             }
             let node = &mut self.nodes[c];
             while let Some(e) = node.engine.poll_event() {

@@ -13,6 +13,7 @@ mod call;
 mod dedup;
 mod grace;
 mod limits;
+mod logout_delivery;
 mod logout_shutdown;
 mod races;
 mod rejoin;

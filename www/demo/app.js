@@ -351,9 +351,10 @@ function renderHeader() {
 $('#conn-badge').addEventListener('click', () => {
   if (app.snap?.state === 'gave-up') app.client?.reconnect();
 });
-$('#signout').addEventListener('click', () => {
+$('#signout').addEventListener('click', async () => {
   localStorage.removeItem(IDENTITY_KEY);
-  app.client?.logout();
+  // Wait until the server has it, so the other person is told at once.
+  await app.client?.logout();
   location.hash = '#/';
   location.reload();
 });

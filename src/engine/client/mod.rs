@@ -30,12 +30,14 @@ mod backoff;
 mod calls;
 mod events;
 mod link;
+mod logout;
 mod presence;
 mod rejoin;
 mod session;
 mod types;
 
 pub use events::Event;
+pub use logout::Goodbye;
 pub use rejoin::{RejoinOffer, RejoinRecord, RejoinWithdrawn, REJOIN_RECORD_VERSION};
 pub use types::{
     CallPhase, ClientCall, ClientConfig, ClientError, ConnectionState, Io, LinkId, StorageOp,
@@ -59,6 +61,8 @@ enum Timer {
     Heartbeat,
     Countdown,
     Refresh,
+    /// The server's answer to a logout's `bye` is due.
+    ByeAnswer,
 }
 
 /// The client engine. See the module documentation.
@@ -90,6 +94,7 @@ pub struct ClientEngine {
     /// about them (answers that crossed the hang-up) must not bring them back.
     ended_here: VecDeque<CallId>,
     rejoins: Rejoins,
+    logout: logout::Logout,
     presence: BTreeMap<UserId, PresenceEntry>,
     timers: TimerQueue<Timer>,
     io: VecDeque<Io>,
@@ -118,6 +123,7 @@ impl ClientEngine {
             calls: BTreeMap::new(),
             ended_here: VecDeque::new(),
             rejoins: Rejoins::default(),
+            logout: logout::Logout::default(),
             presence: BTreeMap::new(),
             timers: TimerQueue::default(),
             io: VecDeque::new(),
@@ -225,6 +231,7 @@ impl ClientEngine {
                 }
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Countdown => self.countdown(now),
+                Timer::ByeAnswer => self.bye_by_other_means(now),
                 Timer::Refresh => {
                     if self.state == ConnectionState::Connected && !self.rejoins.records.is_empty()
                     {

@@ -84,7 +84,7 @@ export type ServerFrame = { "t": "welcome" } & Welcome | { "t": "msg", seq: numb
 /**
  * Highest client sequence the server has handled.
  */
-ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody;
+ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody | { "t": "bye" };
 
 /**
  * Opens or resumes a session.
