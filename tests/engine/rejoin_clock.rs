@@ -25,7 +25,7 @@ fn peer_deadline(sim: &Sim, b: C) -> u64 {
             Event::ParticipantDisconnected { deadline, .. } => Some(deadline),
             _ => None,
         })
-        .last()
+        .next_back()
         .expect("the other side was told")
 }
 

@@ -19,7 +19,7 @@ fn the_first_figure_is_the_servers_and_the_countdown_never_increases() {
         .iter()
         .filter(|(_, op)| matches!(op, StorageOp::Put(_)))
         .map(|(t, _)| *t)
-        .last()
+        .next_back()
         .unwrap();
     sim.run_to(last_put + 4_500);
     let conn = sim.conn_of(a).expect("connected");
