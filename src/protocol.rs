@@ -159,7 +159,16 @@ pub enum ClientFrame {
     /// The server answers with `pong`.
     Ping { ack: u64 },
     /// End the session now (logout): the server ends the user's calls held by this
-    /// session with `hangup` and forgets the session; no resume is possible.
+    /// session with `hangup` and forgets the session; no resume is possible. The server
+    /// answers [`ServerFrame::Bye`] once that is done, then closes the socket; a page
+    /// waits for it before it goes away.
+    ///
+    /// When the socket cannot carry it (the link is down, or no answer comes), the page
+    /// sends the same logout over HTTP instead: `POST <socket URL>/bye` (e.g.
+    /// `/ws/bye`), a body of JSON text `{"token", "session", "secret"}` (the token of the
+    /// hello, the session id and its latest resume secret, proof as for a resume),
+    /// fit for `navigator.sendBeacon` while the page unloads. The answer is `204` when
+    /// the session was ended, `404` when the proof failed or the session was gone.
     Bye,
     /// The page is going away (closed, reloaded, navigated off; not into the
     /// back/forward cache): the server forgets the session now instead of keeping it
@@ -261,7 +270,8 @@ pub enum ClientMsg {
     },
     /// Take back a call after losing the session that held it (reload, crash, another
     /// tab or device). Answered with [`ServerMsg::CallStarted`] carrying a new token, or
-    /// `rejoin-denied` / `unknown-call`.
+    /// `rejoin-denied` / `unknown-call`, or `held-elsewhere` when the token is spent and
+    /// another live session of the same identity holds the call (it rejoined first).
     Rejoin { call: CallId, token: String },
     /// Set the presence status shown to others (`available` or `busy`).
     SetStatus { status: PresenceStatus },
@@ -294,6 +304,9 @@ pub enum ServerFrame {
     Pong { ack: u64 },
     /// A connection-level error; the socket is closed after it when `fatal`.
     Error(ErrorBody),
+    /// Answer to the client's [`ClientFrame::Bye`]: the session's calls have ended and
+    /// the session is gone. The socket closes right after.
+    Bye,
 }
 
 /// Opens or resumes a session.
@@ -474,6 +487,13 @@ pub enum EndReason {
     ReconnectFailed,
     /// The server shut down and could not keep the call.
     ServerShutdown,
+    /// **Client-side only, never sent by the server**: the server no longer knows the
+    /// call and cannot say how it ended. A client whose session could not be resumed
+    /// gets a snapshot that neither lists the call nor has it among the recently
+    /// [`Snapshot::ended`] ones, while the call's window was still open: the server lost
+    /// its state (a crash or restart with the in-memory store). Neither participant
+    /// ended it; each client reports this reason on its own, so both ends agree.
+    ServerLost,
 }
 
 impl EndReason {
@@ -487,10 +507,11 @@ impl EndReason {
             EndReason::Busy => "busy",
             EndReason::ReconnectFailed => "reconnect-failed",
             EndReason::ServerShutdown => "server-shutdown",
+            EndReason::ServerLost => "server-lost",
         }
     }
 
-    /// Every reason, for metrics.
+    /// Every reason the server sends, for metrics (not the client-side `server-lost`).
     pub const ALL: [EndReason; 7] = [
         EndReason::Hangup,
         EndReason::Declined,
@@ -607,6 +628,11 @@ pub enum ErrorCode {
     InvalidState,
     /// The rejoin token is wrong, spent, or not yours.
     RejoinDenied,
+    /// A rejoin whose token is wrong or spent while another live session of the same
+    /// identity holds the call: typically another tab or device rejoined first with the
+    /// same token and got the rotated one. Nothing changed; a rejoin with the current
+    /// token (e.g. from storage the tabs share) moves the call here.
+    HeldElsewhere,
     /// A field is out of bounds (e.g. metadata too large).
     InvalidArgument,
     /// Another socket resumed this session; this one is closed (fatal).
@@ -645,6 +671,7 @@ impl ErrorCode {
             ErrorCode::NotParticipant => "not-participant",
             ErrorCode::InvalidState => "invalid-state",
             ErrorCode::RejoinDenied => "rejoin-denied",
+            ErrorCode::HeldElsewhere => "held-elsewhere",
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Superseded => "superseded",
             ErrorCode::ServerShutdown => "server-shutdown",
@@ -742,7 +769,7 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for r in EndReason::ALL {
+        for r in EndReason::ALL.into_iter().chain([EndReason::ServerLost]) {
             assert_eq!(encode(&r), format!("\"{}\"", r.as_str()));
         }
         for c in [

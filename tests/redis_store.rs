@@ -36,6 +36,7 @@ fn session(id: &str, user: &str) -> Session {
         inbox: Inbox::new(),
         overflowed: false,
         presence: true,
+        tab: None,
         call_waiting: false,
         created_at: T0,
     }

@@ -287,7 +287,9 @@ async fn a_grace_window_running_at_the_kill_ends_at_its_original_deadline() {
     server.spawn();
     let ended_at = alice
         .expect(WAIT, |e| match e {
-            Event::CallEnded { call: c, reason } if *c == call => Some((now_ms(), *reason)),
+            Event::CallEnded {
+                call: c, reason, ..
+            } if *c == call => Some((now_ms(), *reason)),
             _ => None,
         })
         .await

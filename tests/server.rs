@@ -176,7 +176,9 @@ async fn signals(c: &mut NativeClient, count: usize) -> Vec<u64> {
 
 async fn ended(c: &mut NativeClient, call: &str) -> EndReason {
     c.expect(Duration::from_secs(10), |e| match e {
-        Event::CallEnded { call: id, reason } if id == call => Some(*reason),
+        Event::CallEnded {
+            call: id, reason, ..
+        } if id == call => Some(*reason),
         _ => None,
     })
     .await

@@ -68,6 +68,7 @@ pub struct Session {
     pub overflowed: bool,
     pub presence: bool,
     /// The browser tab the session was opened from ([`crate::protocol::Hello::tab`]).
+    #[serde(default)]
     pub tab: Option<String>,
     pub call_waiting: bool,
     pub created_at: u64,
@@ -597,6 +598,7 @@ mod tests {
             inbox: Inbox::new(),
             overflowed: false,
             presence: false,
+            tab: None,
             call_waiting: false,
             created_at: at,
         }

@@ -64,6 +64,11 @@ pub(crate) enum Cmd {
     Closed(ConnId),
     Metrics(oneshot::Sender<MetricsSnapshot>),
     DropUser(String, oneshot::Sender<usize>),
+    /// A logout over HTTP (`POST /ws/bye`): answers whether a session was ended.
+    Bye {
+        request: super::http::ByeRequest,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown(oneshot::Sender<()>),
     /// Test hook: the actor panics, as a bug in the engine would make it.
     Crash,
@@ -382,6 +387,13 @@ impl Actor {
                                 connections: self.engine.connection_count(),
                                 store: self.durable.as_ref().map(|d| d.stats.clone()),
                             });
+                        }
+                        Cmd::Bye { request, reply } => {
+                            let r = request;
+                            let ended =
+                                self.engine
+                                    .handle_bye_request(&r.token, &r.session, &r.secret, now);
+                            let _ = reply.send(ended);
                         }
                         Cmd::DropUser(user, reply) => {
                             let n = self.engine.drop_links_of(&user, now);

@@ -1,4 +1,5 @@
-//! The HTTP endpoints beside the WebSocket: `/healthz`, `/metrics` and the test hooks.
+//! The HTTP endpoints beside the WebSocket: `/healthz`, `/readyz`, `/metrics`, the
+//! logout fallback `/ws/bye` and the test hooks.
 
 use super::actor::Cmd;
 use super::metrics::{self, ListenerCounters};
@@ -106,4 +107,29 @@ pub(crate) fn test_routes() -> Router<AppState> {
         .route("/test/drop", post(drop_handler))
         .route("/test/crash", post(crash_handler))
         .layer(CorsLayer::permissive())
+}
+
+/// The body of `POST /ws/bye` (see `ClientFrame::Bye` in the protocol).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ByeRequest {
+    pub(crate) token: String,
+    pub(crate) session: String,
+    pub(crate) secret: String,
+}
+
+/// A page's logout that its socket could not carry (sent with `sendBeacon`, so the body
+/// is JSON as text and the answer is not read).
+pub(crate) async fn bye_handler(State(state): State<AppState>, body: String) -> Response {
+    let Ok(request) = serde_json::from_str::<ByeRequest>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let (tx, rx) = oneshot::channel();
+    if state.actor.send(Cmd::Bye { request, reply: tx }).is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    match rx.await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => StatusCode::NOT_FOUND.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }

@@ -19,7 +19,7 @@ pub use socket::{bind, NetLimits};
 use crate::engine::server::{Authenticator, DevAuth, ServerConfig, ServerEngine};
 use crate::engine::store::MemoryStore;
 use actor::{Actor, Cmd, Durable, OsEntropy};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use http::AppState;
 use std::collections::HashMap;
@@ -248,6 +248,7 @@ pub async fn run_with_metrics_listener(
     };
     let mut app = Router::new()
         .route("/ws", get(socket::ws_handler))
+        .route("/ws/bye", post(http::bye_handler))
         .merge(http::health_routes());
     if metrics_listener.is_none() {
         app = app.merge(http::metrics_routes(config.test_hooks));

@@ -40,6 +40,23 @@ pub fn record_key(call: &str, user: &str) -> String {
 
 thread_local! {
     static CLIENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+    /// Clients that logged out and wait for the server's answer before they go.
+    static LEAVING: RefCell<Vec<Rc<Driver>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where a page's logout fallback goes: `POST <socket URL>/bye` over HTTP(S).
+fn bye_url(ws_url: &str) -> String {
+    let http = if let Some(rest) = ws_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws_url.to_owned()
+    };
+    match http.split_once('?') {
+        Some((path, query)) => format!("{}/bye?{query}", path.trim_end_matches('/')),
+        None => format!("{}/bye", http.trim_end_matches('/')),
+    }
 }
 
 /// A JS `Error` named `HoldfastError` with a stable `code`.
@@ -167,6 +184,9 @@ pub struct Driver {
     pumping: Cell<bool>,
     /// In the back/forward cache or frozen: the socket is let go until thawed.
     frozen: Cell<bool>,
+    /// Logged out: called (once) when the logout has reached the server or was handed
+    /// to the browser for delivery; then the client is gone.
+    on_left: RefCell<Option<Option<js_sys::Function>>>,
 }
 
 impl Driver {
@@ -216,6 +236,7 @@ impl Driver {
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
             frozen: Cell::new(false),
+            on_left: RefCell::new(None),
         });
         *driver.me.borrow_mut() = Rc::downgrade(&driver);
         driver.hook_page(&window);
@@ -390,6 +411,22 @@ impl Driver {
         records
     }
 
+    /// This identity's stored record of one call, as it is in storage now.
+    fn stored_record(&self, call: &str) -> Option<RejoinRecord> {
+        let storage = self.storage.as_ref()?;
+        let key = self
+            .record_keys
+            .borrow()
+            .get(call)
+            .cloned()
+            .or_else(|| self.identity_hint.as_ref().map(|me| record_key(call, me)))?;
+        let text = storage.get_item(&key).ok().flatten()?;
+        let js = js_sys::JSON::parse(&text).ok()?;
+        serde_wasm_bindgen::from_value::<RejoinRecord>(js)
+            .ok()
+            .filter(|r| r.call == call)
+    }
+
     fn open_socket(&self, link: LinkId) {
         let ws = match WebSocket::new(&self.url) {
             Ok(ws) => ws,
@@ -468,11 +505,18 @@ impl Driver {
             while let Some(ev) = engine.poll_event() {
                 events.push(ev);
             }
+            let goodbyes: Vec<_> = std::iter::from_fn(|| engine.poll_goodbye()).collect();
             let deadline = engine.poll_timeout();
             let current = engine.current_link();
             drop(engine);
-            let idle =
-                ios.is_empty() && frames.is_empty() && ops.is_empty() && events.len() == before;
+            let idle = ios.is_empty()
+                && frames.is_empty()
+                && ops.is_empty()
+                && goodbyes.is_empty()
+                && events.len() == before;
+            for goodbye in goodbyes {
+                self.send_goodbye(&goodbye);
+            }
             for io in ios {
                 match io {
                     Io::Open(link) => self.open_socket(link),
@@ -497,6 +541,41 @@ impl Driver {
         }
         self.pumping.set(false);
         self.dispatch(events);
+        self.leave_when_delivered();
+    }
+
+    /// A logout's HTTP fallback, with `sendBeacon`: the browser delivers it even while
+    /// the page unloads.
+    fn send_goodbye(&self, goodbye: &crate::engine::client::Goodbye) {
+        let (Some(window), Ok(body)) = (web_sys::window(), json_text(goodbye)) else {
+            return;
+        };
+        let _ = window
+            .navigator()
+            .send_beacon_with_opt_str(&bye_url(&self.url), Some(&body));
+    }
+
+    /// After a logout: once the server has it (or the browser carries it), the client
+    /// lets go of everything and tells whoever called `logout`.
+    fn leave_when_delivered(&self) {
+        let pending = self
+            .engine
+            .try_borrow()
+            .map_or(true, |e| e.logout_pending());
+        if pending {
+            return;
+        }
+        let Some(done) = self.on_left.borrow_mut().take() else {
+            return;
+        };
+        self.shutdown();
+        LEAVING.with(|l| {
+            l.borrow_mut()
+                .retain(|d| !std::ptr::eq(Rc::as_ptr(d), self))
+        });
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
     }
 
     fn transmit(&self, link: Option<LinkId>, frame: &ClientFrame) {
@@ -697,10 +776,23 @@ call_command!(
     /// Ends a call in any phase (cancel, decline or hang up).
     hangup, "hangup", hangup
 );
-call_command!(
-    /// Takes back a call this identity holds a rejoin record for.
-    rejoin, "rejoin", rejoin
-);
+/// Takes back a call this identity holds a rejoin record for. The stored record is read
+/// again first: another tab of this origin may have rejoined the call meanwhile and
+/// hold it with a newer token, which moving it here must present.
+#[wasm_bindgen(js_name = rejoin)]
+pub fn rejoin(call: String) -> Result<f64, JsValue> {
+    with_client(|c| {
+        let stored = c.stored_record(&call);
+        c.command(|e, t| {
+            if let Some(r) = stored {
+                e.handle_stored_record(r);
+            }
+            e.rejoin(&call, t)
+        })?
+        .map(|r| r as f64)
+        .map_err(engine_error)
+    })
+}
 
 /// Relays `payload` (JSON data) to the other participant.
 #[wasm_bindgen(js_name = send)]
@@ -754,13 +846,21 @@ pub fn set_held_elsewhere(call: String, held: bool) -> Result<(), JsValue> {
 }
 
 /// Ends the session: calls end, rejoin records are deleted, the socket closes and the
-/// page's client is gone (a later `connect` starts a new one).
+/// page's client is gone (a later `connect` starts a new one). `done` is called once
+/// the server has the logout (its answer arrived, or the browser was handed the HTTP
+/// fallback), which is when the page may go away.
 #[wasm_bindgen(js_name = logout)]
-pub fn logout() -> Result<(), JsValue> {
+pub fn logout(done: Option<js_sys::Function>) -> Result<(), JsValue> {
     let client = CLIENT.with(|c| c.borrow_mut().take());
-    let Some(client) = client else { return Ok(()) };
+    let Some(client) = client else {
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
+        return Ok(());
+    };
+    *client.on_left.borrow_mut() = Some(done);
+    LEAVING.with(|l| l.borrow_mut().push(client.clone()));
     client.command(|e, t| e.logout(t))?;
-    client.shutdown();
     Ok(())
 }
 

@@ -94,11 +94,31 @@ pub struct Node {
     pub received: Vec<(u64, ServerFrame)>,
     /// Every socket the engine asked for: (time, io).
     pub io_log: Vec<(u64, Io)>,
+    /// Logouts the page delivered over HTTP (`Goodbye`s, handed to the server at once;
+    /// `false` when the server refused the proof).
+    pub goodbyes: Vec<(u64, bool)>,
     pub net: Net,
     up_ms: u64,
     down_ms: u64,
     /// The socket the driver sends on (the last one opened and not closed).
     link: Option<LinkId>,
+    /// How far this page's clock is ahead of the simulation's (negative: behind). Every
+    /// time the page's engine is handed, and every deadline it asks for, is on its clock.
+    pub clock_skew: i64,
+}
+
+impl Node {
+    /// The simulation's time `t` on this page's clock.
+    pub fn local(&self, t: u64) -> u64 {
+        (t as i64 + self.clock_skew).max(0) as u64
+    }
+
+    /// This page's next timer, on the simulation's clock.
+    fn next_timer(&self) -> Option<u64> {
+        self.engine
+            .poll_timeout()
+            .map(|t| (t as i64 - self.clock_skew).max(0) as u64)
+    }
 }
 
 /// The simulated world.
@@ -254,10 +274,12 @@ impl Sim {
             stored: BTreeMap::new(),
             received: Vec::new(),
             io_log: Vec::new(),
+            goodbyes: Vec::new(),
             net: Net::Up,
             up_ms: self.default_delay_ms,
             down_ms: self.default_delay_ms,
             link: None,
+            clock_skew: 0,
         });
         self.nodes.len() - 1
     }
@@ -281,7 +303,7 @@ impl Sim {
     /// records, and connects.
     pub fn reload(&mut self, c: C, silently: bool) {
         if !silently {
-            let now = self.now;
+            let now = self.nodes[c].local(self.now);
             self.nodes[c].engine.handle_pagehide(now);
             self.settle();
         }
@@ -294,7 +316,8 @@ impl Sim {
         let node = &mut self.nodes[c];
         node.config = config.clone();
         node.engine = ClientEngine::new(config);
-        node.engine.load_rejoin_records(records, self.now);
+        let now = node.local(self.now);
+        node.engine.load_rejoin_records(records, now);
         self.settle();
     }
 
@@ -315,7 +338,7 @@ impl Sim {
     /// Run an app command (or any engine input) at the current time, then let the
     /// consequences that are due now happen.
     pub fn act<R>(&mut self, c: C, f: impl FnOnce(&mut ClientEngine, u64) -> R) -> R {
-        let now = self.now;
+        let now = self.nodes[c].local(self.now);
         let r = f(&mut self.nodes[c].engine, now);
         self.settle();
         r
@@ -390,7 +413,8 @@ impl Sim {
     pub fn drop_link(&mut self, c: C) {
         if let Some(link) = self.nodes[c].link.take() {
             self.kill_link(c, link, true);
-            self.nodes[c].engine.handle_close(link, self.now);
+            let now = self.nodes[c].local(self.now);
+            self.nodes[c].engine.handle_close(link, now);
             self.settle();
         }
     }
@@ -549,7 +573,7 @@ impl Sim {
         let timers = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.poll_timeout())
+            .filter_map(|n| n.next_timer())
             .chain(self.server.poll_timeout());
         let wire = self.wires.keys().next().map(|(at, _)| *at);
         timers.chain(wire).min()
@@ -577,9 +601,10 @@ impl Sim {
             if let Some(node) = self
                 .nodes
                 .iter_mut()
-                .find(|n| n.engine.poll_timeout().is_some_and(|t| t <= now))
+                .find(|n| n.next_timer().is_some_and(|t| t <= now))
             {
-                node.engine.handle_timeout(now);
+                let local = node.local(now);
+                node.engine.handle_timeout(local);
                 continue;
             }
             return;
@@ -610,6 +635,14 @@ impl Sim {
                         self.enqueue(c, link, Dir::ToServer, Wire::Close);
                     }
                 }
+            }
+            while let Some(g) = self.nodes[c].engine.poll_goodbye() {
+                any = true;
+                // An HTTP request of its own: not held up by the page's socket.
+                let ok = self
+                    .server
+                    .handle_bye_request(&g.token, &g.session, &g.secret, now);
+                self.nodes[c].goodbyes.push((now, ok));
             }
             let node = &mut self.nodes[c];
             while let Some(e) = node.engine.poll_event() {
@@ -670,7 +703,8 @@ impl Sim {
                 l.conn = Some(conn);
                 self.conns.insert(conn, (c, link));
                 self.links.insert((c, link), l);
-                self.nodes[c].engine.handle_open(link, now);
+                let local = self.nodes[c].local(now);
+                self.nodes[c].engine.handle_open(link, local);
             }
             Net::Blackhole => {
                 l.dead = true;
@@ -678,7 +712,8 @@ impl Sim {
             }
             Net::Refuse => {
                 node.link = None;
-                node.engine.handle_close(link, now);
+                let local = node.local(now);
+                node.engine.handle_close(link, local);
             }
         }
     }
@@ -737,12 +772,13 @@ impl Sim {
             }
             (Dir::ToClient, Wire::Frame(text)) => {
                 let node = &mut self.nodes[d.client];
+                let local = node.local(now);
                 match decode_server(&text, usize::MAX) {
                     Ok(f) => {
                         node.received.push((now, f.clone()));
-                        node.engine.handle_frame(d.link, f, now);
+                        node.engine.handle_frame(d.link, f, local);
                     }
-                    Err(bad) => node.engine.handle_bad_frame(d.link, bad, now),
+                    Err(bad) => node.engine.handle_bad_frame(d.link, bad, local),
                 }
             }
             (Dir::ToClient, Wire::Close) => {
@@ -751,7 +787,8 @@ impl Sim {
                 if node.link == Some(d.link) {
                     node.link = None;
                 }
-                node.engine.handle_close(d.link, now);
+                let local = node.local(now);
+                node.engine.handle_close(d.link, local);
             }
         }
     }

@@ -49,7 +49,7 @@ pub fn ended(sim: &Sim, c: C, id: &str) -> Vec<EndReason> {
     sim.events(c)
         .into_iter()
         .filter_map(|e| match e {
-            Event::CallEnded { call, reason } if call == id => Some(reason),
+            Event::CallEnded { call, reason, .. } if call == id => Some(reason),
             _ => None,
         })
         .collect()

@@ -61,6 +61,7 @@ const REASONS = {
   busy: (p) => `${p} is busy`,
   'reconnect-failed': (p) => `${p} didn't reconnect in time`,
   'server-shutdown': () => 'The server shut down',
+  'server-lost': () => 'The server lost the call (it restarted)',
   moved: () => 'This call moved to another tab or device',
   'hung-up-here': () => 'You hung up',
 };
@@ -90,6 +91,8 @@ const app = {
   logs: new Map(),
   /** calls this person holds live in another tab: [{ call, peer }] */
   elsewhere: [],
+  /** a rejoin this page lost to another tab of this person: { call, peer } */
+  movable: null,
   /** peers being invited right now (a double click calls once) */
   inviting: new Set(),
   hungUpHere: new Set(),
@@ -215,9 +218,10 @@ function onEvent(ev) {
     case 'call-ended': {
       clearAway(ev.call);
       const reason = app.hungUpHere.has(ev.call) && ev.reason === 'hangup' ? 'hung-up-here' : ev.reason;
+      if (!app.calls.has(ev.call)) app.calls.set(ev.call, { peer: ev.peer, kind: null, phase: 'away' });
       const info = app.calls.get(ev.call);
       app.ended.set(ev.call, { reason, code: ev.reason, at: Date.now() });
-      const name = peerName(ev.call);
+      const name = ev.peer?.name ?? peerName(ev.call);
       const text = REASONS[reason]?.(name) ?? `Call ended (${ev.reason})`;
       if (info?.phase === 'incoming' && (ev.reason === 'cancelled' || ev.reason === 'no-answer')) {
         toast(`Missed call from ${name} (${ev.reason})`, 'warn', 8000);
@@ -234,7 +238,8 @@ function onEvent(ev) {
       log(ev.call, 'The call moved to another tab');
       break;
     case 'rejoin-withdrawn':
-      if (ev.why === 'call-ended') toast(`Your call with ${peerName(ev.call)} has ended`, 'info');
+      // 'call-ended': the call-ended event that follows says who and why.
+      if (ev.why === 'held-elsewhere') app.movable = { call: ev.call, peer: app.calls.get(ev.call)?.peer };
       break;
     case 'rejoin-available':
       app.calls.set(ev.offer.call, { peer: ev.offer.peer, kind: ev.offer.kind, phase: 'away' });
@@ -351,9 +356,10 @@ function renderHeader() {
 $('#conn-badge').addEventListener('click', () => {
   if (app.snap?.state === 'gave-up') app.client?.reconnect();
 });
-$('#signout').addEventListener('click', () => {
+$('#signout').addEventListener('click', async () => {
   localStorage.removeItem(IDENTITY_KEY);
-  app.client?.logout();
+  // Wait until the server has it, so the other person is told at once.
+  await app.client?.logout();
   location.hash = '#/';
   location.reload();
 });
@@ -712,11 +718,13 @@ function callView(callId) {
 
 // ---------------------------------------------------------------- dialogs
 
-const dialogs = { incoming: null, rejoin: null };
+const dialogs = { incoming: null, rejoin: null, movable: null };
 
 function renderDialogs() {
   const snap = app.snap;
   const host = $('#dialogs');
+  // A call that went on in another tab (it rejoined first) is movable here, not gone.
+  if (app.movable && (snap?.calls.some((c) => c.id === app.movable.call) || app.ended.has(app.movable.call))) app.movable = null;
   // Incoming call.
   const incoming = snap?.calls.find((c) => c.phase === 'incoming') ?? null;
   if (dialogs.incoming?.id !== incoming?.id) {
@@ -745,6 +753,35 @@ function renderDialogs() {
   }
   // Rejoin prompt (after a reload, crash or closed tab).
   const offer = incoming ? null : snap?.pendingRejoin ?? null;
+  const movable = incoming || offer ? null : app.movable;
+  if (dialogs.movable?.id !== movable?.call) {
+    dialogs.movable?.el.remove();
+    dialogs.movable = null;
+    if (movable) {
+      const name = movable.peer?.name ?? 'the other person';
+      const el = h('div', { class: 'backdrop' },
+        h('div', { class: 'dialog', role: 'dialog', 'aria-modal': 'true', 'data-testid': 'rejoin' },
+          h('span', { class: 'avatar big' }, initials(name)),
+          h('h2', {}, `Your call with ${name} continues in another tab`),
+          h('p', { class: 'muted' }, 'That tab rejoined first. You can move the call to this tab.'),
+          h('div', { class: 'actions' },
+            h('button', { class: 'btn', type: 'button', onclick: () => { app.movable = null; update(); } }, 'Keep it there'),
+            h('button', {
+              class: 'btn primary', type: 'button',
+              onclick: (e) => {
+                e.currentTarget.disabled = true;
+                localStream();
+                try {
+                  app.client.rejoin(movable.call);
+                } catch (err) {
+                  toast(`Could not move the call: ${err.message}`, 'bad');
+                }
+              },
+            }, 'Move call here'))));
+      host.append(el);
+      dialogs.movable = { id: movable.call, el };
+    }
+  }
   if (dialogs.rejoin?.id !== offer?.call) {
     dialogs.rejoin?.el.remove();
     dialogs.rejoin = null;

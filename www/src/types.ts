@@ -62,7 +62,9 @@ export type HoldfastEvent =
   | { type: 'call-started'; call: Call; rejoined: boolean }
   | { type: 'participant-disconnected'; call: string; user: string; deadline: number; remainingMs: number }
   | { type: 'participant-reconnected'; call: string; user: string }
-  | { type: 'call-ended'; call: string; reason: EndReason }
+  /** `peer`: the other person, also for a call this page knew only from its rejoin
+   *  record (it ended while the page was away). */
+  | { type: 'call-ended'; call: string; reason: EndReason; peer: Peer }
   | { type: 'call-moved'; call: string }
   | { type: 'signal'; call: string; from: string; payload: unknown }
   | { type: 'rejoin-available'; offer: RejoinOffer }

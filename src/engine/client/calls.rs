@@ -231,8 +231,10 @@ impl ClientEngine {
                     kind: c.kind.clone(),
                     grace_ms: c.grace_ms,
                     deadline: now + c.grace_ms,
+                    clock_offset: self.clock_offset,
                 };
                 self.rejoins.records.insert(call.id.clone(), record.clone());
+                self.rejoins.unconfirmed.remove(&call.id);
                 self.storage.push_back(StorageOp::Put(record));
                 self.timers
                     .schedule(now + self.config.rejoin_refresh_ms, Timer::Refresh);
@@ -268,7 +270,7 @@ impl ClientEngine {
             ServerMsg::CallEnded { call, reason } => {
                 if self.calls.contains_key(&call) {
                     self.end_local(&call, reason);
-                } else if self.rejoins.records.contains_key(&call) {
+                } else if let Some(peer) = self.rejoins.records.get(&call).map(|r| r.peer.clone()) {
                     // A call this page only held a rejoin record for (a reload's
                     // prompt): the prompt goes away with the reason.
                     if self.rejoins.offers.contains_key(&call) {
@@ -278,7 +280,8 @@ impl ClientEngine {
                         });
                     }
                     self.forget_record(&call);
-                    self.events.push_back(Event::CallEnded { call, reason });
+                    self.events
+                        .push_back(Event::CallEnded { call, reason, peer });
                 }
             }
             ServerMsg::CallMoved { call } => {
@@ -329,10 +332,11 @@ impl ClientEngine {
 
     /// A call ends here: tell the app, drop the record.
     pub(super) fn end_local(&mut self, call: &str, reason: EndReason) {
-        if self.calls.remove(call).is_some() {
+        if let Some(c) = self.calls.remove(call) {
             self.events.push_back(Event::CallEnded {
                 call: call.to_owned(),
                 reason,
+                peer: c.peer,
             });
         }
         self.rejoins.offers.remove(call);

@@ -78,9 +78,12 @@ pub enum Event {
         call: CallId,
         user: UserId,
     },
+    /// The call ended. `peer` is the other person, also for a call this page knew only
+    /// from its rejoin record (it ended while the page was away).
     CallEnded {
         call: CallId,
         reason: EndReason,
+        peer: Peer,
     },
     CallMoved {
         call: CallId,

@@ -2,7 +2,7 @@
 //! the browser going offline and coming back, the page waking, the heartbeat that
 //! finds a dead link, and fatal errors from the server.
 
-use super::{CallPhase, ConnectionState, StorageOp};
+use super::{CallPhase, ConnectionState};
 use super::{ClientEngine, Event, Io, LinkId, Timer};
 use crate::engine::liveness::Check;
 use crate::engine::reliable::Received;
@@ -76,6 +76,10 @@ impl ClientEngine {
     /// The page is being hidden or unloaded: write fresh rejoin deadlines so a reload
     /// offers the right countdown. (Not a hang-up.)
     pub fn handle_pagehide(&mut self, now: u64) {
+        // A logout still waiting for its answer must not be lost with the page.
+        if !self.logout.fallback_sent {
+            self.bye_by_other_means(now);
+        }
         if self.state == ConnectionState::Connected {
             self.refresh_records(now);
         }
@@ -127,32 +131,6 @@ impl ClientEngine {
         }
     }
 
-    /// End the session: calls held here end with `hangup`, every rejoin record is
-    /// deleted, the socket closes and nothing reconnects.
-    pub fn logout(&mut self, _now: u64) {
-        if self.state == ConnectionState::LoggedOut {
-            return;
-        }
-        if self.link.is_some_and(|(_, p)| p == LinkPhase::Ready) {
-            self.transmit.push_back(ClientFrame::Bye);
-        }
-        if let Some((id, _)) = self.link.take() {
-            self.io.push_back(Io::Close(id));
-        }
-        // Logging out ends each call as the user's own hang-up would.
-        self.end_all_local(CallPhase::ended_by_user);
-        for call in std::mem::take(&mut self.rejoins.records).into_keys() {
-            self.storage.push_back(StorageOp::Remove(call));
-        }
-        self.rejoins.offers.clear();
-        self.delivery.pending.clear();
-        self.delivery.outbox.clear();
-        self.timers.clear();
-        self.session = None;
-        self.state = ConnectionState::LoggedOut;
-        self.events.push_back(Event::LoggedOut);
-    }
-
     // ----------------------------------------------------------- link input
 
     /// The socket for `link` opened.
@@ -184,6 +162,9 @@ impl ClientEngine {
         if self.link.map(|(id, _)| id) != Some(link) {
             return;
         }
+        if self.logout_pending() {
+            return self.bye_link_gone();
+        }
         self.link = None;
         self.link_lost(now);
     }
@@ -210,7 +191,15 @@ impl ClientEngine {
             return;
         }
         self.liveness.heard(now);
+        if self.state == ConnectionState::LoggedOut {
+            // Only the answer to the logout's `bye` matters now.
+            if frame == ServerFrame::Bye {
+                self.bye_answered();
+            }
+            return;
+        }
         match frame {
+            ServerFrame::Bye => {}
             ServerFrame::Welcome(w) if phase == LinkPhase::Hello => self.welcome(*w, now),
             ServerFrame::Error(e) => self.server_error(e, now),
             _ if phase != LinkPhase::Ready => {
@@ -331,6 +320,7 @@ impl ClientEngine {
                 self.state = ConnectionState::Reconnecting;
                 self.backoff.attempt = 0;
                 self.down_since = Some(now);
+                self.lost_at = Some(now);
                 // Our own slot's window started about when the server last heard us.
                 self.refresh_records(self.liveness.last_heard().min(now));
             }

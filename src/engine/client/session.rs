@@ -2,7 +2,7 @@
 //! handled) or starts a new one (rebuilding calls and rejoin offers from the server's
 //! snapshot), and the exactly-once flow of application messages within it.
 
-use super::{CallPhase, ClientEngine, ClientError, Event, RejoinWithdrawn, StorageOp, Timer};
+use super::{CallPhase, ClientEngine, ClientError, Event, RejoinWithdrawn, Timer};
 use super::{ConnectionState, LinkPhase};
 use crate::engine::reliable::{Inbox, Outbox};
 use crate::protocol::*;
@@ -147,6 +147,7 @@ impl ClientEngine {
         self.state = ConnectionState::Connected;
         self.backoff.attempt = 0;
         self.down_since = None;
+        let away_since = self.lost_at.take();
         self.next_attempt_at = None;
         if resumed {
             // Re-send exactly what the server has not handled, in order. (Only the
@@ -195,7 +196,7 @@ impl ClientEngine {
                     user: w.user.clone(),
                 });
             }
-            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), now);
+            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), away_since, now);
         }
         self.flush_pending(now);
         if resumed && self.transmit.is_empty() {
@@ -215,7 +216,14 @@ impl ClientEngine {
     }
 
     /// Rebuild the active-call map and rejoin offers from a snapshot (a new session).
-    pub(super) fn reconcile(&mut self, me: &Peer, snap: Snapshot, now: u64) {
+    /// `away_since`: when the link was lost (None for a first session).
+    pub(super) fn reconcile(
+        &mut self,
+        me: &Peer,
+        snap: Snapshot,
+        away_since: Option<u64>,
+        now: u64,
+    ) {
         // Records of another identity (a shared browser) are not ours to use.
         let foreign: Vec<CallId> = self
             .rejoins
@@ -263,14 +271,20 @@ impl ClientEngine {
                     // Still ringing for us: keep offering it.
                 }
                 _ => {
-                    // The server remembers why every call it ended recently ended; one
-                    // it does not know at all went with a server that lost its state
-                    // (a restart with the in-memory store): the server went away.
-                    let reason = snap
-                        .ended
-                        .iter()
-                        .find(|e| e.call == id)
-                        .map_or(EndReason::ServerShutdown, |e| e.reason);
+                    // Gone. The snapshot says why, unless the server no longer knows the
+                    // call at all: then it lost its state (a restart without a durable
+                    // store), and nobody cancelled anything.
+                    let window_passed = self.calls.get(&id).is_some_and(|c| {
+                        c.phase == CallPhase::Active
+                            && away_since.is_some_and(|t| t + c.grace_ms <= now)
+                    });
+                    let reason = match snap.ended.iter().find(|e| e.call == id) {
+                        Some(e) => e.reason,
+                        // Away for longer than the window: it ended without us, long
+                        // enough ago that the server forgot how.
+                        None if window_passed => EndReason::ReconnectFailed,
+                        None => EndReason::ServerLost,
+                    };
                     self.end_local(&id, reason);
                 }
             }
@@ -289,23 +303,15 @@ impl ClientEngine {
                     let mine = my_slot(info, &me.id);
                     match mine {
                         Some(p) if p.link == LinkState::Reconnecting => {
+                            // Confirmed: the call waits for us, until the server's deadline
+                            // (on this page's clock as the welcome just measured it).
                             let deadline = p.deadline.map(|d| self.local_time(d));
-                            if let Some(r) = self.rejoins.records.get_mut(&id) {
-                                if let Some(d) = deadline {
-                                    r.deadline = d;
-                                }
-                                let r = r.clone();
-                                self.storage.push_back(StorageOp::Put(r));
-                            }
-                            if !self.rejoins.held_by_other_tab.contains_key(&id)
-                                && !self.rejoins.offers.contains_key(&id)
-                            {
-                                self.offer(&id, now);
-                            }
+                            self.confirm_waiting(&id, deadline, now);
                         }
                         _ => {
                             // Live in another tab or device: keep the token for an explicit
                             // takeover, but do not offer it.
+                            self.rejoins.unconfirmed.remove(&id);
                             if self.rejoins.offers.remove(&id).is_some() {
                                 self.events.push_back(Event::RejoinWithdrawn {
                                     call: id,
@@ -318,7 +324,14 @@ impl ClientEngine {
                 _ => {
                     let ended = snap.ended.iter().find(|e| e.call == id).map(|e| e.reason);
                     let was_offered = self.rejoins.offers.remove(&id).is_some();
+                    let Some(r) = self.rejoins.records.get(&id).cloned() else {
+                        continue;
+                    };
                     self.forget_record(&id);
+                    // The record's own deadline, on the server's clock: was the window
+                    // still open when the server forgot the call?
+                    let server_now = now as i64 + self.clock_offset;
+                    let window_open = r.deadline as i64 + r.clock_offset > server_now;
                     match ended {
                         Some(reason) => {
                             if was_offered {
@@ -327,9 +340,24 @@ impl ClientEngine {
                                     why: RejoinWithdrawn::CallEnded,
                                 });
                             }
-                            self.events.push_back(Event::CallEnded { call: id, reason });
+                            self.events.push_back(Event::CallEnded {
+                                call: id,
+                                reason,
+                                peer: r.peer,
+                            });
                         }
-                        None => self.events.push_back(Event::RejoinExpired { call: id }),
+                        None if was_offered => {
+                            self.events.push_back(Event::RejoinExpired { call: id })
+                        }
+                        // Never offered: the page learns once, with the person's name,
+                        // that the server lost the call; a window that passed long ago
+                        // needs no word.
+                        None if window_open => self.events.push_back(Event::CallEnded {
+                            call: id,
+                            reason: EndReason::ServerLost,
+                            peer: r.peer,
+                        }),
+                        None => {}
                     }
                 }
             }

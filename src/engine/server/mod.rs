@@ -389,6 +389,34 @@ impl<S: Store> ServerEngine<S> {
         self.store.commit();
     }
 
+    /// A logout delivered outside the socket: the page's fallback request when its
+    /// socket could not carry the `bye` (see [`ClientFrame::Bye`]). It proves the session
+    /// the way a resume does: the token names the session's identity (expiry is not
+    /// checked) and the secret is its current (or just rotated) resume secret. Then the
+    /// same happens as for a `bye`. False, and nothing changes, when the proof fails.
+    pub fn handle_bye_request(
+        &mut self,
+        token: &str,
+        session: &str,
+        secret: &str,
+        now: u64,
+    ) -> bool {
+        let Ok(user) = self.auth.authenticate(token, now, false) else {
+            return false;
+        };
+        let proven = self.store.session(session).is_some_and(|s| {
+            s.user.id == user.id
+                && (crate::engine::secret_matches(secret, &s.secret_hash)
+                    | s.prev_secret_hash
+                        .is_some_and(|h| crate::engine::secret_matches(secret, &h)))
+        });
+        if proven {
+            self.bye_without_socket(session, now);
+        }
+        self.store.commit();
+        proven
+    }
+
     /// Test and operations hook: close a user's sockets as if the network dropped them
     /// (the sessions detach and can resume).
     pub fn drop_links_of(&mut self, user: &str, now: u64) -> usize {

@@ -61,6 +61,22 @@ impl<S: Store> ServerEngine<S> {
             return denied(self, "only an active call can be rejoined");
         }
         if !token_matches(slot, token) {
+            // The usual way to get here: two tabs (or devices) of this person rejoined
+            // with one token and the other one won. Say so, so that this one can offer
+            // to move the call (with the token the winner now holds).
+            let live_elsewhere = slot
+                .session
+                .as_deref()
+                .filter(|holder| *holder != sid)
+                .and_then(|holder| self.store.session(holder))
+                .is_some_and(|s| s.conn.is_some());
+            if live_elsewhere {
+                self.metrics.rejoins_denied += 1;
+                return refuse(
+                    ErrorCode::HeldElsewhere,
+                    "another tab or device of yours holds this call now",
+                );
+            }
             return denied(self, "the rejoin token is wrong or already used");
         }
         let previous = slot.session.clone();

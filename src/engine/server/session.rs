@@ -257,8 +257,49 @@ impl<S: Store> ServerEngine<S> {
 
     /// Logout: the calls this session holds end, then the session is forgotten.
     pub(super) fn bye(&mut self, conn: ConnId, sid: &str, now: u64) {
-        let Some(user) = self.store.session(sid).map(|s| s.user.id.clone()) else {
+        if !self.end_session(sid, now) {
             return;
+        }
+        // The acknowledgement: the calls have ended and the session is gone. The page
+        // may go away now (it waits for this before unloading).
+        self.out.push_back(Output::Send {
+            conn,
+            frame: ServerFrame::Bye,
+        });
+        self.conns.remove(&conn);
+        self.out.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Bye,
+        });
+    }
+
+    /// A logout that could not go over the socket (the page's fallback request, see
+    /// [`ServerEngine::handle_bye_request`]): the same as a `bye`, and the session's
+    /// socket, if one is still attached, is closed.
+    pub(super) fn bye_without_socket(&mut self, sid: &str, now: u64) {
+        let conn = self.store.session(sid).and_then(|s| s.conn);
+        if !self.end_session(sid, now) {
+            return;
+        }
+        if let Some(conn) = conn {
+            // A socket that only lost its way up can still carry the answer down.
+            self.out.push_back(Output::Send {
+                conn,
+                frame: ServerFrame::Bye,
+            });
+            self.conns.remove(&conn);
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Bye,
+            });
+        }
+    }
+
+    /// Logout: ends the calls this session holds (and a ringing call offered to no
+    /// other session of the user) and forgets the session. False if it is unknown.
+    fn end_session(&mut self, sid: &str, now: u64) -> bool {
+        let Some(user) = self.store.session(sid).map(|s| s.user.id.clone()) else {
+            return false;
         };
         let calls: Vec<CallId> = self.store.calls_of(&user).to_vec();
         for id in calls {
@@ -281,15 +322,11 @@ impl<S: Store> ServerEngine<S> {
                 self.end_call(&id, reason, now);
             }
         }
-        self.conns.remove(&conn);
-        self.out.push_back(Output::Close {
-            conn,
-            reason: CloseReason::Bye,
-        });
         if let Some(s) = self.store.session_mut(sid) {
             s.conn = None;
         }
         self.expire_session(sid, now);
+        true
     }
 
     /// The page went away (`leave`): forget the session now. Its calls do not end: each

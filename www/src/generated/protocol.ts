@@ -92,7 +92,7 @@ export type ServerFrame = { "t": "welcome" } & Welcome | { "t": "msg", seq: numb
 /**
  * Highest client sequence the server has handled.
  */
-ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody;
+ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody | { "t": "bye" };
 
 /**
  * Opens or resumes a session.
@@ -247,7 +247,7 @@ export type PresenceEntry = { user: Peer, status: PresenceStatus, };
 /**
  * Why a call ended. Every end reaches both participants with the same reason.
  */
-export type EndReason = "hangup" | "declined" | "cancelled" | "no-answer" | "busy" | "reconnect-failed" | "server-shutdown";
+export type EndReason = "hangup" | "declined" | "cancelled" | "no-answer" | "busy" | "reconnect-failed" | "server-shutdown" | "server-lost";
 
 /**
  * Sequenced application messages from the server. Tagged by `"type"`.
@@ -282,6 +282,6 @@ fatal: boolean, };
 /**
  * Stable machine-readable error codes.
  */
-export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "invalid-argument" | "superseded" | "server-shutdown" | "hello-timeout" | "session-lost";
+export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "held-elsewhere" | "invalid-argument" | "superseded" | "server-shutdown" | "hello-timeout" | "session-lost";
 
 export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
