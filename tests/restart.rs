@@ -348,7 +348,8 @@ async fn a_rejoin_token_issued_before_the_restart_works_after_it_once() {
     collect(&mut alice2, &mut seen, 1).await;
     assert_eq!(seen.signals, [5]);
 
-    // Spent: the same token from another page is refused.
+    // Spent: the same token from another page is refused. The call is live on
+    // alice2, so the refusal says so (it is held elsewhere) and nothing moves.
     let mut thief = server.client("alice", records);
     connected(&mut thief).await;
     let c = call.clone();
@@ -358,7 +359,7 @@ async fn a_rejoin_token_issued_before_the_restart_works_after_it_once() {
             matches!(
                 e,
                 Event::RejoinWithdrawn {
-                    why: RejoinWithdrawn::Denied,
+                    why: RejoinWithdrawn::HeldElsewhere,
                     ..
                 }
             )
