@@ -376,7 +376,8 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     assert_eq!(signals(&mut bob, 1).await, vec![1]);
     assert_eq!(signals(&mut alice2, 1).await, vec![2]);
 
-    // The spent token, replayed from another page, is refused and changes nothing.
+    // The spent token, replayed from another page, is refused and changes nothing. The
+    // call is live on alice2, so the refusal says it is held elsewhere.
     let mut thief = server.client_with("alice", records);
     connected(&mut thief).await;
     let c = call.clone();
@@ -386,7 +387,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
             matches!(
                 e,
                 Event::RejoinWithdrawn {
-                    why: RejoinWithdrawn::Denied,
+                    why: RejoinWithdrawn::HeldElsewhere,
                     ..
                 }
             )
