@@ -168,7 +168,8 @@ pub enum ClientFrame {
     /// `/ws/bye`), a body of JSON text `{"token", "session", "secret"}` (the token of the
     /// hello, the session id and its latest resume secret, proof as for a resume),
     /// fit for `navigator.sendBeacon` while the page unloads. The answer is `204` when
-    /// the session was ended, `404` when the proof failed or the session was gone.
+    /// the session was ended or was already gone (the socket's `bye` got there first),
+    /// `403` when the proof failed (nothing changes), `400` for a body that is not that.
     Bye,
     /// The page is going away (closed, reloaded, navigated off; not into the
     /// back/forward cache): the server forgets the session now instead of keeping it

@@ -25,7 +25,7 @@ use super::now_ms;
 use super::socket::Writer;
 use super::store::redis::{Batch, RedisStore};
 use super::store::{StoreHealth, StoreStats};
-use crate::engine::server::{ConnId, Output, ServerEngine};
+use crate::engine::server::{ByeOutcome, ConnId, Output, ServerEngine};
 use crate::engine::store::{Changes, MemoryStore};
 use crate::engine::Entropy;
 use crate::protocol::{BadFrame, ClientFrame, ServerFrame};
@@ -64,10 +64,10 @@ pub(crate) enum Cmd {
     Closed(ConnId),
     Metrics(oneshot::Sender<MetricsSnapshot>),
     DropUser(String, oneshot::Sender<usize>),
-    /// A logout over HTTP (`POST /ws/bye`): answers whether a session was ended.
+    /// A logout over HTTP (`POST /ws/bye`): answers once what it did is durable.
     Bye {
         request: super::http::ByeRequest,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<ByeOutcome>,
     },
     Shutdown(oneshot::Sender<()>),
     /// Test hook: the actor panics, as a bug in the engine would make it.
@@ -96,6 +96,8 @@ pub(crate) struct Durable {
     written: u64,
     /// Outputs waiting for the batch of this number (or an earlier one) to be written.
     held: VecDeque<(u64, Output)>,
+    /// Answers to logouts over HTTP, held the same way.
+    held_byes: VecDeque<(u64, oneshot::Sender<ByeOutcome>, ByeOutcome)>,
     /// After a failed write: when to try again, and the pause after that.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -113,6 +115,7 @@ impl Durable {
             built: 0,
             written: 0,
             held: VecDeque::new(),
+            held_byes: VecDeque::new(),
             retry_at: None,
             backoff: RETRY_FIRST,
             stats,
@@ -121,7 +124,10 @@ impl Durable {
 
     /// Nothing is waiting to be written or released.
     fn idle(&self) -> bool {
-        self.pending.is_empty() && self.inflight.is_none() && self.held.is_empty()
+        self.pending.is_empty()
+            && self.inflight.is_none()
+            && self.held.is_empty()
+            && self.held_byes.is_empty()
     }
 }
 
@@ -242,12 +248,40 @@ impl Actor {
         }
     }
 
+    /// A logout over HTTP is answered once the session's end is written (its changes
+    /// were just flushed into the pending or the in-flight batch).
+    fn answer_bye_when_durable(&mut self, reply: oneshot::Sender<ByeOutcome>, outcome: ByeOutcome) {
+        let Some(d) = self.durable.as_mut() else {
+            let _ = reply.send(outcome);
+            return;
+        };
+        let tag = if d.pending.is_empty() {
+            d.built
+        } else {
+            d.built + 1
+        };
+        if tag <= d.written {
+            let _ = reply.send(outcome);
+        } else {
+            d.held_byes.push_back((tag, reply, outcome));
+        }
+    }
+
     /// Outputs whose batch is written go to their sockets, in order.
     fn release(&mut self) -> Vec<ConnId> {
         let mut ready = Vec::new();
         if let Some(d) = self.durable.as_mut() {
             while d.held.front().is_some_and(|(tag, _)| *tag <= d.written) {
                 ready.extend(d.held.pop_front().map(|(_, out)| out));
+            }
+            while d
+                .held_byes
+                .front()
+                .is_some_and(|(tag, ..)| *tag <= d.written)
+            {
+                if let Some((_, reply, outcome)) = d.held_byes.pop_front() {
+                    let _ = reply.send(outcome);
+                }
             }
         }
         ready
@@ -390,10 +424,11 @@ impl Actor {
                         }
                         Cmd::Bye { request, reply } => {
                             let r = request;
-                            let ended =
+                            let outcome =
                                 self.engine
                                     .handle_bye_request(&r.token, &r.session, &r.secret, now);
-                            let _ = reply.send(ended);
+                            self.flush();
+                            self.answer_bye_when_durable(reply, outcome);
                         }
                         Cmd::DropUser(user, reply) => {
                             let n = self.engine.drop_links_of(&user, now);

@@ -5,6 +5,7 @@ use super::actor::Cmd;
 use super::metrics::{self, ListenerCounters};
 use super::socket::ConnTracker;
 use super::store::StoreHealth;
+use crate::engine::server::ByeOutcome;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -128,8 +129,10 @@ pub(crate) async fn bye_handler(State(state): State<AppState>, body: String) -> 
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     match rx.await {
-        Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => StatusCode::NOT_FOUND.into_response(),
+        // Logging out twice is not an error: a page sends its `bye` on the socket and
+        // here at once, and the later of the two finds the session gone.
+        Ok(ByeOutcome::Ended | ByeOutcome::AlreadyGone) => StatusCode::NO_CONTENT.into_response(),
+        Ok(ByeOutcome::Refused) => StatusCode::FORBIDDEN.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }

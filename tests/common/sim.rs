@@ -22,8 +22,8 @@
 #![allow(dead_code)]
 
 use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord};
-use holdfast::engine::client::{ConnectionState, StorageOp};
-use holdfast::engine::server::{ConnId, DevAuth, Output, ServerConfig, ServerEngine};
+use holdfast::engine::client::{ConnectionState, Goodbye, StorageOp};
+use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig, ServerEngine};
 use holdfast::engine::store::MemoryStore;
 use holdfast::engine::SplitMix;
 use holdfast::protocol::{decode_client, decode_server, encode, CallId, ServerFrame};
@@ -96,7 +96,8 @@ pub struct Node {
     pub io_log: Vec<(u64, Io)>,
     /// Logouts the page delivered over HTTP (`Goodbye`s, handed to the server at once;
     /// `false` when the server refused the proof).
-    pub goodbyes: Vec<(u64, bool)>,
+    /// Logouts sent over HTTP: when, what the server made of it, and the request.
+    pub goodbyes: Vec<(u64, ByeOutcome, Goodbye)>,
     pub net: Net,
     up_ms: u64,
     down_ms: u64,
@@ -642,7 +643,7 @@ impl Sim {
                 let ok = self
                     .server
                     .handle_bye_request(&g.token, &g.session, &g.secret, now);
-                self.nodes[c].goodbyes.push((now, ok));
+                self.nodes[c].goodbyes.push((now, ok, g));
             }
             let node = &mut self.nodes[c];
             while let Some(e) = node.engine.poll_event() {

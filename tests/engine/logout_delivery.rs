@@ -5,6 +5,7 @@
 use crate::common::sim::{Net, Sim, C};
 use crate::helpers::{ended, has, in_call, server_call};
 use holdfast::engine::client::Event;
+use holdfast::engine::server::ByeOutcome;
 use holdfast::engine::store::Store;
 use holdfast::protocol::*;
 
@@ -52,7 +53,11 @@ fn a_bye_the_server_never_hears_goes_by_http_at_once() {
     sim.act(a, |e, now| e.logout(now));
     sim.advance(2_000);
     assert_eq!(sim.nodes[a].goodbyes.len(), 1);
-    assert!(sim.nodes[a].goodbyes[0].1, "the server took the proof");
+    assert_eq!(
+        sim.nodes[a].goodbyes[0].1,
+        ByeOutcome::Ended,
+        "the server took the proof"
+    );
     hung_up_at_once(&sim, a, b, &id, t, 50);
     assert!(
         !sim.nodes[a].engine.logout_pending(),
@@ -95,14 +100,46 @@ fn a_fallback_without_the_right_secret_changes_nothing() {
     let (mut sim, a, b, id) = in_call(195);
     let session = sim.nodes[a].engine.session_id().unwrap().to_owned();
     let now = sim.now;
-    assert!(!sim
-        .server
-        .handle_bye_request("alice", &session, &"00".repeat(32), now));
-    assert!(!sim
-        .server
-        .handle_bye_request("bob", &session, &"00".repeat(32), now));
+    for token in ["alice", "bob"] {
+        assert_eq!(
+            sim.server
+                .handle_bye_request(token, &session, &"00".repeat(32), now),
+            ByeOutcome::Refused
+        );
+    }
     sim.advance(100);
     assert!(ended(&sim, b, &id).is_empty());
     assert!(server_call(&sim, &id).is_some());
     assert!(sim.nodes[a].engine.session_id().is_some());
+}
+
+#[test]
+fn a_second_copy_of_the_logout_finds_it_done_and_is_not_an_error() {
+    // A page sends its `bye` on the socket and over HTTP at once; whichever arrives
+    // second must not look like a failure (a browser logs a 4xx as a console error).
+    let (mut sim, a, b, id) = in_call(196);
+    let t = sim.now;
+    sim.act(a, |e, now| e.logout(now));
+    sim.advance(50);
+    hung_up_at_once(&sim, a, b, &id, t, 50);
+    let (_, first, g) = sim.nodes[a].goodbyes[0].clone();
+    assert_eq!(first, ByeOutcome::Ended);
+    let (session, secret) = (g.session.clone(), g.secret.clone());
+    let now = sim.now;
+    assert_eq!(
+        sim.server
+            .handle_bye_request(&g.token, &session, &secret, now),
+        ByeOutcome::AlreadyGone
+    );
+    // A wrong token for a session that is gone is still refused.
+    assert_eq!(
+        sim.server.handle_bye_request("", &session, &secret, now),
+        ByeOutcome::Refused
+    );
+    sim.advance(1_000);
+    assert_eq!(
+        ended(&sim, b, &id),
+        vec![EndReason::Hangup],
+        "nothing more ended"
+    );
 }

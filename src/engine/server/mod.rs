@@ -53,6 +53,18 @@ const BUDGET_PRUNE_MS: u64 = 60_000;
 /// A socket, numbered by the engine.
 pub type ConnId = u64;
 
+/// What a logout over HTTP ([`ServerEngine::handle_bye_request`]) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByeOutcome {
+    /// The session was proven and ended, with its calls.
+    Ended,
+    /// No such session (already ended by the socket's `bye`, or expired): nothing to do.
+    /// Logging out twice is not an error.
+    AlreadyGone,
+    /// The token or the secret does not prove the session: nothing changed.
+    Refused,
+}
+
 /// What the driver must do.
 #[allow(clippy::large_enum_variant)] // see ServerFrame
 #[derive(Debug, Clone, PartialEq)]
@@ -393,28 +405,32 @@ impl<S: Store> ServerEngine<S> {
     /// socket could not carry the `bye` (see [`ClientFrame::Bye`]). It proves the session
     /// the way a resume does: the token names the session's identity (expiry is not
     /// checked) and the secret is its current (or just rotated) resume secret. Then the
-    /// same happens as for a `bye`. False, and nothing changes, when the proof fails.
+    /// same happens as for a `bye`. Nothing changes unless the proof holds.
     pub fn handle_bye_request(
         &mut self,
         token: &str,
         session: &str,
         secret: &str,
         now: u64,
-    ) -> bool {
+    ) -> ByeOutcome {
         let Ok(user) = self.auth.authenticate(token, now, false) else {
-            return false;
+            return ByeOutcome::Refused;
         };
-        let proven = self.store.session(session).is_some_and(|s| {
-            s.user.id == user.id
-                && (crate::engine::secret_matches(secret, &s.secret_hash)
-                    | s.prev_secret_hash
-                        .is_some_and(|h| crate::engine::secret_matches(secret, &h)))
-        });
-        if proven {
-            self.bye_without_socket(session, now);
+        let Some(s) = self.store.session(session) else {
+            // The socket's `bye` got there first (a page sends both at once), or the
+            // session expired: either way it is over, which is what was asked.
+            return ByeOutcome::AlreadyGone;
+        };
+        let proven = s.user.id == user.id
+            && (crate::engine::secret_matches(secret, &s.secret_hash)
+                | s.prev_secret_hash
+                    .is_some_and(|h| crate::engine::secret_matches(secret, &h)));
+        if !proven {
+            return ByeOutcome::Refused;
         }
+        self.bye_without_socket(session, now);
         self.store.commit();
-        proven
+        ByeOutcome::Ended
     }
 
     /// Test and operations hook: close a user's sockets as if the network dropped them
