@@ -572,6 +572,9 @@ pub enum ErrorCode {
     /// Client-side only: the session was lost before the server confirmed the request
     /// (`re`); it may or may not have been handled.
     SessionLost,
+    /// Client-side only: no answer to the request (`re`) arrived in time (see the
+    /// client's `request_timeout_ms`); a late answer is undone (a late call is cancelled).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -600,6 +603,7 @@ impl ErrorCode {
             ErrorCode::ServerShutdown => "server-shutdown",
             ErrorCode::HelloTimeout => "hello-timeout",
             ErrorCode::SessionLost => "session-lost",
+            ErrorCode::Timeout => "timeout",
         }
     }
 }
@@ -683,6 +687,7 @@ mod tests {
             ErrorCode::RejoinDenied,
             ErrorCode::FrameTooLarge,
             ErrorCode::HelloTimeout,
+            ErrorCode::Timeout,
         ] {
             assert_eq!(encode(&c), format!("\"{}\"", c.as_str()));
         }

@@ -17,5 +17,6 @@ mod logout_shutdown;
 mod races;
 mod rejoin;
 mod replay_overflow;
+mod requests;
 mod resume;
 mod ringing;

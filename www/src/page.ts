@@ -5,7 +5,7 @@
 
 import init, * as raw from './wasm/holdfast.js';
 import { HoldfastClient } from './client.js';
-import { HoldfastError, wrap } from './errors.js';
+import { HoldfastError, toHoldfastError, wrap } from './errors.js';
 import { heldElsewhere, watchHeld } from './locks.js';
 import type { ConnectOptions, HoldfastEvent } from './types.js';
 
@@ -85,8 +85,10 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
     for (const call of held) watchHeld(call, () => releasedElsewhere(call));
     setGlobal(client);
     return client;
-  })();
-  state.connecting.catch(() => setGlobal(null));
+  })().catch((e: unknown) => {
+    setGlobal(null);
+    throw toHoldfastError(e);
+  });
   return state.connecting;
 }
 

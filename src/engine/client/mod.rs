@@ -38,7 +38,8 @@ mod types;
 pub use events::Event;
 pub use rejoin::{RejoinOffer, RejoinRecord, RejoinWithdrawn, REJOIN_RECORD_VERSION};
 pub use types::{
-    CallPhase, ClientCall, ClientConfig, ClientError, ConnectionState, Io, LinkId, StorageOp,
+    CallPhase, ClientCall, ClientConfig, ClientError, ClientSnapshot, ConnectionState, Io, LinkId,
+    StorageOp,
 };
 
 use super::liveness::Liveness;
@@ -59,6 +60,8 @@ enum Timer {
     Heartbeat,
     Countdown,
     Refresh,
+    /// An invite's answer is due.
+    Request,
 }
 
 /// The client engine. See the module documentation.
@@ -221,6 +224,7 @@ impl ClientEngine {
                 }
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Countdown => self.countdown(now),
+                Timer::Request => self.request_timeouts(now),
                 Timer::Refresh => {
                     if self.state == ConnectionState::Connected && !self.rejoins.records.is_empty()
                     {
