@@ -649,6 +649,9 @@ pub enum ErrorCode {
     /// Client-side only: the session was lost before the server confirmed the request
     /// (`re`); it may or may not have been handled.
     SessionLost,
+    /// Client-side only: no answer to the request (`re`) arrived in time (see the
+    /// client's `request_timeout_ms`); a late answer is undone (a late call is cancelled).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -679,6 +682,7 @@ impl ErrorCode {
             ErrorCode::ServerRestarting => "server-restarting",
             ErrorCode::HelloTimeout => "hello-timeout",
             ErrorCode::SessionLost => "session-lost",
+            ErrorCode::Timeout => "timeout",
         }
     }
 }
@@ -777,6 +781,7 @@ mod tests {
             ErrorCode::RejoinDenied,
             ErrorCode::FrameTooLarge,
             ErrorCode::HelloTimeout,
+            ErrorCode::Timeout,
         ] {
             assert_eq!(encode(&c), format!("\"{}\"", c.as_str()));
         }

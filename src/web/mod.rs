@@ -15,7 +15,7 @@
 //!   with a `code`).
 
 use crate::engine::client::{
-    ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp,
+    ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, RejoinRecord, StorageOp,
 };
 use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, ServerFrame};
 use gloo_events::EventListener;
@@ -208,6 +208,7 @@ impl Driver {
         config.presence = opts.presence;
         config.call_waiting = opts.call_waiting;
         config.seed = (js_sys::Math::random() * 9.0e15) as u64;
+        config.json_bytes = |msg| json_text(msg).map_or(usize::MAX, |text| text.len());
         let hint = identity_hint(&opts.token);
         config.identity_hint = hint.clone();
         if let Some(v) = opts.backoff_base_ms {
@@ -657,7 +658,7 @@ impl Driver {
             .try_borrow()
             .map_err(|_| js_error("busy", "the client is busy"))?;
         let t = now();
-        let snap = Snapshot {
+        let snap = ClientSnapshot {
             state: engine.state(),
             user: engine.user().cloned(),
             session: engine.session_id().map(str::to_owned),
@@ -677,19 +678,6 @@ impl Driver {
         *self.timer.borrow_mut() = None;
         self.page.borrow_mut().clear();
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Snapshot {
-    state: crate::engine::client::ConnectionState,
-    user: Option<crate::protocol::Peer>,
-    session: Option<String>,
-    next_attempt_at: Option<u64>,
-    calls: Vec<crate::engine::client::ClientCall>,
-    presence: Vec<crate::protocol::PresenceEntry>,
-    pending_rejoins: Vec<crate::engine::client::RejoinOffer>,
-    now: u64,
 }
 
 // ------------------------------------------------------------------ JS exports

@@ -22,6 +22,7 @@ mod rejoin_confirmed;
 mod rejoin_countdown;
 mod rejoin_race;
 mod replay_overflow;
+mod requests;
 mod restart;
 mod resume;
 mod ringing;

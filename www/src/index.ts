@@ -11,6 +11,8 @@
 export type {
   Call,
   CallOptions,
+  CallPhase,
+  ClientErrorCode,
   ConnectOptions,
   ConnectionState,
   EndReason,
@@ -22,9 +24,11 @@ export type {
   PresenceEntry,
   PresenceStatus,
   RejoinOffer,
+  RejoinWithdrawn,
   Snapshot,
 } from './types.js';
 export { HoldfastError } from './errors.js';
+export type { HoldfastErrorCode, LocalErrorCode } from './errors.js';
 export { HoldfastClient } from './client.js';
 export { connect, getClient, onClientChange } from './page.js';
 export * from './media/index.js';

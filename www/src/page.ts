@@ -5,7 +5,7 @@
 
 import init, * as raw from './wasm/holdfast.js';
 import { HoldfastClient } from './client.js';
-import { HoldfastError, wrap } from './errors.js';
+import { HoldfastError, toHoldfastError, wrap } from './errors.js';
 import { heldElsewhere, watchHeld } from './locks.js';
 import type { ConnectOptions, HoldfastEvent } from './types.js';
 
@@ -46,6 +46,33 @@ export function onClientChange(listener: () => void): () => void {
 
 let wasmReady: Promise<unknown> | null = null;
 
+/** Waits between the attempts to download the wasm (a flaky network is what this
+ *  package is for). */
+const WASM_RETRY_DELAYS_MS = [250, 1_000];
+
+/** Loads the wasm client once per page. A failed download is retried a few times; if
+ *  every attempt fails, the next `connect()` starts over (nothing failed is cached). */
+function loadWasm(wasmUrl: string | URL | undefined): Promise<unknown> {
+  wasmReady ??= (async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await init(wasmUrl ? { module_or_path: wasmUrl } : undefined);
+      } catch (e) {
+        const delay = WASM_RETRY_DELAYS_MS[attempt];
+        if (delay === undefined) {
+          const why = e instanceof Error ? e.message : String(e);
+          throw new HoldfastError('wasm-load-failed', `could not load the Holdfast wasm: ${why}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  })();
+  wasmReady.catch(() => {
+    wasmReady = null;
+  });
+  return wasmReady;
+}
+
 /** Another tab that held `call` is gone: the call may be offered here now. */
 function releasedElsewhere(call: string): void {
   if (!state.client) return;
@@ -68,8 +95,7 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
   }
   if (state.connecting) return state.connecting;
   state.connecting = (async () => {
-    wasmReady ??= init(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
-    await wasmReady;
+    await loadWasm(options.wasmUrl);
     const held = await heldElsewhere();
     const client = new HoldfastClient(url, options.token, () => setGlobal(null));
     wrap(() => raw.connect({
@@ -85,8 +111,10 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
     for (const call of held) watchHeld(call, () => releasedElsewhere(call));
     setGlobal(client);
     return client;
-  })();
-  state.connecting.catch(() => setGlobal(null));
+  })().catch((e: unknown) => {
+    setGlobal(null);
+    throw toHoldfastError(e);
+  });
   return state.connecting;
 }
 

@@ -165,9 +165,27 @@ impl ClientEngine {
         }
         match body {
             ServerMsg::CallCreated { re, call, existing } => {
-                let Some((re, _)) = self.delivery.requests.remove(&re) else {
+                let Some((re, request)) = self.delivery.requests.remove(&re) else {
                     return;
                 };
+                self.delivery.invite_deadlines.remove(&re);
+                if request == Request::Abandoned {
+                    // The app was told this invite timed out: take the call back.
+                    if call.state != CallState::Ended && call.held_here {
+                        let _ = self.enqueue(
+                            ClientMsg::Cancel {
+                                call: call.id.clone(),
+                            },
+                            now,
+                        );
+                        // Later news of it (an answer that crossed the cancel) is stale.
+                        self.ended_here.push_back(call.id);
+                        if self.ended_here.len() > 64 {
+                            self.ended_here.pop_front();
+                        }
+                    }
+                    return;
+                }
                 let me = self.user().map(|u| u.id.clone()).unwrap_or_default();
                 let phase = match call.state {
                     CallState::Active => CallPhase::Active,
@@ -306,8 +324,14 @@ impl ClientEngine {
             ServerMsg::PresenceChanged { entry } => self.presence_changed(entry),
             ServerMsg::Error(e) => {
                 let request = e.re.and_then(|seq| self.delivery.requests.remove(&seq));
-                if let Some((_, Request::Rejoin(call))) = &request {
-                    self.rejoin_refused(call.clone(), e.code);
+                if let Some((req, _)) = &request {
+                    self.delivery.invite_deadlines.remove(req);
+                }
+                match &request {
+                    Some((_, Request::Rejoin(call))) => self.rejoin_refused(call.clone(), e.code),
+                    // Already reported as `timeout`.
+                    Some((_, Request::Abandoned)) => return,
+                    _ => {}
                 }
                 self.events.push_back(Event::Error {
                     code: e.code,

@@ -8,6 +8,7 @@ use serde::Serialize;
 /// Something the app should know. Serialises to the JS event objects
 /// (`{ type: "call-ended", call, reason }`, fields in camelCase).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "HoldfastEvent"))]
 #[serde(
     tag = "type",
     rename_all = "kebab-case",
@@ -91,6 +92,7 @@ pub enum Event {
     Signal {
         call: CallId,
         from: UserId,
+        #[cfg_attr(test, ts(type = "unknown"))]
         payload: serde_json::Value,
     },
     RejoinAvailable {

@@ -40,7 +40,8 @@ pub use events::Event;
 pub use logout::Goodbye;
 pub use rejoin::{RejoinOffer, RejoinRecord, RejoinWithdrawn, REJOIN_RECORD_VERSION};
 pub use types::{
-    CallPhase, ClientCall, ClientConfig, ClientError, ConnectionState, Io, LinkId, StorageOp,
+    CallPhase, ClientCall, ClientConfig, ClientError, ClientSnapshot, ConnectionState, Io, LinkId,
+    StorageOp,
 };
 
 use super::liveness::Liveness;
@@ -63,6 +64,8 @@ enum Timer {
     Refresh,
     /// The server's answer to a logout's `bye` is due.
     ByeAnswer,
+    /// An invite's answer is due.
+    Request,
 }
 
 /// The client engine. See the module documentation.
@@ -232,6 +235,7 @@ impl ClientEngine {
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Countdown => self.countdown(now),
                 Timer::ByeAnswer => self.bye_by_other_means(now),
+                Timer::Request => self.request_timeouts(now),
                 Timer::Refresh => {
                     if self.state == ConnectionState::Connected && !self.rejoins.records.is_empty()
                     {

@@ -20,6 +20,8 @@ pub(super) struct SessionState {
 pub(super) enum Request {
     Invite(UserId),
     Rejoin(CallId),
+    /// An invite that timed out (the app was told `timeout`): a late call is cancelled.
+    Abandoned,
     Other,
 }
 
@@ -39,6 +41,10 @@ pub(super) struct Delivery {
     next_request: u64,
     /// Sent messages that may still get an answer: seq → (request id, what it was).
     pub(super) requests: BTreeMap<u64, (u64, Request)>,
+    /// When each unanswered invite times out: request id → local epoch ms.
+    pub(super) invite_deadlines: BTreeMap<u64, u64>,
+    /// The frame limit of the last welcome (the config's until then).
+    pub(super) max_frame_bytes: Option<usize>,
 }
 
 impl Default for Delivery {
@@ -49,6 +55,8 @@ impl Default for Delivery {
             pending: VecDeque::new(),
             next_request: 1,
             requests: BTreeMap::new(),
+            invite_deadlines: BTreeMap::new(),
+            max_frame_bytes: None,
         }
     }
 }
@@ -67,7 +75,39 @@ impl Delivery {
     }
 }
 
+/// What the `msg` frame around a message adds at most (with the largest `seq` and `ack`).
+const MSG_ENVELOPE_BYTES: usize = r#"{"t":"msg","seq":,"ack":,"body":}"#.len() + 2 * 20;
+
 impl ClientEngine {
+    /// Invites whose answer is overdue fail with `timeout`: one not yet sent is
+    /// dropped (never sent); a sent one is marked so that its late call is cancelled.
+    pub(super) fn request_timeouts(&mut self, now: u64) {
+        let due: Vec<u64> = self
+            .delivery
+            .invite_deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in due {
+            self.delivery.invite_deadlines.remove(&req);
+            self.delivery.pending.retain(|(r, _)| *r != req);
+            for (r, request) in self.delivery.requests.values_mut() {
+                if *r == req {
+                    *request = Request::Abandoned;
+                }
+            }
+            self.events.push_back(Event::Error {
+                code: ErrorCode::Timeout,
+                message: format!(
+                    "no answer from the server within {} ms",
+                    self.config.request_timeout_ms
+                ),
+                re: Some(req),
+            });
+        }
+    }
+
     /// Queue an application message: sent at once when a session is ready, otherwise
     /// held unsequenced until one is (so a message never sent is never ambiguous after
     /// a session loss). Returns its request id.
@@ -75,7 +115,22 @@ impl ClientEngine {
         if self.unacked_len() >= self.config.max_unacked {
             return Err(ClientError::BufferFull);
         }
+        // The server drops an oversized frame without an answer (it cannot tell whose
+        // request it was), so such a message must never be queued.
+        let max = self
+            .delivery
+            .max_frame_bytes
+            .unwrap_or(self.config.max_frame_bytes);
+        let bytes = (self.config.json_bytes)(&msg) + MSG_ENVELOPE_BYTES;
+        if bytes > max {
+            return Err(ClientError::FrameTooLarge { bytes, max });
+        }
         let req = self.delivery.next_request_id();
+        if matches!(msg, ClientMsg::Invite { .. }) {
+            let at = now + self.config.request_timeout_ms;
+            self.delivery.invite_deadlines.insert(req, at);
+            self.timers.schedule(at, Timer::Request);
+        }
         if self.ready() {
             self.send_sequenced(req, msg, now);
         } else {
@@ -137,6 +192,7 @@ impl ClientEngine {
             w.timers.heartbeat_interval_ms,
             w.timers.heartbeat_timeout_ms,
         );
+        self.delivery.max_frame_bytes = Some(w.limits.max_frame_bytes);
         let had_session = self.session.is_some();
         let resumed = w.resumed && self.session.as_ref().is_some_and(|s| s.id == w.session);
         self.session = Some(SessionState {
@@ -171,7 +227,8 @@ impl ClientEngine {
             // Requests the server never confirmed will get no answer now.
             let lost = std::mem::take(&mut self.delivery.requests);
             for (_, (req, request)) in lost {
-                if request != Request::Other {
+                self.delivery.invite_deadlines.remove(&req);
+                if matches!(request, Request::Invite(_) | Request::Rejoin(_)) {
                     self.events.push_back(Event::Error {
                         code: ErrorCode::SessionLost,
                         message: "the session was lost before the server confirmed this request"

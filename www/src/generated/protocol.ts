@@ -282,6 +282,6 @@ fatal: boolean, };
 /**
  * Stable machine-readable error codes.
  */
-export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "held-elsewhere" | "invalid-argument" | "superseded" | "server-shutdown" | "server-restarting" | "hello-timeout" | "session-lost";
+export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "held-elsewhere" | "invalid-argument" | "superseded" | "server-shutdown" | "server-restarting" | "hello-timeout" | "session-lost" | "timeout";
 
 export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
