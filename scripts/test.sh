@@ -23,6 +23,9 @@ step "npm package build (wasm + TypeScript facade) with size report"
 step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
 scripts/test-browser.sh
 
+step "the packed tarball built by Vite 5-8 and webpack 5 (fixture apps for Playwright)"
+node www/fixtures/bundlers/build.mjs
+
 step "Playwright tests in Chromium against the real server"
 cargo build --locked --bin holdfast-server
 (cd www && npx playwright test)

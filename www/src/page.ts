@@ -7,6 +7,7 @@ import init, * as raw from './wasm/holdfast.js';
 import { HoldfastClient } from './client.js';
 import { HoldfastError, wrap } from './errors.js';
 import { heldElsewhere, watchHeld } from './locks.js';
+import { fetchWasm } from './wasm-source.js';
 import type { ConnectOptions, HoldfastEvent } from './types.js';
 
 const KEY = Symbol.for('holdfast.client');
@@ -68,7 +69,7 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
   }
   if (state.connecting) return state.connecting;
   state.connecting = (async () => {
-    wasmReady ??= init(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
+    wasmReady ??= init({ module_or_path: fetchWasm(options.wasmUrl) });
     await wasmReady;
     const held = await heldElsewhere();
     const client = new HoldfastClient(url, options.token, () => setGlobal(null));
