@@ -20,6 +20,9 @@ step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
 (cd www && npm run test:unit)
 
+step "what npm publish ships: README, licences, changelog, API reference (TypeDoc), publint, arethetypeswrong"
+(cd www && npm run check:package)
+
 step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
 scripts/test-browser.sh
 
