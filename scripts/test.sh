@@ -19,6 +19,7 @@ cargo test --locked
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
 (cd www && npm run test:unit)
+(cd www && npm run test:ssr)
 
 step "what npm publish ships: README, licences, changelog, API reference (TypeDoc), publint, arethetypeswrong"
 (cd www && npm run check:package)

@@ -60,6 +60,11 @@ function releasedElsewhere(call: string): void {
 /** Connects the page (once). Every later call with the same server and token returns
  *  the same client and socket; another identity needs `logout()` first. */
 export function connect(options: ConnectOptions): Promise<HoldfastClient> {
+  // Server-side rendering: no page, no socket; say so instead of a raw `fetch failed`.
+  if (typeof window === 'undefined') {
+    return Promise.reject(new HoldfastError('not-in-browser',
+      'connect() runs in the browser only; call it from an effect (useEffect, onMounted), not during server rendering'));
+  }
   const url = options.url ?? defaultUrl();
   const existing = state.client;
   if (existing) {
