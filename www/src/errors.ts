@@ -2,6 +2,8 @@
 
 /** Every failed call into the client throws this. */
 export class HoldfastError extends Error {
+  /** The stable code: a server error code (`peer-offline`, `rate-limited`, …) or one
+   *  of the client's (`already-connected`, `not-in-browser`, `wasm-not-found`, …). */
   readonly code: string;
   constructor(code: string, message: string) {
     super(message);

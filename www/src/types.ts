@@ -7,6 +7,10 @@ import type { EndReason, ErrorCode, Peer, PresenceEntry } from './generated/prot
 
 export type { EndReason, ErrorCode, Peer, PresenceEntry, PresenceStatus } from './generated/protocol.js';
 
+/** The connection's state: `idle` before `connect()`, `connecting` to the first session,
+ *  `connected`, `reconnecting` after a drop, `offline` while the browser is offline,
+ *  `gave-up` after `giveUpAfterMs` without a session, `auth-failed` when the server refused
+ *  the token, `logged-out` after `logout()`. */
 export type ConnectionState =
   | 'idle'
   | 'connecting'
@@ -19,14 +23,20 @@ export type ConnectionState =
 
 /** A call in this page's active-call map. Times are epoch milliseconds. */
 export interface Call {
+  /** The call's id, for `accept()`, `send()`, `hangup()` and the events. */
   id: string;
   /** `outgoing`: ringing at the peer; `incoming`: ringing here; `active`: connected. */
   phase: 'outgoing' | 'incoming' | 'active';
+  /** The other participant. */
   peer: Peer;
+  /** The call kind that selected its grace window (`CallOptions.kind`), if any. */
   kind: string | null;
+  /** The caller's JSON data (`CallOptions.metadata`). */
   metadata: unknown;
   /** How long either side may be away before the call ends `reconnect-failed`. */
   graceMs: number;
+  /** The other participant's link: `connected`, `reconnecting` (away, within the grace
+   *  window) or `pending` (not yet joined). */
   peerLink: 'connected' | 'reconnecting' | 'pending';
   /** When the peer's grace window closes, while `peerLink` is `reconnecting`. */
   peerDeadline: number | null;
@@ -36,53 +46,224 @@ export interface Call {
 
 /** A call this page may rejoin (after a reload, crash or closed tab). */
 export interface RejoinOffer {
+  /** The call's id, for `rejoin()` and `declineRejoin()`. */
   call: string;
+  /** The other participant. */
   peer: Peer;
+  /** The call kind, if any. */
   kind: string | null;
+  /** When the offer expires (epoch ms). */
   deadline: number;
+  /** Milliseconds left to rejoin when the offer was made or last counted down. */
   remainingMs: number;
 }
 
-/** Every event, discriminated by `type`. */
+/** Every event, discriminated by `type`; `client.on(type, handler)` gets one kind. */
 export type HoldfastEvent =
-  | { type: 'connecting'; attempt: number }
-  | { type: 'reconnecting'; attempt: number }
-  | { type: 'connected'; session: string; user: Peer }
-  | { type: 'resumed'; recovered: boolean }
-  | { type: 'disconnected'; nextAttemptAt: number | null }
-  | { type: 'session-lost'; unconfirmed: number }
-  | { type: 'offline' }
-  | { type: 'gave-up' }
-  | { type: 'auth-failed'; code: ErrorCode; message: string }
-  | { type: 'logged-out' }
-  | { type: 'presence'; entries: PresenceEntry[] }
-  | { type: 'presence-changed'; entry: PresenceEntry }
-  | { type: 'outgoing-call'; re: number; call: Call; existing: boolean }
-  | { type: 'incoming-call'; call: Call }
-  | { type: 'call-started'; call: Call; rejoined: boolean }
-  | { type: 'participant-disconnected'; call: string; user: string; deadline: number; remainingMs: number }
-  | { type: 'participant-reconnected'; call: string; user: string }
-  | { type: 'call-ended'; call: string; reason: EndReason }
-  | { type: 'call-moved'; call: string }
-  | { type: 'signal'; call: string; from: string; payload: unknown }
-  | { type: 'rejoin-available'; offer: RejoinOffer }
-  | { type: 'rejoin-countdown'; call: string; remainingMs: number }
-  | { type: 'rejoin-expired'; call: string }
-  | { type: 'rejoin-withdrawn'; call: string; why: 'call-ended' | 'held-elsewhere' | 'declined' | 'denied' }
-  | { type: 'error'; code: ErrorCode; message: string; re: number | null };
+  | {
+      /** Trying to open the first session. */
+      type: 'connecting';
+      /** 1 for the first attempt, counting up. */
+      attempt: number;
+    }
+  | {
+      /** Trying to get back after a drop. */
+      type: 'reconnecting';
+      /** 1 for the first attempt after the drop, counting up. */
+      attempt: number;
+    }
+  | {
+      /** The first session is open. */
+      type: 'connected';
+      /** The session's id. */
+      session: string;
+      /** Who the token says this page is. */
+      user: Peer;
+    }
+  | {
+      /** Back after a drop. */
+      type: 'resumed';
+      /** `true`: the session resumed with nothing lost; `false`: the server started a new
+       *  session (a `session-lost` event came first). */
+      recovered: boolean;
+    }
+  | {
+      /** The link dropped. */
+      type: 'disconnected';
+      /** When the next attempt starts (epoch ms); `null` while offline or after giving up. */
+      nextAttemptAt: number | null;
+    }
+  | {
+      /** The session could not be resumed: state was rebuilt from the server's snapshot. */
+      type: 'session-lost';
+      /** Sent messages the server may or may not have handled, which were dropped. */
+      unconfirmed: number;
+    }
+  | {
+      /** The browser went offline; the client reconnects when it is back online. */
+      type: 'offline';
+    }
+  | {
+      /** No session for `giveUpAfterMs`: the client stopped trying. */
+      type: 'gave-up';
+    }
+  | {
+      /** The server refused the token; the client does not retry. */
+      type: 'auth-failed';
+      /** The server's error code (`auth-failed`, `token-expired`, …). */
+      code: ErrorCode;
+      /** The server's explanation, for logs. */
+      message: string;
+    }
+  | {
+      /** `logout()` closed the socket; `connect()` may be called again. */
+      type: 'logged-out';
+    }
+  | {
+      /** Everyone online (with `presence: true`), once after connecting. */
+      type: 'presence';
+      /** Who is online and whether in a call. */
+      entries: PresenceEntry[];
+    }
+  | {
+      /** Someone came online, went offline, or started or ended a call. */
+      type: 'presence-changed';
+      /** Their new status. */
+      entry: PresenceEntry;
+    }
+  | {
+      /** The server made the call this page asked for with `call()` (or found the existing
+       *  one between the same two people). */
+      type: 'outgoing-call';
+      /** The request's sequence number. */
+      re: number;
+      /** The call, ringing at the peer. */
+      call: Call;
+      /** `true` when an invite between the same two people already existed. */
+      existing: boolean;
+    }
+  | {
+      /** Someone is calling this page: `accept(call.id)` or `decline(call.id)`. */
+      type: 'incoming-call';
+      /** The ringing call. */
+      call: Call;
+    }
+  | {
+      /** Both participants are in the call. */
+      type: 'call-started';
+      /** The call, now `active`. */
+      call: Call;
+      /** `true` when this page took the call back with `rejoin()`. */
+      rejoined: boolean;
+    }
+  | {
+      /** The other participant dropped; the call waits for them until `deadline`. */
+      type: 'participant-disconnected';
+      /** The call's id. */
+      call: string;
+      /** Who dropped. */
+      user: string;
+      /** When their grace window closes and the call ends `reconnect-failed` (epoch ms). */
+      deadline: number;
+      /** Milliseconds left of their grace window. */
+      remainingMs: number;
+    }
+  | {
+      /** The other participant is back. */
+      type: 'participant-reconnected';
+      /** The call's id. */
+      call: string;
+      /** Who came back. */
+      user: string;
+    }
+  | {
+      /** The call ended, at both ends, with one reason. */
+      type: 'call-ended';
+      /** The call's id. */
+      call: string;
+      /** Why: `hangup`, `declined`, `cancelled`, `no-answer`, `busy`, `reconnect-failed`,
+       *  `server-shutdown`, `call-moved`. */
+      reason: EndReason;
+    }
+  | {
+      /** Another tab or device of this identity took the call. */
+      type: 'call-moved';
+      /** The call's id. */
+      call: string;
+    }
+  | {
+      /** The other participant's `send()`: delivered exactly once, in order. */
+      type: 'signal';
+      /** The call's id. */
+      call: string;
+      /** Who sent it. */
+      from: string;
+      /** The JSON value they sent. */
+      payload: unknown;
+    }
+  | {
+      /** After a reload, crash or closed tab: this page may take back a live call. */
+      type: 'rejoin-available';
+      /** The call, its peer and the time left. */
+      offer: RejoinOffer;
+    }
+  | {
+      /** Once a second while a rejoin offer stands. */
+      type: 'rejoin-countdown';
+      /** The call's id. */
+      call: string;
+      /** Milliseconds left to rejoin. */
+      remainingMs: number;
+    }
+  | {
+      /** The rejoin window closed. */
+      type: 'rejoin-expired';
+      /** The call's id. */
+      call: string;
+    }
+  | {
+      /** The offer is gone before its deadline. */
+      type: 'rejoin-withdrawn';
+      /** The call's id. */
+      call: string;
+      /** `call-ended`, `held-elsewhere` (another tab has it), `declined` (`declineRejoin()`)
+       *  or `denied` (the server refused the rejoin). */
+      why: 'call-ended' | 'held-elsewhere' | 'declined' | 'denied';
+    }
+  | {
+      /** A request was refused, or the server reported a problem. */
+      type: 'error';
+      /** The stable error code. */
+      code: ErrorCode;
+      /** The server's explanation, for logs. */
+      message: string;
+      /** The refused request's sequence number, or `null`. */
+      re: number | null;
+    };
 
+/** The name of every event (`'call-ended'`, …). */
 export type EventType = HoldfastEvent['type'];
-export type EventOf<K extends EventType> = Extract<HoldfastEvent, { type: K }>;
+/** The event whose `type` is `K`. */
+export type EventOf<K extends EventType> = Extract<HoldfastEvent, {
+  /** The event's name. */
+  type: K;
+}>;
 
 /** An immutable picture of the client; a new object only when something changed. */
 export interface Snapshot {
+  /** The connection's state. */
   readonly state: ConnectionState;
+  /** Who this page is, once connected. */
   readonly user: Peer | null;
+  /** The session's id, once connected. */
   readonly session: string | null;
   /** Epoch ms of the next connection attempt while reconnecting. */
   readonly nextAttemptAt: number | null;
+  /** This page's calls: ringing and active. */
   readonly calls: readonly Call[];
+  /** Who is online (with `presence: true`). */
   readonly presence: readonly PresenceEntry[];
+  /** Calls this page may rejoin. */
   readonly pendingRejoins: readonly RejoinOffer[];
   /** The first pending rejoin, for the common one-call case. */
   readonly pendingRejoin: RejoinOffer | null;
@@ -90,6 +271,7 @@ export interface Snapshot {
   readonly now: number;
 }
 
+/** The options of `connect()`. */
 export interface ConnectOptions {
   /** The server's WebSocket URL; default `ws(s)://<this host>/ws`. */
   url?: string;
@@ -99,13 +281,19 @@ export interface ConnectOptions {
   presence?: boolean;
   /** Accept a second incoming call while in a call. */
   callWaiting?: boolean;
+  /** Reconnect backoff: the second attempt waits about this long (default 250 ms),
+   *  doubling, with jitter, up to `backoffMaxMs`. */
   backoffBaseMs?: number;
+  /** The longest wait between reconnect attempts (default 5000 ms). */
   backoffMaxMs?: number;
+  /** Stop reconnecting (state `gave-up`) after this long without a session (default
+   *  120000 ms). */
   giveUpAfterMs?: number;
   /** Where the `.wasm` file is, if not next to this package's files. */
   wasmUrl?: string | URL;
 }
 
+/** The options of `call()`. */
 export interface CallOptions {
   /** Selects the server's grace window (e.g. `support`, `interpreter`). */
   kind?: string;
