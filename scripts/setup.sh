@@ -37,3 +37,8 @@ fi
 
 step "npm packages (TypeScript, binaryen's wasm-opt, Playwright without browsers)"
 (cd www && npm ci --no-audit --no-fund)
+
+if [ "${1:-}" = "--test" ]; then
+  step "npm packages of the bundler fixture apps (Vite 5-8, webpack 5)"
+  (cd www/fixtures/bundlers && npm ci --no-audit --no-fund)
+fi

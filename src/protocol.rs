@@ -391,7 +391,9 @@ pub struct EndedCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Peer {
+    /// The stable identity (the token's `sub`).
     pub id: UserId,
+    /// The display name (the token's `name`).
     pub name: String,
 }
 
@@ -465,7 +467,9 @@ pub enum PresenceStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PresenceEntry {
+    /// Who.
     pub user: Peer,
+    /// Whether they are online, and whether in a call.
     pub status: PresenceStatus,
 }
 

@@ -17,7 +17,9 @@ export class HoldfastClient {
   private locks = new CallLocks();
   private closed = false;
 
-  /** @internal `loggedOut` runs once, when `logout()` closed this client. */
+  /** @internal `loggedOut` runs once, when `logout()` closed this client.
+   *  @param url The server's WebSocket URL.
+   *  @param token The token this client connected with. */
   constructor(readonly url: string, readonly token: string, private readonly loggedOut: () => void = () => {}) {}
 
   /** @internal Receives every event from the wasm client. */

@@ -11,7 +11,9 @@ export type LocalErrorCode =
   | 'already-connected'
   /** A command came from inside the client's own callback; call again from a later task. */
   | 'busy'
-  /** No browser here (server-side rendering) or a browser feature is missing. */
+  /** No browser here: `connect()` ran during a server-side render. */
+  | 'not-in-browser'
+  /** A browser feature the client needs is missing. */
   | 'unsupported'
   /** The client's WebAssembly could not be downloaded or compiled (`connect()` again to retry). */
   | 'wasm-load-failed'
@@ -25,6 +27,8 @@ export type HoldfastErrorCode = ErrorCode | ClientErrorCode | LocalErrorCode;
 
 /** Every failed call into the client throws (or rejects with) this. */
 export class HoldfastError extends Error {
+  /** The stable code: a server error code (`peer-offline`, `rate-limited`, …) or one
+   *  of the client's (`already-connected`, `not-in-browser`, `wasm-load-failed`, …). */
   readonly code: HoldfastErrorCode;
   constructor(code: HoldfastErrorCode, message: string) {
     super(message);

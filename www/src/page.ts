@@ -7,6 +7,7 @@ import init, * as raw from './wasm/holdfast.js';
 import { HoldfastClient } from './client.js';
 import { HoldfastError, toHoldfastError, wrap } from './errors.js';
 import { heldElsewhere, watchHeld } from './locks.js';
+import { fetchWasm } from './wasm-source.js';
 import type { ConnectOptions, HoldfastEvent } from './types.js';
 
 const KEY = Symbol.for('holdfast.client');
@@ -56,10 +57,11 @@ function loadWasm(wasmUrl: string | URL | undefined): Promise<unknown> {
   wasmReady ??= (async () => {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await init(wasmUrl ? { module_or_path: wasmUrl } : undefined);
+        return await init({ module_or_path: fetchWasm(wasmUrl) });
       } catch (e) {
         const delay = WASM_RETRY_DELAYS_MS[attempt];
         if (delay === undefined) {
+          // `fetchWasm` explains where it looked and the one option that fixes it.
           const why = e instanceof Error ? e.message : String(e);
           throw new HoldfastError('wasm-load-failed', `could not load the Holdfast wasm: ${why}`);
         }
@@ -86,6 +88,11 @@ function releasedElsewhere(call: string): void {
 /** Connects the page (once). Every later call with the same server and token returns
  *  the same client and socket; another identity needs `logout()` first. */
 export function connect(options: ConnectOptions): Promise<HoldfastClient> {
+  // Server-side rendering: no page, no socket; say so instead of a raw `fetch failed`.
+  if (typeof window === 'undefined') {
+    return Promise.reject(new HoldfastError('not-in-browser',
+      'connect() runs in the browser only; call it from an effect (useEffect, onMounted), not during server rendering'));
+  }
   const url = options.url ?? defaultUrl();
   const existing = state.client;
   if (existing) {

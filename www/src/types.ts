@@ -12,8 +12,13 @@ export type {
   Call, CallPhase, ClientErrorCode, ConnectionState, HoldfastEvent, RejoinOffer, RejoinWithdrawn,
 } from './generated/client.js';
 
+/** The name of every event (`'call-ended'`, …). */
 export type EventType = HoldfastEvent['type'];
-export type EventOf<K extends EventType> = Extract<HoldfastEvent, { type: K }>;
+/** The event whose `type` is `K`. */
+export type EventOf<K extends EventType> = Extract<HoldfastEvent, {
+  /** The event's name. */
+  type: K;
+}>;
 
 /** Every field readonly, arrays too (a snapshot is frozen). */
 type Frozen<T> = { readonly [K in keyof T]: T[K] extends Array<infer U> ? readonly U[] : T[K] };
@@ -24,6 +29,7 @@ export interface Snapshot extends Frozen<ClientSnapshot> {
   readonly pendingRejoin: RejoinOffer | null;
 }
 
+/** The options of `connect()`. */
 export interface ConnectOptions {
   /** The server's WebSocket URL; default `ws(s)://<this host>/ws`. */
   url?: string;
@@ -33,13 +39,19 @@ export interface ConnectOptions {
   presence?: boolean;
   /** Accept a second incoming call while in a call. */
   callWaiting?: boolean;
+  /** Reconnect backoff: the second attempt waits about this long (default 250 ms),
+   *  doubling, with jitter, up to `backoffMaxMs`. */
   backoffBaseMs?: number;
+  /** The longest wait between reconnect attempts (default 5000 ms). */
   backoffMaxMs?: number;
+  /** Stop reconnecting (state `gave-up`) after this long without a session (default
+   *  120000 ms). */
   giveUpAfterMs?: number;
   /** Where the `.wasm` file is, if not next to this package's files. */
   wasmUrl?: string | URL;
 }
 
+/** The options of `call()`. */
 export interface CallOptions {
   /** Selects the server's grace window (e.g. `support`, `interpreter`). */
   kind?: string;

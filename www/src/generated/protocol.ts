@@ -194,7 +194,15 @@ export type EndedCall = { call: string, reason: EndReason, };
 /**
  * An identity with its display name.
  */
-export type Peer = { id: string, name: string, };
+export type Peer = { 
+/**
+ * The stable identity (the token's `sub`).
+ */
+id: string, 
+/**
+ * The display name (the token's `name`).
+ */
+name: string, };
 
 /**
  * The state of a call as the server sees it.
@@ -242,7 +250,15 @@ export type PresenceStatus = "available" | "busy" | "offline";
 /**
  * Who is online.
  */
-export type PresenceEntry = { user: Peer, status: PresenceStatus, };
+export type PresenceEntry = { 
+/**
+ * Who.
+ */
+user: Peer, 
+/**
+ * Whether they are online, and whether in a call.
+ */
+status: PresenceStatus, };
 
 /**
  * Why a call ended. Every end reaches both participants with the same reason.
