@@ -20,6 +20,7 @@ export type {
   EventOf,
   EventType,
   HoldfastEvent,
+  LinkState,
   Peer,
   PresenceEntry,
   PresenceStatus,
