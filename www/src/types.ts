@@ -5,6 +5,9 @@
 // the options of the facade's own functions are written here.
 
 import type { ClientSnapshot, HoldfastEvent, RejoinOffer } from './generated/client.js';
+import type { CallElsewhere } from './locks.js';
+
+export type { CallElsewhere } from './locks.js';
 
 export type { EndReason, ErrorCode, Peer, PresenceEntry, PresenceStatus } from './generated/protocol.js';
 
@@ -27,6 +30,9 @@ type Frozen<T> = { readonly [K in keyof T]: T[K] extends Array<infer U> ? readon
 export interface Snapshot extends Frozen<ClientSnapshot> {
   /** The first pending rejoin, for the common one-call case. */
   readonly pendingRejoin: RejoinOffer | null;
+  /** Calls this person holds live in another tab of this browser (`moveHere()` takes
+   *  one), sorted by id. */
+  readonly elsewhere: readonly CallElsewhere[];
 }
 
 /** The options of `connect()`. */

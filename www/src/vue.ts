@@ -12,6 +12,7 @@ import {
   shallowRef,
   watch,
   type ComputedRef,
+  type DefineComponent,
   type Ref,
   type ShallowRef,
 } from 'vue';
@@ -274,10 +275,17 @@ export function useMedia(callId?: CallIdSource, options: UseMediaOptions = {}): 
   };
 }
 
+/** The props of `<CallVideo>`. */
+export interface CallVideoProps {
+  /** The call (default: the page's active call). */
+  callId?: string;
+  /** Show this page's camera (muted, a preview) instead of the other participant. */
+  local?: boolean;
+}
+
 /** A `<video>` playing the other participant of the active call (or, with `local`, this
- *  page's camera). It starts the call's media like `useMedia()`. Props: `callId`
- *  (default: the page's active call), `local`. */
-export const CallVideo = defineComponent({
+ *  page's camera). It starts the call's media like `useMedia()`. */
+export const CallVideo: DefineComponent<CallVideoProps> = defineComponent({
   name: 'CallVideo',
   props: {
     /** The call (default: the page's active call). */
