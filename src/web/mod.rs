@@ -782,6 +782,25 @@ pub fn rejoin(call: String) -> Result<f64, JsValue> {
     })
 }
 
+/// Moves here a call this identity holds in another tab of this origin (or on another
+/// device): the stored record is loaded first, the current holder's with its token, even
+/// if this page never saw the call (it started in another tab after this page loaded).
+/// The holder is told `call-moved`.
+#[wasm_bindgen(js_name = moveHere)]
+pub fn move_here(call: String) -> Result<f64, JsValue> {
+    with_client(|c| {
+        let stored = c.stored_record(&call);
+        c.command(|e, t| {
+            if let Some(r) = stored {
+                e.load_rejoin_records(vec![r], t);
+            }
+            e.rejoin(&call, t)
+        })?
+        .map(|r| r as f64)
+        .map_err(engine_error)
+    })
+}
+
 /// Relays `payload` (JSON data) to the other participant.
 #[wasm_bindgen(js_name = send)]
 pub fn send(call: String, payload: JsValue) -> Result<f64, JsValue> {

@@ -8,6 +8,9 @@
 
 import type { Call, ClientSnapshot, ConnectionState, RejoinOffer, RejoinWithdrawn } from './generated/client.js';
 import type { EndReason, ErrorCode, Peer, PresenceEntry } from './generated/protocol.js';
+import type { CallElsewhere } from './locks.js';
+
+export type { CallElsewhere } from './locks.js';
 
 export type { EndReason, ErrorCode, LinkState, Peer, PresenceEntry, PresenceStatus } from './generated/protocol.js';
 
@@ -217,6 +220,9 @@ type Frozen<T> = { readonly [K in keyof T]: T[K] extends Array<infer U> ? readon
 export interface Snapshot extends Frozen<ClientSnapshot> {
   /** The first pending rejoin, for the common one-call case. */
   readonly pendingRejoin: RejoinOffer | null;
+  /** Calls this person holds live in another tab of this browser (`moveHere()` takes
+   *  one), sorted by id. */
+  readonly elsewhere: readonly CallElsewhere[];
 }
 
 /** The options of `connect()`. */
