@@ -195,7 +195,7 @@ export class HoldfastClient {
 function emptySnapshot(state: ConnectionState): Snapshot {
   return {
     state, user: null, session: null, nextAttemptAt: null, calls: [], presence: [],
-    pendingRejoins: [], pendingRejoin: null, now: Date.now(),
+    pendingRejoins: [], pendingRejoin: null, lastFailure: null, now: Date.now(),
   };
 }
 

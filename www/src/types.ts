@@ -9,7 +9,8 @@ import type { ClientSnapshot, HoldfastEvent, RejoinOffer } from './generated/cli
 export type { EndReason, ErrorCode, Peer, PresenceEntry, PresenceStatus } from './generated/protocol.js';
 
 export type {
-  Call, CallPhase, ClientErrorCode, ConnectionState, HoldfastEvent, RejoinOffer, RejoinWithdrawn,
+  Call, CallPhase, ClientErrorCode, ConnectionFailure, ConnectionState, FailureReason, HoldfastEvent,
+  RejoinOffer, RejoinWithdrawn,
 } from './generated/client.js';
 
 /** The name of every event (`'call-ended'`, …). */
@@ -47,6 +48,9 @@ export interface ConnectOptions {
   /** Stop reconnecting (state `gave-up`) after this long without a session (default
    *  120000 ms). */
   giveUpAfterMs?: number;
+  /** How long one attempt may take to open the socket and get the server's welcome
+   *  before it fails with `connection-failed` reason `timeout` (default 5000 ms). */
+  connectTimeoutMs?: number;
   /** Where the `.wasm` file is, if not next to this package's files. */
   wasmUrl?: string | URL;
 }
