@@ -39,6 +39,7 @@ export const IDLE_STATE: HoldfastState = Object.freeze({
   presence: Object.freeze([]),
   pendingRejoins: Object.freeze([]),
   pendingRejoin: null,
+  lastFailure: null,
   now: 0,
   client: null,
 });
