@@ -64,6 +64,7 @@ pub enum ProbeResult {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionFailure {
+    /// Why it failed (see [`FailureReason`]).
     pub reason: FailureReason,
     /// The server's error code, when it gave one (`auth-failed`, `token-expired`,
     /// `unsupported-version`, `too-many-sessions`, …).
