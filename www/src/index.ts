@@ -22,6 +22,7 @@ export type {
   EventType,
   FailureReason,
   HoldfastEvent,
+  LinkState,
   Peer,
   PresenceEntry,
   PresenceStatus,

@@ -39,11 +39,15 @@ pub const REJOIN_RECORD_VERSION: u32 = 1;
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct RejoinOffer {
+    /// The call's id.
     pub call: CallId,
+    /// The other person, who is waiting.
     pub peer: Peer,
+    /// The app's call kind, or `null`.
     pub kind: Option<String>,
-    /// Local epoch ms.
+    /// When the window closes (local epoch ms, from the server's deadline).
     pub deadline: u64,
+    /// Milliseconds left to rejoin.
     pub remaining_ms: u64,
 }
 

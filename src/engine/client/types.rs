@@ -176,10 +176,13 @@ impl CallPhase {
 #[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Call"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCall {
+    /// The call's id (the same at both ends).
     pub id: CallId,
     /// `outgoing`: ringing at the peer; `incoming`: ringing here; `active`: connected.
     pub phase: CallPhase,
+    /// The other person.
     pub peer: Peer,
+    /// The app's call kind from the invite (it picks the grace window), or `null`.
     pub kind: Option<String>,
     /// The app's JSON data from the invite (`null` when none was given).
     #[cfg_attr(test, ts(type = "unknown"))]
@@ -200,13 +203,19 @@ pub struct ClientCall {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientSnapshot {
+    /// The connection's state.
     pub state: ConnectionState,
+    /// Who this page is, once connected.
     pub user: Option<Peer>,
+    /// The session's id, once connected.
     pub session: Option<SessionId>,
     /// Epoch ms of the next connection attempt while reconnecting.
     pub next_attempt_at: Option<u64>,
+    /// This page's calls: ringing and active.
     pub calls: Vec<ClientCall>,
+    /// Who is online (with `presence: true`).
     pub presence: Vec<PresenceEntry>,
+    /// Calls this page may rejoin, soonest deadline first.
     pub pending_rejoins: Vec<RejoinOffer>,
     /// The last failed connection attempt (as in its `connection-failed` event), until
     /// the next welcome.

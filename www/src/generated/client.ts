@@ -16,11 +16,23 @@ export type CallPhase = "outgoing" | "incoming" | "active";
 /**
  * A call in this page's active-call map. Times are epoch milliseconds.
  */
-export type Call = { id: string, 
+export type Call = { 
+/**
+ * The call's id (the same at both ends).
+ */
+id: string, 
 /**
  * `outgoing`: ringing at the peer; `incoming`: ringing here; `active`: connected.
  */
-phase: CallPhase, peer: Peer, kind: string | null, 
+phase: CallPhase, 
+/**
+ * The other person.
+ */
+peer: Peer, 
+/**
+ * The app's call kind from the invite (it picks the grace window), or `null`.
+ */
+kind: string | null, 
 /**
  * The app's JSON data from the invite (`null` when none was given).
  */
@@ -45,11 +57,27 @@ ringDeadline: number | null, };
 /**
  * A rejoin the app may offer to the user.
  */
-export type RejoinOffer = { call: string, peer: Peer, kind: string | null, 
+export type RejoinOffer = { 
 /**
- * Local epoch ms.
+ * The call's id.
  */
-deadline: number, remainingMs: number, };
+call: string, 
+/**
+ * The other person, who is waiting.
+ */
+peer: Peer, 
+/**
+ * The app's call kind, or `null`.
+ */
+kind: string | null, 
+/**
+ * When the window closes (local epoch ms, from the server's deadline).
+ */
+deadline: number, 
+/**
+ * Milliseconds left to rejoin.
+ */
+remainingMs: number, };
 
 /**
  * Why a rejoin offer went away without the user choosing.
@@ -65,7 +93,11 @@ export type FailureReason = "unreachable" | "not-found" | "auth-failed" | "versi
  * One failed connection attempt, as the app sees it (the `connection-failed` event and
  * the snapshot's `lastFailure`). Times are local epoch milliseconds.
  */
-export type ConnectionFailure = { reason: FailureReason, 
+export type ConnectionFailure = { 
+/**
+ * Why it failed (see [`FailureReason`]).
+ */
+reason: FailureReason, 
 /**
  * The server's error code, when it gave one (`auth-failed`, `token-expired`,
  * `unsupported-version`, `too-many-sessions`, …).
@@ -103,11 +135,35 @@ export type HoldfastEvent = { "type": "connecting", attempt: number, } | { "type
  * What the browser driver hands to JavaScript as the client's state (the facade adds
  * `pendingRejoin` and freezes it).
  */
-export type ClientSnapshot = { state: ConnectionState, user: Peer | null, session: string | null, 
+export type ClientSnapshot = { 
+/**
+ * The connection's state.
+ */
+state: ConnectionState, 
+/**
+ * Who this page is, once connected.
+ */
+user: Peer | null, 
+/**
+ * The session's id, once connected.
+ */
+session: string | null, 
 /**
  * Epoch ms of the next connection attempt while reconnecting.
  */
-nextAttemptAt: number | null, calls: Array<Call>, presence: Array<PresenceEntry>, pendingRejoins: Array<RejoinOffer>, 
+nextAttemptAt: number | null, 
+/**
+ * This page's calls: ringing and active.
+ */
+calls: Array<Call>, 
+/**
+ * Who is online (with `presence: true`).
+ */
+presence: Array<PresenceEntry>, 
+/**
+ * Calls this page may rejoin, soonest deadline first.
+ */
+pendingRejoins: Array<RejoinOffer>, 
 /**
  * The last failed connection attempt (as in its `connection-failed` event), until
  * the next welcome.
