@@ -109,6 +109,20 @@
 //! a call missing from the new session's snapshot without a recorded end reason is
 //! reported ended `server-shutdown` (the server went away), never `cancelled`.
 //!
+//! # Probing the socket URL
+//!
+//! A browser's WebSocket cannot see why an upgrade failed: a server that is down and a
+//! URL where no Holdfast server listens both end in a bare `close`. So a client whose
+//! socket failed before the welcome may send a plain HTTP `GET` to the socket URL (the
+//! same URL with `http(s)://`, no upgrade headers). A Holdfast server answers it with
+//! status [`PROBE_STATUS`] (426 Upgrade Required), `Access-Control-Allow-Origin: *` (a
+//! page of any origin may read it; it tells only what is below) and a JSON body,
+//! [`ProbeAnswer`]: `{"holdfast":1,"protocol":1}`; the protocol version is also in the
+//! [`PROBE_HEADER`] header (exposed to cross-origin reads), so a page can tell without
+//! reading the body. A refused upgrade (an origin the server does not allow) gets the
+//! same mark with status 403. Any other answer (a 404, an HTML page)
+//! means no Holdfast endpoint at that URL; no answer at all means unreachable.
+//!
 //! # Errors
 //!
 //! Errors carry a stable, machine-readable [`ErrorCode`]. An error answering a sequenced
@@ -127,6 +141,32 @@ pub const RESTART_FAST_RETRY_MS: u64 = 30_000;
 /// The protocol version this build speaks. A hello with another version gets the fatal
 /// error `unsupported-version`.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The HTTP status of a Holdfast server's answer to a plain `GET` of its socket URL
+/// (see [Probing the socket URL](self#probing-the-socket-url)).
+pub const PROBE_STATUS: u16 = 426;
+
+/// The header of a Holdfast server's probe answer that carries its [`PROTOCOL_VERSION`].
+pub const PROBE_HEADER: &str = "x-holdfast-protocol";
+
+/// The body of a Holdfast server's answer to a plain `GET` of its socket URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    /// Always 1: marks the answer as Holdfast's.
+    pub holdfast: u32,
+    /// The [`PROTOCOL_VERSION`] the server speaks.
+    pub protocol: u32,
+}
+
+impl ProbeAnswer {
+    /// This build's answer.
+    pub fn this_build() -> Self {
+        Self {
+            holdfast: 1,
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+}
 
 /// A user's identity as asserted by the app's backend (the JWT `sub`).
 pub type UserId = String;

@@ -869,3 +869,88 @@ async fn logout_over_http_refuses_a_bad_proof_and_takes_a_second_copy_quietly() 
     assert_eq!(status, 204, "logging out twice is not an error");
     server.stop().await;
 }
+
+/// Issue 15 item 2: a plain GET of the socket URL is Holdfast's probe answer (readable
+/// cross-origin); a native client tells a server that is down, a wrong path and a
+/// refused token apart, each within a second.
+#[tokio::test]
+async fn connection_failures_say_why() {
+    use holdfast::engine::client::{ConnectionFailure, FailureReason};
+    let server = TestServer::start(fast()).await;
+
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nOrigin: http://elsewhere.example\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(head.contains("x-holdfast-protocol: 1"), "{head}");
+    assert!(
+        head.contains("access-control-expose-headers: x-holdfast-protocol"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        json,
+        json!({"holdfast": 1, "protocol": holdfast::protocol::PROTOCOL_VERSION})
+    );
+
+    async fn first_failure(c: &mut NativeClient) -> (u64, ConnectionFailure) {
+        c.expect(WAIT, |e| match e {
+            Event::ConnectionFailed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .await
+        .map(|f| (holdfast::native::now_ms() - f.at, f))
+        .unwrap_or_else(|seen| panic!("no connection-failed; saw {seen:?}"))
+    }
+    let config = || {
+        let mut config = ClientConfig::new("alice");
+        config.backoff_base_ms = 50;
+        config.backoff_max_ms = 400;
+        config
+    };
+
+    // A wrong path on a real server: not found.
+    let url = format!("ws://{}/nope", server.addr);
+    let mut wrong = NativeClient::start(&url, config(), vec![]);
+    let (late, f) = first_failure(&mut wrong).await;
+    assert_eq!(f.reason, FailureReason::NotFound, "{f:?}");
+    assert!(f.message.contains("404"), "{}", f.message);
+    assert!(f.will_retry && f.next_attempt_at.is_some());
+    assert!(late < 1_000, "{late} ms");
+
+    // Nothing listening: unreachable.
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = free.local_addr().unwrap();
+    drop(free);
+    let mut down = NativeClient::start(&format!("ws://{dead}/ws"), config(), vec![]);
+    let (late, f) = first_failure(&mut down).await;
+    assert_eq!(f.reason, FailureReason::Unreachable, "{f:?}");
+    assert!(f.will_retry && f.next_attempt_at.is_some());
+    assert!(late < 1_000, "{late} ms");
+    server.stop().await;
+
+    // A refused token: auth-failed with the server's code, no retry.
+    let secret = "test-secret-of-at-least-32-bytes";
+    let jwt = TestServer::start_with(RunConfig {
+        engine: fast(),
+        auth: AuthMode::Jwt(secret.into()),
+        ..RunConfig::dev()
+    })
+    .await;
+    let mut refused = jwt.client("alice");
+    let (late, f) = first_failure(&mut refused).await;
+    assert_eq!(f.reason, FailureReason::AuthFailed, "{f:?}");
+    assert_eq!(f.code, Some(ErrorCode::AuthFailed));
+    assert!(!f.will_retry);
+    assert_eq!(f.next_attempt_at, None);
+    assert!(late < 1_000, "{late} ms");
+    jwt.stop().await;
+}

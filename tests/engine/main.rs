@@ -10,6 +10,7 @@ mod helpers;
 mod backoff;
 mod bad_input;
 mod call;
+mod connection_failed;
 mod dedup;
 mod grace;
 mod limits;

@@ -40,6 +40,7 @@ export const IDLE_STATE: HoldfastState = Object.freeze({
   pendingRejoins: Object.freeze([]),
   pendingRejoin: null,
   elsewhere: Object.freeze([]),
+  lastFailure: null,
   now: 0,
   client: null,
 });

@@ -223,7 +223,7 @@ export class HoldfastClient {
 function emptySnapshot(state: ConnectionState): Snapshot {
   return {
     state, user: null, session: null, nextAttemptAt: null, calls: [], presence: [],
-    pendingRejoins: [], pendingRejoin: null, elsewhere: [], now: Date.now(),
+    pendingRejoins: [], pendingRejoin: null, elsewhere: [], lastFailure: null, now: Date.now(),
   };
 }
 

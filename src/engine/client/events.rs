@@ -1,5 +1,6 @@
 //! What the client engine tells the app.
 
+use super::failure::ConnectionFailure;
 use super::rejoin::{RejoinOffer, RejoinWithdrawn};
 use super::types::ClientCall;
 use crate::protocol::*;
@@ -42,6 +43,10 @@ pub enum Event {
     SessionLost {
         unconfirmed: usize,
     },
+    /// A connection attempt failed before the server's welcome, and why. Every such
+    /// attempt is reported once, within about a second (see
+    /// [`super::ClientConfig::probe_timeout_ms`]).
+    ConnectionFailed(ConnectionFailure),
     Offline,
     GaveUp,
     AuthFailed {

@@ -1,6 +1,7 @@
 //! The client engine's public types, except its events (see `events.rs`) and the
 //! rejoin records (see `rejoin.rs`).
 
+use super::failure::ConnectionFailure;
 use super::rejoin::{RejoinOffer, RejoinRecord};
 use crate::protocol::*;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub struct ClientConfig {
     pub give_up_after_ms: u64,
     /// How long to wait for a socket to open and the welcome to arrive.
     pub connect_timeout_ms: u64,
+    /// How long the driver's HTTP probe of a failed attempt ([`Io::Probe`]) may take
+    /// before the failure is reported as `unreachable` anyway.
+    pub probe_timeout_ms: u64,
     /// Heartbeat timers used until a welcome announces the server's.
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
@@ -61,6 +65,7 @@ impl ClientConfig {
             backoff_max_ms: 5_000,
             give_up_after_ms: 120_000,
             connect_timeout_ms: 5_000,
+            probe_timeout_ms: 800,
             heartbeat_interval_ms: 1_500,
             heartbeat_timeout_ms: 4_500,
             rejoin_refresh_ms: 5_000,
@@ -129,6 +134,10 @@ pub enum Io {
     Open(LinkId),
     /// Close this socket. No more events for it are needed.
     Close(LinkId),
+    /// This socket failed before the server's welcome: find out over HTTP why (see
+    /// [`super::ProbeResult`]) and report it with
+    /// [`super::ClientEngine::handle_probe_result`].
+    Probe(LinkId),
 }
 
 /// A storage change the driver must persist.
@@ -208,6 +217,9 @@ pub struct ClientSnapshot {
     pub presence: Vec<PresenceEntry>,
     /// Calls this page may rejoin, soonest deadline first.
     pub pending_rejoins: Vec<RejoinOffer>,
+    /// The last failed connection attempt (as in its `connection-failed` event), until
+    /// the next welcome.
+    pub last_failure: Option<ConnectionFailure>,
     /// When the snapshot was taken (epoch ms).
     pub now: u64,
 }
