@@ -3,6 +3,7 @@
 // camera and microphone, against the real server: two people call, see each other, mute,
 // one reloads, is offered the call back while the other counts down, and rejoins.
 import { expect, test, type Browser, type Page } from '@playwright/test';
+import { expectVideoPlaying, watchProblems } from './page-probes.js';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,18 +17,6 @@ const fixtures = [
 
 const unique = (name: string) => `${name}-${Math.floor(Math.random() * 1e9)}`;
 
-/** Uncaught exceptions and console errors or warnings (React's and Vue's included). */
-function watchProblems(page: Page): string[] {
-  const problems: string[] = [];
-  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if ((m.type() === 'error' || m.type() === 'warning') && !/WebSocket/.test(m.text())) {
-      problems.push(`${m.type()}: ${m.text()}`);
-    }
-  });
-  return problems;
-}
-
 async function open(browser: Browser, path: string, user: string): Promise<{ page: Page; problems: string[] }> {
   const page = await (await browser.newContext()).newPage();
   const problems = watchProblems(page);
@@ -36,21 +25,7 @@ async function open(browser: Browser, path: string, user: string): Promise<{ pag
   return { page, problems };
 }
 
-/** Video frames the remote `<video>` has shown (-1: no picture yet). */
-function remoteFrames(page: Page): Promise<number> {
-  return page.evaluate(() => {
-    const v = document.querySelector<HTMLVideoElement>('video[data-holdfast-video=remote]');
-    if (!v || v.videoWidth === 0 || v.paused) return -1;
-    return v.getVideoPlaybackQuality().totalVideoFrames;
-  });
-}
-
-/** The remote video has a picture and new frames keep coming. */
-async function expectRemoteVideoPlaying(page: Page): Promise<void> {
-  await expect.poll(() => remoteFrames(page), { timeout: 20_000 }).toBeGreaterThan(0);
-  const before = await remoteFrames(page);
-  await expect.poll(() => remoteFrames(page), { timeout: 10_000 }).toBeGreaterThan(before + 5);
-}
+const expectRemoteVideoPlaying = (page: Page) => expectVideoPlaying(page, 'video[data-holdfast-video=remote]');
 
 /** Mean brightness (0-255) of the remote video's current frame. */
 function remoteBrightness(page: Page): Promise<number> {
