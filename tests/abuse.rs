@@ -2,6 +2,7 @@
 //! and an honest call side by side. The honest call must stay up and relay every
 //! payload exactly once while the hostile client does its worst. Real server on port 0,
 //! real sockets, native clients running the real client engine.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 use futures_util::{SinkExt, StreamExt};
 use holdfast::engine::client::{ClientConfig, Event};

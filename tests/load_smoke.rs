@@ -2,6 +2,7 @@
 //! `holdfast-server` binary: 50 sessions per drop mode must all recover with nothing
 //! lost or doubled, and the dead-link and resume-latency figures must measure something.
 //! Keeps the benchmark tool working; the figures themselves are in the README.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 use holdfast::load::{self, DropMode, ProxyWorkers, ServerSpec, Settings, StormReport};
 

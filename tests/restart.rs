@@ -2,6 +2,7 @@
 //! Redis, native clients running the real client engine. The server is SIGKILLed at
 //! random instants (messages in flight) or SIGTERMed, and started again on the same
 //! port; Redis itself is stopped for 5 s mid-call.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The real server on port 0, driven by native clients running the real client engine.
 //! Short windows come from configuration, so these take seconds, not minutes.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 use holdfast::engine::client::{
     ClientConfig, ConnectionState, Event, RejoinRecord, RejoinWithdrawn,

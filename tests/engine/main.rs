@@ -2,6 +2,7 @@
 //! would notice (events, call states, end reasons, deadlines). Nothing sleeps.
 //!
 //! One test binary, one module per behaviour; shared scenario helpers live in `helpers`.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 #[path = "../common/mod.rs"]
 mod common;

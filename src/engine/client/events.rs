@@ -9,7 +9,11 @@ use serde::Serialize;
 /// Something the app should know. Serialises to the JS event objects
 /// (`{ type: "call-ended", call, reason }`, fields in camelCase).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "HoldfastEvent"))]
+#[cfg_attr(
+    all(test, not(target_arch = "wasm32")),
+    derive(ts_rs::TS),
+    ts(rename = "HoldfastEvent")
+)]
 #[serde(
     tag = "type",
     rename_all = "kebab-case",
@@ -97,7 +101,7 @@ pub enum Event {
     Signal {
         call: CallId,
         from: UserId,
-        #[cfg_attr(test, ts(type = "unknown"))]
+        #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(type = "unknown"))]
         payload: serde_json::Value,
     },
     RejoinAvailable {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 /// Why a connection attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureReason {
     /// Nothing answered: the server is down, the host or port is wrong, or the network
@@ -61,7 +61,7 @@ pub enum ProbeResult {
 /// One failed connection attempt, as the app sees it (the `connection-failed` event and
 /// the snapshot's `lastFailure`). Times are local epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionFailure {
     /// Why it failed (see [`FailureReason`]).

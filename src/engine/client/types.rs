@@ -106,7 +106,7 @@ fn json_bytes(_: &ClientMsg) -> usize {
 
 /// The connection state the app sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum ConnectionState {
     /// `connect()` not called yet.
@@ -149,7 +149,7 @@ pub enum StorageOp {
 
 /// This page's role and view of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum CallPhase {
     /// We invited; the peer's phone is ringing.
@@ -173,7 +173,11 @@ impl CallPhase {
 
 /// A call in this page's active-call map. Times are epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Call"))]
+#[cfg_attr(
+    all(test, not(target_arch = "wasm32")),
+    derive(ts_rs::TS),
+    ts(rename = "Call")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCall {
     /// The call's id (the same at both ends).
@@ -185,7 +189,7 @@ pub struct ClientCall {
     /// The app's call kind from the invite (it picks the grace window), or `null`.
     pub kind: Option<String>,
     /// The app's JSON data from the invite (`null` when none was given).
-    #[cfg_attr(test, ts(type = "unknown"))]
+    #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(type = "unknown"))]
     pub metadata: Option<serde_json::Value>,
     /// How long either side may be away before the call ends `reconnect-failed`.
     pub grace_ms: u64,
@@ -200,7 +204,7 @@ pub struct ClientCall {
 /// What the browser driver hands to JavaScript as the client's state (the facade adds
 /// `pendingRejoin` and freezes it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientSnapshot {
     /// The connection's state.
