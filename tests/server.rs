@@ -2,13 +2,16 @@
 //! Short windows come from configuration, so these take seconds, not minutes.
 #![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
+#[path = "common/native.rs"]
+mod native_steps;
 use holdfast::engine::client::{
     ClientConfig, ConnectionState, Event, RejoinRecord, RejoinWithdrawn,
 };
 use holdfast::engine::server::ServerConfig;
 use holdfast::native::NativeClient;
-use holdfast::protocol::{CallId, EndReason, ErrorCode};
+use holdfast::protocol::{EndReason, ErrorCode};
 use holdfast::server::{run, AuthMode, RunConfig};
+use native_steps::{active_call, connected};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -121,42 +124,6 @@ fn fast() -> ServerConfig {
     }
 }
 
-async fn connected(c: &mut NativeClient) {
-    c.expect(WAIT, |e| matches!(e, Event::Connected { .. }).then_some(()))
-        .await
-        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
-}
-
-/// Alice calls Bob, Bob accepts; returns the call id.
-async fn active_call(alice: &mut NativeClient, bob: &mut NativeClient) -> CallId {
-    connected(alice).await;
-    connected(bob).await;
-    alice
-        .with(|e, now| e.call("bob", None, None, now))
-        .await
-        .unwrap();
-    let call = bob
-        .expect(WAIT, |e| match e {
-            Event::IncomingCall { call } => Some(call.id.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    let c2 = call.clone();
-    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
-    for c in [&mut *alice, &mut *bob] {
-        let started = c
-            .expect(WAIT, |e| match e {
-                Event::CallStarted { call, .. } => Some(call.id.clone()),
-                _ => None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(started, call);
-    }
-    call
-}
-
 async fn send(c: &NativeClient, call: &str, n: u64) {
     let call = call.to_owned();
     c.with(move |e, now| e.send(&call, json!({ "n": n }), now))
@@ -197,8 +164,8 @@ async fn health_and_metrics_and_one_socket_per_client() {
     assert_eq!(server.get("/healthz").await, (200, "ok".into()));
     let mut a = server.client("alice");
     let mut b = server.client("bob");
-    connected(&mut a).await;
-    connected(&mut b).await;
+    connected(&mut a, WAIT).await;
+    connected(&mut b, WAIT).await;
     // Many commands, one socket each.
     for _ in 0..5 {
         a.with(|e, now| e.set_status(holdfast::protocol::PresenceStatus::Available, now))
@@ -216,7 +183,7 @@ async fn drop_and_resume_replays_both_ways_exactly_once() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // The link dies abruptly; both sides keep sending during the gap.
     alice.kill_link();
@@ -252,7 +219,7 @@ async fn half_open_link_is_noticed_and_superseded() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // Nothing passes either way, and neither socket closes.
     alice.freeze_link();
@@ -297,7 +264,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     assert_eq!(
         records.len(),
@@ -385,7 +352,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     // The spent token, replayed from another page, is refused and changes nothing. The
     // call is live on alice2, so the refusal says it is held elsewhere.
     let mut thief = server.client_with("alice", records);
-    connected(&mut thief).await;
+    connected(&mut thief, WAIT).await;
     let c = call.clone();
     thief.with(move |e, now| e.rejoin(&c, now)).await.unwrap();
     thief
@@ -421,14 +388,14 @@ async fn window_passes_call_ends_reconnect_failed_and_no_prompt() {
     .await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     alice.close_tab().await;
     assert_eq!(ended(&mut bob, &call).await, EndReason::ReconnectFailed);
 
     // A page opened afterwards is not offered the call.
     let mut alice2 = server.client_with("alice", records);
-    connected(&mut alice2).await;
+    connected(&mut alice2, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events = alice2.drain_events();
     assert!(
@@ -450,7 +417,7 @@ async fn hangup_during_window_clears_the_rejoin() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     alice.close_tab().await;
     bob.expect(WAIT, |e| {
@@ -476,11 +443,11 @@ async fn second_session_takes_the_call_and_the_first_is_told_it_moved() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
 
     let mut tab2 = server.client_with("alice", records);
-    connected(&mut tab2).await;
+    connected(&mut tab2, WAIT).await;
     // Live in the first tab: not offered.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tab2.with(|e, now| e.pending_rejoins(now)).await.is_empty());
@@ -518,9 +485,9 @@ async fn duplicates_busy_and_glare_give_one_call() {
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
     let mut carol = server.client("carol");
-    connected(&mut alice).await;
-    connected(&mut bob).await;
-    connected(&mut carol).await;
+    connected(&mut alice, WAIT).await;
+    connected(&mut bob, WAIT).await;
+    connected(&mut carol, WAIT).await;
 
     // Crossed invites at the same moment: one call, active.
     let (ra, rb) = tokio::join!(
@@ -576,8 +543,8 @@ async fn ring_timeout_and_vanished_caller() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    connected(&mut alice).await;
-    connected(&mut bob).await;
+    connected(&mut alice, WAIT).await;
+    connected(&mut bob, WAIT).await;
 
     alice
         .with(|e, now| e.call("bob", None, None, now))
@@ -620,8 +587,8 @@ async fn bad_input_gets_error_codes_and_changes_nothing() {
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
     let mut mallory = server.client("mallory");
-    let call = active_call(&mut alice, &mut bob).await;
-    connected(&mut mallory).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
+    connected(&mut mallory, WAIT).await;
 
     async fn error_code(c: &mut NativeClient) -> ErrorCode {
         c.expect(WAIT, |e| match e {
@@ -766,7 +733,7 @@ async fn graceful_shutdown_tells_clients_and_ends_calls() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     server.stop().await;
     assert_eq!(ended(&mut alice, &call).await, EndReason::ServerShutdown);
     assert_eq!(ended(&mut bob, &call).await, EndReason::ServerShutdown);
@@ -790,7 +757,7 @@ async fn test_hook_drops_links_and_clients_resume() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let (status, body) = http(server.addr, "POST", "/test/drop?user=alice").await;
     assert_eq!((status, body.as_str()), (200, "1"));
     bob.expect(WAIT, |e| {
@@ -822,7 +789,7 @@ async fn logout_over_http_refuses_a_bad_proof_and_takes_a_second_copy_quietly() 
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let session = alice.with(|e, _| e.session_id().unwrap().to_owned()).await;
     let bye = |token: &str, secret: &str| {
         json!({ "token": token, "session": session, "secret": secret }).to_string()

@@ -1,0 +1,50 @@
+//! Native clients (the real client engine over the native driver) against a real
+//! server: the steps every such test starts with.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use holdfast::engine::client::Event;
+use holdfast::native::NativeClient;
+use holdfast::protocol::CallId;
+use std::time::Duration;
+
+/// Waits for the client's first session.
+pub async fn connected(c: &mut NativeClient, wait: Duration) {
+    c.expect(wait, |e| matches!(e, Event::Connected { .. }).then_some(()))
+        .await
+        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
+}
+
+/// Alice calls Bob, Bob accepts, both see the same call start; returns its id.
+pub async fn active_call(
+    alice: &mut NativeClient,
+    bob: &mut NativeClient,
+    wait: Duration,
+) -> CallId {
+    connected(alice, wait).await;
+    connected(bob, wait).await;
+    alice
+        .with(|e, now| e.call("bob", None, None, now))
+        .await
+        .unwrap();
+    let call = bob
+        .expect(wait, |e| match e {
+            Event::IncomingCall { call } => Some(call.id.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let c2 = call.clone();
+    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
+    for c in [&mut *alice, &mut *bob] {
+        let started = c
+            .expect(wait, |e| match e {
+                Event::CallStarted { call, .. } => Some(call.id.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(started, call);
+    }
+    call
+}
