@@ -3,7 +3,7 @@
 //! types serialized as they are (field names are part of the tool's output).
 
 use super::host::Machine;
-use super::stats::Summary;
+use super::stats::{kth, Summary};
 use super::storm::DropMode;
 use serde::Serialize;
 
@@ -14,6 +14,17 @@ pub struct ResumeTimes {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p100_ms: Option<f64>,
+}
+
+impl ResumeTimes {
+    /// From the sorted times at which sessions resumed, out of `n` sessions in all.
+    pub fn of(sorted: &[f64], n: usize) -> Self {
+        Self {
+            p50_ms: kth(sorted, n.div_ceil(2)),
+            p99_ms: kth(sorted, (n * 99).div_ceil(100)),
+            p100_ms: kth(sorted, n),
+        }
+    }
 }
 
 /// One resume storm.

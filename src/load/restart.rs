@@ -11,7 +11,6 @@ use super::links::Links;
 use super::report::{RestartReport, ResumeTimes};
 use super::session::Phase;
 use super::settings::Settings;
-use super::stats::kth;
 use super::target::{metric, Server, ServerSpec};
 use crate::native::now_ms;
 use serde::Serialize;
@@ -156,11 +155,7 @@ async fn restart_on(
         recovered_fraction: recovered as f64 / n as f64,
         resumed_before_listening: early,
         sessions_lost: o.sessions_lost,
-        resume: ResumeTimes {
-            p50_ms: kth(&times, n.div_ceil(2)),
-            p99_ms: kth(&times, (n * 99).div_ceil(100)),
-            p100_ms: kth(&times, n),
-        },
+        resume: ResumeTimes::of(&times, n),
         msgs_sent: o.sent,
         msgs_delivered: o.delivered,
         drained,
