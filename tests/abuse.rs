@@ -13,7 +13,7 @@ use holdfast::native::NativeClient;
 use holdfast::server::{
     run, run_with_metrics_listener, AuthMode, NetLimits, RunConfig, ServerError,
 };
-use native_steps::{active_call, connected};
+use native_steps::{active_call, connected, fast};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -62,19 +62,6 @@ impl TestServer {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
-    }
-}
-
-/// Fast timers: a socket that never says hello is closed after 0.9 s.
-fn fast() -> ServerConfig {
-    ServerConfig {
-        heartbeat_interval_ms: 300,
-        heartbeat_timeout_ms: 900,
-        resume_window_ms: 5_000,
-        default_grace_ms: 4_000,
-        ring_timeout_ms: 3_000,
-        ring_detach_grace_ms: 700,
-        ..ServerConfig::default()
     }
 }
 

@@ -11,7 +11,7 @@ use holdfast::engine::server::ServerConfig;
 use holdfast::native::NativeClient;
 use holdfast::protocol::{EndReason, ErrorCode};
 use holdfast::server::{run, AuthMode, RunConfig};
-use native_steps::{active_call, connected};
+use native_steps::{active_call, connected, fast};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -109,19 +109,6 @@ async fn http_with_body(addr: SocketAddr, method: &str, path: &str, body: &str) 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
-}
-
-/// Fast timers: dead links noticed in 0.9 s, windows of a few seconds.
-fn fast() -> ServerConfig {
-    ServerConfig {
-        heartbeat_interval_ms: 300,
-        heartbeat_timeout_ms: 900,
-        resume_window_ms: 5_000,
-        default_grace_ms: 4_000,
-        ring_timeout_ms: 3_000,
-        ring_detach_grace_ms: 700,
-        ..ServerConfig::default()
-    }
 }
 
 async fn send(c: &NativeClient, call: &str, n: u64) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use holdfast::engine::client::Event;
+use holdfast::engine::server::ServerConfig;
 use holdfast::native::NativeClient;
 use holdfast::protocol::CallId;
 use std::time::Duration;
@@ -47,4 +48,18 @@ pub async fn active_call(
         assert_eq!(started, call);
     }
     call
+}
+
+/// Fast timers: dead links (and a socket that never says hello) noticed in 0.9 s,
+/// windows of a few seconds.
+pub fn fast() -> ServerConfig {
+    ServerConfig {
+        heartbeat_interval_ms: 300,
+        heartbeat_timeout_ms: 900,
+        resume_window_ms: 5_000,
+        default_grace_ms: 4_000,
+        ring_timeout_ms: 3_000,
+        ring_detach_grace_ms: 700,
+        ..ServerConfig::default()
+    }
 }
