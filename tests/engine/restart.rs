@@ -67,3 +67,39 @@ fn a_grace_window_running_at_the_restart_ends_the_call_at_its_original_deadline(
         "ended at {at}, deadline {deadline}"
     );
 }
+
+/// Socket ids belong to a process. A restarted server numbers its sockets from 1 again,
+/// and the driver opens the first of them before it drains what the restore produced;
+/// a message the restore addressed to a socket id of the previous process would reach
+/// whoever holds that id now: a stranger, before their welcome.
+#[test]
+fn nothing_the_restore_produces_reaches_a_socket_of_the_new_process() {
+    use holdfast::engine::server::{DevAuth, Output, ServerEngine};
+    use holdfast::engine::store::MemoryStore;
+    use holdfast::engine::SplitMix;
+
+    let (sim, ..) = in_call(93);
+    let now = sim.now;
+    let (store, vanished) = MemoryStore::from_records(sim.server.store().records(), false);
+    let mut server = ServerEngine::restore(
+        sim.server.config().clone(),
+        store,
+        vanished,
+        Box::new(DevAuth),
+        Box::new(SplitMix(7)),
+        now,
+    );
+    let fresh: Vec<_> = (0..4).map(|_| server.handle_open_from(None, now)).collect();
+    let mut leaked = Vec::new();
+    while let Some(out) = server.poll_output() {
+        if let Output::Send { conn, frame } = out {
+            if fresh.contains(&conn) {
+                leaked.push((conn, frame));
+            }
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "frames for the old process's sockets went to new ones: {leaked:?}"
+    );
+}

@@ -567,8 +567,14 @@ impl<S: Store> ServerEngine<S> {
         hex(&buf)
     }
 
+    /// Queues `frame` for `conn`, if `conn` is an open socket of this engine; a frame
+    /// for any other id is dropped, so it can never reach whoever gets that id later.
     fn send(&mut self, conn: ConnId, frame: ServerFrame) {
-        self.out.push_back(Output::Send { conn, frame });
+        if self.conns.contains_key(&conn) {
+            self.out.push_back(Output::Send { conn, frame });
+        } else {
+            debug_assert!(false, "a frame for socket {conn}, which is not open");
+        }
     }
 
     /// An unsequenced error on a socket.

@@ -82,6 +82,14 @@ impl<S: Store> ServerEngine<S> {
                 engine.timers.schedule(at, timer);
             }
         }
+        // Forget every old socket id before any detach tells the other side: a message
+        // pushed to a session still holding one would go out on whichever socket of this
+        // process gets that id next (a stranger's, before their welcome).
+        for sid in &attached {
+            if let Some(s) = engine.store.session_mut(sid) {
+                s.conn = None;
+            }
+        }
         for sid in attached {
             engine.detach(&sid, now);
         }
