@@ -36,6 +36,9 @@ async fn restart(redis: &RedisServer, signal: RestartSignal) -> RestartReport {
     assert_eq!(r.msgs_doubled, 0, "{show}");
     assert_eq!(r.calls_lost, 0, "{show}");
     assert_eq!(r.duplicate_calls, 0, "{show}");
+    // No page is told anything it should not hear: an error here was a frame of someone
+    // else's session arriving before the welcome.
+    assert_eq!(r.session_errors, 0, "{show}");
     assert_eq!(
         r.server_resumes,
         Some(SESSIONS as u64),
