@@ -7,11 +7,15 @@
 //! With a durable store ([`Durable`]), the actor writes the records each batch of
 //! inputs changed (one `MULTI … EXEC`) and holds the batch's outputs until Redis
 //! answered OK: a welcome, an acknowledgement or a message is on the wire only once
-//! what it tells the client is in Redis. One write is in flight at a time; inputs
-//! handled meanwhile form the next batch (group commit), so a busy server writes
-//! larger batches rather than more of them. Outputs leave in the order the engine
-//! produced them; an input that changed nothing durable waits only for the writes
-//! before it.
+//! what it tells the client is in Redis. Up to [`PIPELINE_DEPTH`] writes are in flight
+//! at once, in order on one connection, so a message does not wait for the write
+//! before its own to be answered; when that many are in flight, inputs handled
+//! meanwhile form the next batch (group commit), so a busy server writes larger
+//! batches rather than more of them. Outputs leave in the order the engine produced
+//! them; an input that changed nothing durable waits only for the writes before it.
+//! A failed write fails every write in flight after it too (they were built on the
+//! assumption that it applied): all their changes are written again, together, once
+//! the pipeline is empty.
 //!
 //! Pongs are the exception: they answer at once, so that clients do not declare
 //! their links dead while Redis is slow or away, with their `ack` lowered to what
@@ -29,11 +33,13 @@ use crate::engine::server::{ByeOutcome, ConnId, Output, ServerEngine};
 use crate::engine::store::{Changes, MemoryStore};
 use crate::engine::Entropy;
 use crate::protocol::{BadFrame, ClientFrame, ServerFrame};
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Operating-system randomness for session ids, resume secrets and rejoin tokens.
@@ -79,10 +85,13 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// Most commands handled between two flushes.
 const BATCH: usize = 256;
+/// Most store writes in flight at once.
+const PIPELINE_DEPTH: usize = 4;
 /// How long a graceful shutdown waits for the last writes.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
-type Write = JoinHandle<(Batch, Result<Duration, redis::RedisError>)>;
+/// A write in flight: its batch number, the batch, and what Redis answered.
+type Write = Pin<Box<dyn Future<Output = (u64, Batch, Result<Duration, String>)> + Send>>;
 
 /// The durable side of the actor: what is being written and what waits for it.
 pub(crate) struct Durable {
@@ -90,12 +99,15 @@ pub(crate) struct Durable {
     health: Arc<StoreHealth>,
     /// Changed records not yet in a batch.
     pending: Changes,
-    /// The batch being written, and its number.
-    inflight: Option<(u64, Write)>,
+    /// The batches being written, oldest first (they complete in this order).
+    inflight: FuturesOrdered<Write>,
     /// Number of the last batch built; batches are numbered from 1.
     built: u64,
-    /// Number of the last batch Redis acknowledged.
+    /// Number of the last batch Redis acknowledged (and every batch before it).
     written: u64,
+    /// After a failed write: batches up to this number count as failed whatever
+    /// Redis answers them.
+    failed_upto: u64,
     /// Outputs waiting for the batch of this number (or an earlier one) to be written.
     held: VecDeque<(u64, Output)>,
     /// Answers to logouts over HTTP, held the same way.
@@ -113,9 +125,10 @@ impl Durable {
             redis,
             health,
             pending: Changes::default(),
-            inflight: None,
+            inflight: FuturesOrdered::new(),
             built: 0,
             written: 0,
+            failed_upto: 0,
             held: VecDeque::new(),
             held_byes: VecDeque::new(),
             retry_at: None,
@@ -127,7 +140,7 @@ impl Durable {
     /// Nothing is waiting to be written or released.
     fn idle(&self) -> bool {
         self.pending.is_empty()
-            && self.inflight.is_none()
+            && self.inflight.is_empty()
             && self.held.is_empty()
             && self.held_byes.is_empty()
     }
@@ -140,22 +153,16 @@ pub(crate) struct Actor {
     pub(crate) durable: Option<Durable>,
 }
 
-/// Waits for the write in flight, if any.
-async fn write_done(inflight: &mut Option<(u64, Write)>) -> (u64, Batch, Result<Duration, String>) {
+/// Waits for the oldest write in flight (forever when none is).
+async fn write_done(
+    inflight: Option<&mut FuturesOrdered<Write>>,
+) -> (u64, Batch, Result<Duration, String>) {
     match inflight {
-        Some((no, handle)) => {
-            let no = *no;
-            match handle.await {
-                Ok((batch, result)) => (no, batch, result.map_err(|e| e.to_string())),
-                // The write task does not panic; if it ever did, the records are rebuilt
-                // and written again.
-                Err(e) => {
-                    let _ = e;
-                    std::future::pending().await
-                }
-            }
-        }
-        None => std::future::pending().await,
+        Some(w) if !w.is_empty() => match w.next().await {
+            Some(done) => done,
+            None => std::future::pending().await,
+        },
+        _ => std::future::pending().await,
     }
 }
 
@@ -292,28 +299,32 @@ impl Actor {
             .collect()
     }
 
-    /// Starts writing the pending changes unless a write is in flight or a retry waits.
+    /// Starts writing the pending changes unless the pipeline is full or a retry waits.
     fn start_write(&mut self) {
         let Some(d) = self.durable.as_mut() else {
             return;
         };
-        if d.inflight.is_some() || d.pending.is_empty() {
+        if d.pending.is_empty() || d.inflight.len() >= PIPELINE_DEPTH {
             return;
         }
-        if d.retry_at.is_some_and(|at| Instant::now() < at) {
-            return;
+        if let Some(at) = d.retry_at {
+            // After a failure the retry waits for every write still in flight (they
+            // count as failed), so that it carries all of their changes.
+            if !d.inflight.is_empty() || Instant::now() < at {
+                return;
+            }
+            d.retry_at = None;
         }
-        d.retry_at = None;
         d.built += 1;
+        let no = d.built;
         let batch = d
             .redis
             .build(self.engine.store(), std::mem::take(&mut d.pending));
         let mut conn = d.redis.connection();
-        let handle = tokio::spawn(async move {
+        d.inflight.push_back(Box::pin(async move {
             let result = batch.execute(&mut conn).await;
-            (batch, result)
-        });
-        d.inflight = Some((d.built, handle));
+            (no, batch, result.map_err(|e| e.to_string()))
+        }));
     }
 
     /// A write finished.
@@ -321,7 +332,12 @@ impl Actor {
         let Some(d) = self.durable.as_mut() else {
             return;
         };
-        d.inflight = None;
+        // Built on the assumption that a write that failed before it applied.
+        let result = match result {
+            Ok(_) if no <= d.failed_upto => Err(None),
+            Ok(took) => Ok(took),
+            Err(e) => Err(Some(e)),
+        };
         match result {
             Ok(took) => {
                 d.redis.written(&batch);
@@ -334,11 +350,14 @@ impl Actor {
                 }
                 d.health.set_ready(true);
             }
-            Err(e) => {
+            Err(None) => {
                 d.redis.failed(&batch);
-                let mut again = batch.changes.clone();
-                again.merge(std::mem::take(&mut d.pending));
-                d.pending = again;
+                d.pending.merge(batch.changes);
+            }
+            Err(Some(e)) => {
+                d.redis.failed(&batch);
+                d.pending.merge(batch.changes);
+                d.failed_upto = d.built;
                 d.stats.errors += 1;
                 if !d.stats.unavailable {
                     d.stats.unavailable = true;
@@ -364,7 +383,7 @@ impl Actor {
                 return;
             };
             tokio::select! {
-                (no, batch, result) = write_done(&mut d.inflight) => self.written(no, batch, result),
+                (no, batch, result) = write_done(Some(&mut d.inflight)) => self.written(no, batch, result),
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(give_up).min(give_up)) => {
                     if Instant::now() >= give_up {
                         tracing::warn!("store unavailable at shutdown: unwritten changes were never acknowledged");
@@ -395,11 +414,7 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
-            let mut no_write = None;
-            let inflight = match self.durable.as_mut() {
-                Some(d) => &mut d.inflight,
-                None => &mut no_write,
-            };
+            let inflight = self.durable.as_mut().map(|d| &mut d.inflight);
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };

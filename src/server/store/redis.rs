@@ -398,7 +398,12 @@ impl RedisStore {
     }
 
     /// Builds the batch that writes `changes` as `store` has them now.
-    pub fn build(&self, store: &MemoryStore, changes: Changes) -> Batch {
+    ///
+    /// Batches may be pipelined: the replay-list ranges are taken to be what Redis
+    /// holds once every batch built so far has applied (batches are written in order
+    /// on one connection). A batch that fails makes the lists it touched unknown again
+    /// ([`RedisStore::failed`]), and the next batch replaces them whole.
+    pub fn build(&mut self, store: &MemoryStore, changes: Changes) -> Batch {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut lists = Vec::new();
@@ -501,6 +506,12 @@ impl RedisStore {
             }
         }
         let records = changes.sessions.len() + changes.calls.len() + changes.users.len();
+        for (id, range) in &lists {
+            match range {
+                Some(r) => self.lists.insert(id.clone(), *r),
+                None => self.lists.remove(id),
+            };
+        }
         Batch {
             pipe,
             changes,
@@ -510,14 +521,9 @@ impl RedisStore {
         }
     }
 
-    /// Redis answered OK to `batch`: remember what it now holds.
+    /// Redis answered OK to `batch` (and to every batch before it): the client
+    /// sequences it holds are durable.
     pub fn written(&mut self, batch: &Batch) {
-        for (id, range) in &batch.lists {
-            match range {
-                Some(r) => self.lists.insert(id.clone(), *r),
-                None => self.lists.remove(id),
-            };
-        }
         for (id, seq) in &batch.durable_in {
             match seq {
                 Some(s) => self.durable_in.insert(id.clone(), *s),
@@ -526,8 +532,8 @@ impl RedisStore {
         }
     }
 
-    /// `batch` failed: whether it applied is unknown, so the replay lists it touched
-    /// are replaced whole next time.
+    /// `batch` failed, or a batch before it did: whether it applied is unknown, so the
+    /// replay lists it touched are replaced whole next time.
     pub fn failed(&mut self, batch: &Batch) {
         for (id, _) in &batch.lists {
             self.lists.remove(id);
