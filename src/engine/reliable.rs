@@ -84,6 +84,12 @@ impl<M> Outbox<M> {
         while self.unacked.front().is_some_and(|u| u.seq <= ack) {
             self.unacked.pop_front();
         }
+        if self.unacked.is_empty() && before > 0 {
+            // An idle session keeps nothing: the buffer's capacity (a few messages'
+            // worth, over a kilobyte) would otherwise stay with every session a server
+            // holds.
+            self.unacked = VecDeque::new();
+        }
         before - self.unacked.len()
     }
 
@@ -181,6 +187,23 @@ mod tests {
             }
         }
         handled
+    }
+
+    #[test]
+    fn a_fully_acknowledged_outbox_holds_no_memory_and_still_counts_on() {
+        let mut out = Outbox::new();
+        for m in ["a", "b", "c", "d", "e"] {
+            out.push(0, m);
+        }
+        assert_eq!(out.take_ack(3), 3);
+        assert!(
+            out.unacked.capacity() >= 2,
+            "a partial ack keeps the buffer"
+        );
+        assert_eq!(out.take_ack(5), 2);
+        assert_eq!(out.unacked.capacity(), 0);
+        assert_eq!(out.push(0, "f"), 6);
+        assert_eq!(out.replay().map(|u| u.msg).collect::<Vec<_>>(), ["f"]);
     }
 
     #[test]
