@@ -769,3 +769,55 @@ async fn control_and_bidi_characters_are_refused_at_the_boundary() {
     relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
     server.stop().await;
 }
+
+/// A backlog in the server must not cost anyone their link. The engine stalls for 2 s
+/// (a machine too busy to run it) while a flood of 2,000 frames queues ahead of an
+/// honest client's pings. The engine used to fire its timers at the wall clock after
+/// the first 256 queued inputs, and so declared the honest link dead (silent for 2 s)
+/// with its pings still waiting in the queue. Timers now fire as of the send time of
+/// the inputs handled so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_in_the_server_declares_no_live_link_dead() {
+    let server = TestServer::start(config(NetLimits::default())).await;
+    let (mut honest, refused) = Raw::hello(server.addr, "alice").await;
+    assert_eq!(refused, None);
+    let (mut flood, _) = Raw::hello_from(HOSTILE_IP, server.addr, "mallory").await;
+    assert_eq!(
+        http_from([127, 0, 0, 1], server.addr, "POST", "/test/stall?ms=2000").await,
+        Some(202)
+    );
+    for n in 0..2_000 {
+        let ping = json!({"t": "ping", "ack": n}).to_string();
+        flood.ws.feed(Message::text(ping)).await.unwrap();
+    }
+    flood.ws.flush().await.unwrap();
+    // The honest client pings every 200 ms (the heartbeat timeout is 900 ms) and
+    // reads what comes back, for the stall and a while after it.
+    let until = Instant::now() + Duration::from_millis(3_500);
+    let mut pongs_after_stall = 0;
+    let stall_over = Instant::now() + Duration::from_millis(2_000);
+    while Instant::now() < until {
+        let ping = json!({"t": "ping", "ack": 0}).to_string();
+        honest.ws.send(Message::text(ping)).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_millis(200), honest.ws.next()).await;
+        match answer {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_ne!(v["t"], "error", "the honest link got {v}");
+                if v["t"] == "pong" && Instant::now() > stall_over {
+                    pongs_after_stall += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                panic!("the server closed the honest link: {frame:?}")
+            }
+            Ok(None | Some(Err(_))) => panic!("the honest link broke"),
+            Ok(Some(Ok(_))) | Err(_) => {}
+        }
+    }
+    assert!(
+        pongs_after_stall > 0,
+        "the engine answers again after the stall"
+    );
+    server.stop().await;
+}

@@ -53,6 +53,34 @@ impl Entropy for OsEntropy {
     }
 }
 
+/// The actor's mailbox as socket tasks and HTTP handlers hold it. Every command is
+/// stamped with the time it was sent, and the engine handles it as of that time: when
+/// the actor falls behind (a reconnect storm on a busy machine), a hello or a ping that
+/// waited in the queue counts from when it arrived, and no timer fires ahead of an
+/// input that arrived before its deadline. So the server never declares a link dead,
+/// or a hello late, because of its own backlog.
+#[derive(Clone)]
+pub(crate) struct ActorTx(mpsc::UnboundedSender<(u64, Cmd)>);
+
+/// The actor's end of its mailbox.
+pub(crate) type ActorRx = mpsc::UnboundedReceiver<(u64, Cmd)>;
+
+impl ActorTx {
+    pub(crate) fn channel() -> (ActorTx, ActorRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ActorTx(tx), rx)
+    }
+
+    /// Queues `cmd`; fails when the actor is gone.
+    pub(crate) fn send(&self, cmd: Cmd) -> Result<(), Cmd> {
+        self.0.send((now_ms(), cmd)).map_err(|e| e.0 .1)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 /// What a socket's task is told. Frames are boxed so a queued item is one pointer.
 pub(crate) enum Outbound {
     Frame(Box<ServerFrame>),
@@ -78,6 +106,8 @@ pub(crate) enum Cmd {
     Shutdown(oneshot::Sender<()>),
     /// Test hook: the actor panics, as a bug in the engine would make it.
     Crash,
+    /// Test hook: the actor handles nothing for this long, as on a busy machine.
+    Stall(Duration),
 }
 
 /// First and longest pause between two attempts to write to an unavailable store.
@@ -148,6 +178,9 @@ impl Durable {
 
 pub(crate) struct Actor {
     pub(crate) engine: ServerEngine<MemoryStore>,
+    /// The engine's time (ms since the epoch): the send time of the command being
+    /// handled, or the wall clock when none waits; never goes back.
+    pub(crate) clock: u64,
     pub(crate) writers: HashMap<ConnId, Writer>,
     /// `Some` with a durable store: outputs are held until their batch is written.
     pub(crate) durable: Option<Durable>,
@@ -250,7 +283,7 @@ impl Actor {
             if dead.is_empty() {
                 return;
             }
-            let now = now_ms();
+            let now = self.clock;
             for conn in dead {
                 self.engine.handle_close(conn, now);
             }
@@ -395,7 +428,13 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    /// The engine's time with nothing waiting in the queue: the wall clock.
+    fn tick(&mut self) -> u64 {
+        self.clock = self.clock.max(now_ms());
+        self.clock
+    }
+
+    pub(crate) async fn run(mut self, mut rx: ActorRx) {
         loop {
             let deadline = self.engine.poll_timeout();
             let retry_at = self.durable.as_ref().and_then(|d| d.retry_at);
@@ -415,17 +454,22 @@ impl Actor {
                 }
             };
             let inflight = self.durable.as_mut().map(|d| &mut d.inflight);
+            // Biased: finished writes first (they release held outputs), then inputs,
+            // and timers only when no input waits (a batch fires the timers due as of
+            // its own inputs).
             tokio::select! {
+                biased;
+                (no, batch, result) = write_done(inflight) => self.written(no, batch, result),
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
                     if self.handle_batch(cmd, &mut rx).await.is_break() {
                         return;
                     }
                 }
-                (no, batch, result) = write_done(inflight) => self.written(no, batch, result),
                 _ = retry => self.flush(),
                 _ = sleep => {
-                    self.engine.handle_timeout(now_ms());
+                    let now = self.tick();
+                    self.engine.handle_timeout(now);
                     self.flush();
                 }
             }
@@ -435,16 +479,18 @@ impl Actor {
     /// Handles `first` and whatever else is already queued (up to [`BATCH`]), then
     /// flushes once and fires the timers that came due meanwhile. Under a storm of
     /// reconnects the queue is long: one flush and one timer re-arm per batch instead of
-    /// per command is what keeps the engine ahead of it, so a hello waiting in the queue
-    /// is not overtaken by its own timeout.
+    /// per command is what keeps the engine ahead of it. While commands still wait,
+    /// timers fire only up to the send time of the last one handled (see [`ActorTx`]):
+    /// every input sent before such a deadline has been handled.
     async fn handle_batch(
         &mut self,
-        first: Cmd,
-        rx: &mut mpsc::UnboundedReceiver<Cmd>,
+        first: (u64, Cmd),
+        rx: &mut ActorRx,
     ) -> std::ops::ControlFlow<()> {
         let mut next = Some(first);
         let mut handled = 0;
-        while let Some(cmd) = next.take() {
+        while let Some((sent, cmd)) = next.take() {
+            self.clock = self.clock.max(sent);
             if self.handle_cmd(cmd).await.is_break() {
                 return std::ops::ControlFlow::Break(());
             }
@@ -454,7 +500,11 @@ impl Actor {
             }
         }
         self.flush();
-        let now = now_ms();
+        let now = if rx.is_empty() {
+            self.tick()
+        } else {
+            self.clock
+        };
         if self.engine.poll_timeout().is_some_and(|at| at <= now) {
             self.engine.handle_timeout(now);
             self.flush();
@@ -464,7 +514,7 @@ impl Actor {
 
     /// One command from a socket task or an HTTP handler. `Break` after a shutdown.
     async fn handle_cmd(&mut self, cmd: Cmd) -> std::ops::ControlFlow<()> {
-        let now = now_ms();
+        let now = self.clock;
         match cmd {
             Cmd::Open { writer, ip, reply } => {
                 let conn = self.engine.handle_open_from(ip, now);
@@ -502,6 +552,7 @@ impl Actor {
                 let _ = reply.send(n);
             }
             Cmd::Crash => panic!("test hook: engine crash requested"),
+            Cmd::Stall(pause) => tokio::time::sleep(pause).await,
             Cmd::Shutdown(reply) => {
                 self.engine.shutdown(now);
                 self.flush();

@@ -1,7 +1,7 @@
 //! The HTTP endpoints beside the WebSocket: `/healthz`, `/readyz`, `/metrics`, the
 //! logout fallback `/ws/bye` and the test hooks.
 
-use super::actor::Cmd;
+use super::actor::{ActorTx, Cmd};
 use super::metrics::{self, ListenerCounters};
 use super::socket::ConnTracker;
 use super::store::StoreHealth;
@@ -13,12 +13,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::sync::oneshot;
 use tower_http::cors::CorsLayer;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    pub(crate) actor: mpsc::UnboundedSender<Cmd>,
+    pub(crate) actor: ActorTx,
     pub(crate) max_frame_bytes: usize,
     pub(crate) allowed_origins: Option<Arc<[String]>>,
     pub(crate) tracker: Arc<ConnTracker>,
@@ -78,6 +79,24 @@ pub(crate) async fn drop_handler(
     }
 }
 
+#[derive(serde::Deserialize)]
+pub(crate) struct StallQuery {
+    ms: u64,
+}
+
+/// Test hook: the engine handles nothing for `ms` (as on a machine too busy to run
+/// it); sockets go on reading, so inputs queue up meanwhile.
+pub(crate) async fn stall_handler(
+    State(state): State<AppState>,
+    Query(q): Query<StallQuery>,
+) -> Response {
+    let stall = Duration::from_millis(q.ms.min(60_000));
+    if state.actor.send(Cmd::Stall(stall)).is_err() {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
 pub(crate) async fn crash_handler(State(state): State<AppState>) -> Response {
     let _ = state.actor.send(Cmd::Crash);
     StatusCode::ACCEPTED.into_response()
@@ -101,12 +120,14 @@ pub(crate) fn metrics_routes(test_hooks: bool) -> Router<AppState> {
     }
 }
 
-/// `POST /test/drop?user=ID` (drops a user's sockets) and `POST /test/crash` (the
-/// engine panics), cross-origin like `/metrics`.
+/// `POST /test/drop?user=ID` (drops a user's sockets), `POST /test/crash` (the
+/// engine panics) and `POST /test/stall?ms=N` (the engine pauses), cross-origin like
+/// `/metrics`.
 pub(crate) fn test_routes() -> Router<AppState> {
     Router::new()
         .route("/test/drop", post(drop_handler))
         .route("/test/crash", post(crash_handler))
+        .route("/test/stall", post(stall_handler))
         .layer(CorsLayer::permissive())
 }
 

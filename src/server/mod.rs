@@ -18,7 +18,7 @@ pub use socket::{bind, NetLimits};
 
 use crate::engine::server::{Authenticator, DevAuth, ServerConfig, ServerEngine};
 use crate::engine::store::MemoryStore;
-use actor::{Actor, Cmd, Durable, OsEntropy};
+use actor::{Actor, ActorTx, Cmd, Durable, OsEntropy};
 use axum::routing::{get, post};
 use axum::Router;
 use http::AppState;
@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::redis::{RedisStore, Windows};
 use store::{StoreHealth, StoreSpec, StoreStats};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Errors that stop the server.
 #[derive(Debug)]
@@ -207,7 +207,7 @@ pub async fn run_with_metrics_listener(
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
     let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = ActorTx::channel();
     // Sockets that open while the state loads wait (their `Open` queues) until the
     // actor runs.
     let mut actor = {
@@ -225,6 +225,7 @@ pub async fn run_with_metrics_listener(
                     ),
                     writers: HashMap::new(),
                     durable: None,
+                    clock: now_ms(),
                 },
                 StoreSpec::Redis(url) => {
                     let (engine, durable) = open_redis(&url, engine_config, auth, health).await;
@@ -232,6 +233,7 @@ pub async fn run_with_metrics_listener(
                         engine,
                         writers: HashMap::new(),
                         durable: Some(durable),
+                        clock: now_ms(),
                     }
                 }
             };
@@ -254,7 +256,7 @@ pub async fn run_with_metrics_listener(
         app = app.merge(http::metrics_routes(config.test_hooks));
     }
     if config.test_hooks {
-        tracing::warn!("test hooks enabled: POST /test/drop?user=ID drops a user's sockets, POST /test/crash stops the engine");
+        tracing::warn!("test hooks enabled: POST /test/drop?user=ID drops a user's sockets, POST /test/crash stops the engine, POST /test/stall?ms=N pauses it");
         app = app.merge(http::test_routes());
     }
     if let Some(dir) = &config.static_dir {
