@@ -18,11 +18,11 @@ use crate::engine::client::{
     ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, ProbeResult, RejoinRecord,
     StorageOp,
 };
+use crate::engine::vec_map::VecMap;
 use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, PROBE_HEADER};
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -274,7 +274,7 @@ pub struct Driver {
     on_event: RefCell<Option<js_sys::Function>>,
     storage: Option<web_sys::Storage>,
     /// Which storage key each call's record lives under.
-    record_keys: RefCell<HashMap<String, String>>,
+    record_keys: RefCell<VecMap<String, String>>,
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
@@ -331,7 +331,7 @@ impl Driver {
             page: RefCell::new(Vec::new()),
             on_event: RefCell::new(on_event),
             storage,
-            record_keys: RefCell::new(HashMap::new()),
+            record_keys: RefCell::new(VecMap::new()),
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
