@@ -483,7 +483,9 @@ impl Driver {
             .collect();
         let mut records = Vec::new();
         for key in keys {
-            let named = key[RECORD_PREFIX.len()..].split_once(':');
+            let named = key
+                .strip_prefix(RECORD_PREFIX)
+                .and_then(|rest| rest.split_once(':'));
             if let (Some((_, user)), Some(me)) = (named, &self.identity_hint) {
                 if user != me {
                     continue;

@@ -127,11 +127,11 @@ const media = await bundled_("export * from './media/index.js';", { externalOuts
 const react = await bundled_("export * from './react.js';");
 const vue = await bundled_("export * from './vue.js';");
 // Budgets in gzip bytes. The issue-13 target for the core is 24 KiB, not reached yet:
-// until it is, each budget is the size reached (2026-12-01: core 79,092 B, media
+// until it is, each budget is the size reached (2026-12-01: core 75,044 B, media
 // 4,437 B) plus about 2%, so any real growth fails the build. Lower them with every
 // reduction.
 const CORE_TARGET_GZ = 24 * 1024;
-const CORE_BUDGET_GZ = 80_700;
+const CORE_BUDGET_GZ = 76_550;
 const MEDIA_BUDGET_GZ = 4_550;
 const row = (name, s, note = '') =>
   console.log(`  ${name.padEnd(34)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip${note}`);
