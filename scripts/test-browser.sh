@@ -27,9 +27,9 @@ if [ "${1:-}" = "--wasm-pack" ]; then
   # wasm-pack uses the wasm-bindgen on PATH (same version as Cargo.lock) and the
   # chromedriver on PATH (Debian's, matching its Chromium); it downloads neither.
   export PATH="$(dirname "${CHROMEDRIVER:-/usr/bin/chromedriver}"):$PATH"
-  wasm-pack test --headless --chrome -- --locked --test web
+  wasm-pack test --headless --chrome -- --locked --test web --test web_codec
   exit
 fi
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
-cargo test --locked --target wasm32-unknown-unknown --test web
+cargo test --locked --target wasm32-unknown-unknown --test web --test web_codec

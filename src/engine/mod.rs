@@ -6,6 +6,7 @@ pub mod liveness;
 pub mod reliable;
 pub mod server;
 pub mod store;
+pub mod vec_map;
 
 use sha2::{Digest, Sha256};
 use std::cmp::Reverse;

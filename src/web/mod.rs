@@ -18,16 +18,17 @@ use crate::engine::client::{
     ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, ProbeResult, RejoinRecord,
     StorageOp,
 };
-use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, ServerFrame, PROBE_HEADER};
+use crate::engine::vec_map::VecMap;
+use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, PROBE_HEADER};
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
-use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, WebSocket};
+
+pub mod codec;
 
 /// localStorage key prefix of rejoin records (versioned with the record format). A
 /// record's key is `<prefix><call>:<user>`: both people of a call may be signed in to
@@ -36,7 +37,7 @@ pub const RECORD_PREFIX: &str = "holdfast:v1:rejoin:";
 
 /// The storage key of one identity's record for one call.
 pub fn record_key(call: &str, user: &str) -> String {
-    format!("{RECORD_PREFIX}{call}:{user}")
+    [RECORD_PREFIX, call, ":", user].concat()
 }
 
 thread_local! {
@@ -51,9 +52,9 @@ thread_local! {
 /// The same URL over HTTP(S).
 fn http_url(ws_url: &str) -> String {
     if let Some(rest) = ws_url.strip_prefix("wss://") {
-        format!("https://{rest}")
+        ["https://", rest].concat()
     } else if let Some(rest) = ws_url.strip_prefix("ws://") {
-        format!("http://{rest}")
+        ["http://", rest].concat()
     } else {
         ws_url.to_owned()
     }
@@ -63,8 +64,8 @@ fn http_url(ws_url: &str) -> String {
 fn bye_url(ws_url: &str) -> String {
     let http = http_url(ws_url);
     match http.split_once('?') {
-        Some((path, query)) => format!("{}/bye?{query}", path.trim_end_matches('/')),
-        None => format!("{}/bye", http.trim_end_matches('/')),
+        Some((path, query)) => [path.trim_end_matches('/'), "/bye?", query].concat(),
+        None => [http.trim_end_matches('/'), "/bye"].concat(),
     }
 }
 
@@ -91,28 +92,19 @@ fn tab_id(window: &web_sys::Window) -> Option<String> {
     if let Some(id) = storage.get_item(TAB_KEY).ok().flatten() {
         return Some(id);
     }
-    let id: String = (0..2)
-        .map(|_| format!("{:013x}", (js_sys::Math::random() * 4.5e15) as u64))
-        .collect();
+    // 2 × 52 random bits, as 32 hex characters.
+    let mut bytes = [0u8; 16];
+    for half in bytes.chunks_mut(8) {
+        let n = (js_sys::Math::random() * 4.5e15) as u64;
+        half.copy_from_slice(&n.to_le_bytes());
+    }
+    let id = crate::engine::hex(&bytes);
     storage.set_item(TAB_KEY, &id).ok()?;
     Some(id)
 }
 
 fn now() -> u64 {
     js_sys::Date::now() as u64
-}
-
-fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| js_error("internal", &e.to_string()))
-}
-
-fn json_text<T: Serialize + ?Sized>(value: &T) -> Result<String, JsValue> {
-    let js = to_js(value)?;
-    js_sys::JSON::stringify(&js)
-        .map(String::from)
-        .map_err(|_| js_error("internal", "JSON.stringify failed"))
 }
 
 /// Who a token names, read without verifying it (only the server can): the `sub` of
@@ -140,28 +132,20 @@ fn identity_hint(token: &str) -> Option<String> {
         .as_string()
 }
 
-/// Options of [`connect`] (camelCase in JS).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Options of [`connect`] (camelCase in JS; read by [`codec::connect_options`]).
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// `ws://` or `wss://` URL of the server's `/ws` endpoint.
     pub url: String,
     /// The app backend's token (or a bare identity for a `--dev` server).
     pub token: String,
-    #[serde(default)]
     pub presence: bool,
-    #[serde(default)]
     pub call_waiting: bool,
     /// Calls another tab of this origin holds live (from Web Locks): not offered here.
-    #[serde(default)]
     pub held_elsewhere: Vec<String>,
-    #[serde(default)]
     pub backoff_base_ms: Option<u64>,
-    #[serde(default)]
     pub backoff_max_ms: Option<u64>,
-    #[serde(default)]
     pub give_up_after_ms: Option<u64>,
-    #[serde(default)]
     pub connect_timeout_ms: Option<u64>,
 }
 
@@ -290,7 +274,7 @@ pub struct Driver {
     on_event: RefCell<Option<js_sys::Function>>,
     storage: Option<web_sys::Storage>,
     /// Which storage key each call's record lives under.
-    record_keys: RefCell<HashMap<String, String>>,
+    record_keys: RefCell<VecMap<String, String>>,
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
@@ -320,7 +304,7 @@ impl Driver {
         config.presence = opts.presence;
         config.call_waiting = opts.call_waiting;
         config.seed = (js_sys::Math::random() * 9.0e15) as u64;
-        config.json_bytes = |msg| json_text(msg).map_or(usize::MAX, |text| text.len());
+        config.json_bytes = codec::client_msg_bytes;
         let hint = identity_hint(&opts.token);
         config.identity_hint = hint.clone();
         if let Some(v) = opts.backoff_base_ms {
@@ -347,7 +331,7 @@ impl Driver {
             page: RefCell::new(Vec::new()),
             on_event: RefCell::new(on_event),
             storage,
-            record_keys: RefCell::new(HashMap::new()),
+            record_keys: RefCell::new(VecMap::new()),
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
@@ -499,7 +483,9 @@ impl Driver {
             .collect();
         let mut records = Vec::new();
         for key in keys {
-            let named = key[RECORD_PREFIX.len()..].split_once(':');
+            let named = key
+                .strip_prefix(RECORD_PREFIX)
+                .and_then(|rest| rest.split_once(':'));
             if let (Some((_, user)), Some(me)) = (named, &self.identity_hint) {
                 if user != me {
                     continue;
@@ -510,8 +496,7 @@ impl Driver {
                     .get_item(&key)
                     .ok()
                     .flatten()
-                    .and_then(|text| js_sys::JSON::parse(&text).ok())
-                    .and_then(|js| serde_wasm_bindgen::from_value::<RejoinRecord>(js).ok())
+                    .and_then(|text| codec::record_from_text(&text))
                     .filter(|r| r.call == call && r.user == user)
             });
             match parsed {
@@ -537,10 +522,7 @@ impl Driver {
             .cloned()
             .or_else(|| self.identity_hint.as_ref().map(|me| record_key(call, me)))?;
         let text = storage.get_item(&key).ok().flatten()?;
-        let js = js_sys::JSON::parse(&text).ok()?;
-        serde_wasm_bindgen::from_value::<RejoinRecord>(js)
-            .ok()
-            .filter(|r| r.call == call)
+        codec::record_from_text(&text).filter(|r| r.call == call)
     }
 
     fn open_socket(&self, link: LinkId) {
@@ -570,12 +552,7 @@ impl Driver {
                     .dyn_ref::<MessageEvent>()
                     .and_then(|m| m.data().as_string())
                     .ok_or(BadFrame::Binary)
-                    .and_then(|text| {
-                        let js = js_sys::JSON::parse(&text)
-                            .map_err(|_| BadFrame::Malformed("not JSON".into()))?;
-                        serde_wasm_bindgen::from_value::<ServerFrame>(js)
-                            .map_err(|e| BadFrame::Malformed(e.to_string()))
-                    });
+                    .and_then(|text| codec::decode_server_text(&text));
                 d.input(|e, t| match frame {
                     Ok(f) => e.handle_frame(link, f, t),
                     Err(bad) => e.handle_bad_frame(link, bad, t),
@@ -664,9 +641,10 @@ impl Driver {
     /// A logout's HTTP fallback, with `sendBeacon`: the browser delivers it even while
     /// the page unloads.
     fn send_goodbye(&self, goodbye: &crate::engine::client::Goodbye) {
-        let (Some(window), Ok(body)) = (web_sys::window(), json_text(goodbye)) else {
+        let Some(window) = web_sys::window() else {
             return;
         };
+        let body = codec::goodbye_text(goodbye);
         let _ = window
             .navigator()
             .send_beacon_with_opt_str(&bye_url(&self.url), Some(&body));
@@ -706,16 +684,14 @@ impl Driver {
         if sock.ws.ready_state() != WebSocket::OPEN {
             return;
         }
-        if let Ok(text) = json_text(frame) {
-            let _ = sock.ws.send_with_str(&text);
-        }
+        let _ = sock.ws.send_with_str(&codec::encode_client(frame));
     }
 
     fn store(&self, op: StorageOp) {
         let Some(storage) = &self.storage else { return };
         match op {
             StorageOp::Put(r) => {
-                if let Ok(text) = json_text(&r) {
+                if let Some(text) = codec::record_to_text(&r) {
                     let key = record_key(&r.call, &r.user);
                     // Quota errors leave the previous record; the server still holds
                     // the call and a same-page resume does not need storage.
@@ -760,10 +736,8 @@ impl Driver {
             return;
         };
         for ev in events {
-            if let Ok(js) = to_js(&ev) {
-                // An exception in the app's handler must not break the client.
-                let _ = cb.call1(&JsValue::NULL, &js);
-            }
+            // An exception in the app's handler must not break the client.
+            let _ = cb.call1(&JsValue::NULL, &codec::event_to_js(&ev));
         }
     }
 
@@ -785,7 +759,7 @@ impl Driver {
             last_failure: engine.last_failure().cloned(),
             now: t,
         };
-        to_js(&snap)
+        Ok(codec::snapshot_to_js(&snap))
     }
 
     /// Drops the socket, timer and page listeners without a word to the server (what
@@ -808,15 +782,15 @@ fn with_client<R>(f: impl FnOnce(&Rc<Driver>) -> Result<R, JsValue>) -> Result<R
 }
 
 fn engine_error(e: crate::engine::client::ClientError) -> JsValue {
-    js_error(e.code(), &e.to_string())
+    js_error(e.code(), &codec::client_error_message(&e))
 }
 
 /// Creates the page's client (or returns `false` when the same server and token are
 /// already connected). `onEvent` receives every event object.
 #[wasm_bindgen(js_name = connect)]
 pub fn connect(options: JsValue, on_event: js_sys::Function) -> Result<bool, JsValue> {
-    let opts: ConnectOptions = serde_wasm_bindgen::from_value(options)
-        .map_err(|e| js_error("invalid-argument", &format!("connect options: {e}")))?;
+    let opts = codec::connect_options(&options)
+        .map_err(|why| js_error("invalid-argument", &["connect options: ", &why].concat()))?;
     if let Some(existing) = CLIENT.with(|c| c.borrow().clone()) {
         if existing.url == opts.url && existing.token == opts.token {
             *existing.on_event.borrow_mut() = Some(on_event);
@@ -844,8 +818,8 @@ pub fn call(peer: String, kind: Option<String>, metadata: JsValue) -> Result<f64
         None
     } else {
         Some(
-            serde_wasm_bindgen::from_value::<serde_json::Value>(metadata)
-                .map_err(|_| js_error("invalid-argument", "metadata must be JSON data"))?,
+            codec::value_from_js(&metadata)
+                .ok_or_else(|| js_error("invalid-argument", "metadata must be JSON data"))?,
         )
     };
     with_client(|c| {
@@ -921,8 +895,8 @@ pub fn move_here(call: String) -> Result<f64, JsValue> {
 /// Relays `payload` (JSON data) to the other participant.
 #[wasm_bindgen(js_name = send)]
 pub fn send(call: String, payload: JsValue) -> Result<f64, JsValue> {
-    let payload = serde_wasm_bindgen::from_value::<serde_json::Value>(payload)
-        .map_err(|_| js_error("invalid-argument", "payload must be JSON data"))?;
+    let payload = codec::value_from_js(&payload)
+        .ok_or_else(|| js_error("invalid-argument", "payload must be JSON data"))?;
     with_client(|c| {
         c.command(|e, t| e.send(&call, payload, t))?
             .map(|r| r as f64)

@@ -3,7 +3,8 @@
 //
 // Routes (hash): #/contacts, #/call/<id>. Moving between them never touches the socket:
 // the client is a page singleton and the call's media lives outside the views.
-import { connect, getClient, attachMedia, getMedia } from '/dist/index.js';
+import { connect, getClient } from '/dist/index.js';
+import { attachMedia, getMedia } from '/dist/media/index.js';
 
 const IDENTITY_KEY = 'holdfast-demo:identity';
 const params = new URLSearchParams(location.search);

@@ -92,55 +92,61 @@ for (const [out, meta] of Object.entries(bundled.metafile.outputs)) {
 }
 console.log('fixture apps: fixtures/dist/{react,vue,video-react,video-vue}.js');
 
-// 6. Size report: what an app downloads (wasm + the JS of the core entry point).
+// 6. Size report and budget. What the budget checks is what an app's bundler ships:
+// `import { connect } from 'holdfast'` bundled and minified by esbuild (the wasm-bindgen
+// bindings included) plus the wasm it fetches; `holdfast/media` is its own figure (its
+// own code only: the core modules it shares are counted in the core).
 const sized = (f) => {
   const bytes = readFileSync(f);
   return { raw: bytes.length, gz: gzipSync(bytes, { level: 9 }).length };
 };
-// The facade's modules: everything dist/index.js imports, transitively.
-const reachable = (entry) => {
-  const seen = new Set();
-  const walk = (file) => {
-    if (seen.has(file)) return;
-    seen.add(file);
-    for (const [, spec] of readFileSync(file, 'utf8').matchAll(/\bfrom\s*['"](\.{1,2}\/[^'"]+)['"]/g)) {
-      walk(join(dirname(file), spec));
-    }
-  };
-  walk(entry);
-  return [...seen];
-};
-const sizedAll = (files) => files.map(sized).reduce((a, s) => ({ raw: a.raw + s.raw, gz: a.gz + s.gz }), { raw: 0, gz: 0 });
-const facade = reachable(join(dist, 'index.js')).filter((f) => !f.startsWith(join(dist, 'wasm')));
-const mediaDir = join(dist, 'media');
-const core = facade.filter((f) => !f.startsWith(mediaDir));
-const media = facade.filter((f) => f.startsWith(mediaDir));
-const parts = {
-  'wasm/holdfast_bg.wasm': sized(join(dist, 'wasm', 'holdfast_bg.wasm')),
-  'wasm/holdfast.js (bindings)': sized(join(dist, 'wasm', 'holdfast.js')),
-  [`facade (${core.length} modules)`]: sizedAll(core),
-  [`media/ (WebRTC, ${media.length} modules)`]: sizedAll(media),
-};
-let raw = 0, gz = 0;
-console.log('\nholdfast package size (what a page loads):');
-for (const [name, s] of Object.entries(parts)) {
-  raw += s.raw; gz += s.gz;
-  console.log(`  ${name.padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
-}
-console.log(`  ${'total'.padEnd(30)} ${String(raw).padStart(8)} B raw ${String(gz).padStart(8)} B gzip (target 24576 B gzip)`);
-// Per-file sizes count every module's comments and its own gzip dictionary; what an
-// app's bundler ships is closer to this:
-{
-  const min = await esbuild.build({
-    entryPoints: [join(dist, 'index.js')], bundle: true, minify: true, format: 'esm', target: 'es2020',
-    write: false, external: ['*/wasm/holdfast.js'], logLevel: 'warning',
+const bundled_ = async (contents, { externalOutside } = {}) => {
+  // Everything outside `externalOutside` is left out (it is another entry's code).
+  const plugins = externalOutside ? [{
+    name: 'external-outside',
+    setup(b) {
+      b.onResolve({ filter: /^\./ }, (args) => {
+        const path = join(args.resolveDir, args.path);
+        return path.startsWith(externalOutside) ? null : { path, external: true };
+      });
+    },
+  }] : [];
+  const out = await esbuild.build({
+    stdin: { contents, resolveDir: dist, loader: 'js' }, bundle: true, minify: true, format: 'esm',
+    target: 'es2020', write: false, logLevel: 'error', plugins,
+    external: ['react', 'react-dom', 'vue'],
   });
-  const bytes = min.outputFiles[0].contents;
-  const gzMin = gzipSync(bytes, { level: 9 }).length;
-  console.log(`  ${'(facade + media, minified)'.padEnd(30)} ${String(bytes.length).padStart(8)} B raw ${String(gzMin).padStart(8)} B gzip`);
-}
-const extra = (names) => names.map((n) => sized(join(dist, n))).reduce((a, s) => ({ raw: a.raw + s.raw, gz: a.gz + s.gz }), { raw: 0, gz: 0 });
-for (const [name, files] of [['holdfast/react (optional)', ['react.js', 'bindings.js', 'media-bindings.js']], ['holdfast/vue (optional)', ['vue.js', 'bindings.js', 'media-bindings.js']]]) {
-  const s = extra(files);
-  console.log(`  ${('+ ' + name).padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
+  const bytes = out.outputFiles[0].contents;
+  return { raw: bytes.length, gz: gzipSync(bytes, { level: 9 }).length };
+};
+const wasm = sized(join(dist, 'wasm', 'holdfast_bg.wasm'));
+const bindings = await bundled_("export * from './wasm/holdfast.js';");
+const coreJs = await bundled_("export { connect } from './index.js';");
+const core = { raw: coreJs.raw + wasm.raw, gz: coreJs.gz + wasm.gz };
+const media = await bundled_("export * from './media/index.js';", { externalOutside: join(dist, 'media') });
+const react = await bundled_("export * from './react.js';");
+const vue = await bundled_("export * from './vue.js';");
+// Budgets in gzip bytes. The issue-13 target for the core is 24 KiB, not reached yet:
+// until it is, each budget is the size reached (2026-12-01: core 75,044 B, media
+// 4,437 B) plus about 2%, so any real growth fails the build. Lower them with every
+// reduction.
+const CORE_TARGET_GZ = 24 * 1024;
+const CORE_BUDGET_GZ = 76_550;
+const MEDIA_BUDGET_GZ = 4_550;
+const row = (name, s, note = '') =>
+  console.log(`  ${name.padEnd(34)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip${note}`);
+console.log('\nholdfast package size (esbuild, minified; gzip -9):');
+row('wasm/holdfast_bg.wasm', wasm);
+row('wasm-bindgen bindings (JS)', bindings);
+row("import { connect } (JS, bindings incl.)", coreJs);
+row('= core: JS + wasm', core, ` (budget ${CORE_BUDGET_GZ}, target ${CORE_TARGET_GZ})`);
+row('holdfast/media (own code)', media, ` (budget ${MEDIA_BUDGET_GZ})`);
+row('holdfast/react (JS bundle)', react);
+row('holdfast/vue (JS bundle)', vue);
+const over = [];
+if (core.gz > CORE_BUDGET_GZ) over.push(`the core is ${core.gz} B gzip, over its budget of ${CORE_BUDGET_GZ} B`);
+if (media.gz > MEDIA_BUDGET_GZ) over.push(`holdfast/media is ${media.gz} B gzip, over its budget of ${MEDIA_BUDGET_GZ} B`);
+if (over.length) {
+  console.error(`\nsize budget exceeded:\n  ${over.join('\n  ')}`);
+  process.exit(1);
 }

@@ -28,7 +28,7 @@ const [packed] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore
 const files = new Set(packed.files.map((f) => f.path));
 const required = [
   'package.json', 'README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'CHANGELOG.md',
-  'dist/index.js', 'dist/index.d.ts', 'dist/react.js', 'dist/react.d.ts', 'dist/vue.js', 'dist/vue.d.ts',
+  'dist/index.js', 'dist/index.d.ts', 'dist/media/index.js', 'dist/media/index.d.ts', 'dist/react.js', 'dist/react.d.ts', 'dist/vue.js', 'dist/vue.d.ts',
   'dist/wasm/holdfast.js', 'dist/wasm/holdfast_bg.wasm', 'docs/api/index.html',
 ];
 const missing = required.filter((f) => !files.has(f));

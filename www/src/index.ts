@@ -6,7 +6,8 @@
 //   page.ts       connect() / getClient(): one client per page
 //   locks.ts      Web Locks: which calls another tab holds (`snapshot.elsewhere`)
 //   emitter.ts    the event emitter of the client and of media
-//   media/        attachMedia(): the call's RTCPeerConnection
+// Media (attachMedia(): the call's RTCPeerConnection, src/media/) is its own entry point,
+// `holdfast/media`, so a page that brings its own media (or none) does not download it.
 
 export type {
   Call,
@@ -34,5 +35,4 @@ export type {
 export { HoldfastError } from './errors.js';
 export type { HoldfastErrorCode, LocalErrorCode } from './errors.js';
 export { HoldfastClient } from './client.js';
-export { connect, getClient, onClientChange } from './page.js';
-export * from './media/index.js';
+export { connect, getClient, onClientChange, preloadWasm } from './page.js';

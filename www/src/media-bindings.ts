@@ -5,14 +5,8 @@
 // the tracks this module opened are stopped. Letting go waits one task, so StrictMode's
 // unmount-and-mount and a route change that remounts the same call keep the session.
 
-import {
-  HoldfastError,
-  attachMedia,
-  getClient,
-  type CallMedia,
-  type MediaOptions,
-  type MediaState,
-} from './index.js';
+import { HoldfastError, getClient } from './index.js';
+import { attachMedia, type CallMedia, type MediaOptions, type MediaState } from './media/index.js';
 
 /** Where a view's media is: a `MediaState`, or `none` while there is no active call. */
 export type MediaViewState = MediaState | 'none';

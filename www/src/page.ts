@@ -46,6 +46,8 @@ export function onClientChange(listener: () => void): () => void {
 }
 
 let wasmReady: Promise<unknown> | null = null;
+/** The `wasmUrl` the load in `wasmReady` uses (`undefined`: the default places). */
+let wasmReadyFrom: string | undefined;
 
 /** Waits between the attempts to download the wasm (a flaky network is what this
  *  package is for). */
@@ -54,6 +56,7 @@ const WASM_RETRY_DELAYS_MS = [250, 1_000];
 /** Loads the wasm client once per page. A failed download is retried a few times; if
  *  every attempt fails, the next `connect()` starts over (nothing failed is cached). */
 function loadWasm(wasmUrl: string | URL | undefined): Promise<unknown> {
+  if (!wasmReady) wasmReadyFrom = wasmUrl === undefined ? undefined : String(wasmUrl);
   wasmReady ??= (async () => {
     for (let attempt = 0; ; attempt++) {
       try {
@@ -73,6 +76,35 @@ function loadWasm(wasmUrl: string | URL | undefined): Promise<unknown> {
     wasmReady = null;
   });
   return wasmReady;
+}
+
+/** Starts downloading and compiling the wasm client now (streaming), so that a later
+ *  `connect()` does not wait for it. Call it as early as the page knows where the wasm
+ *  is, e.g. at the top of the app's entry module, with the same `wasmUrl` it will pass
+ *  to `connect()` (none when the bundler finds the file itself). Nothing is fetched at
+ *  import time without it: a guessed default URL would be a 404 in the console of every
+ *  app whose bundler does not copy the file. Failures are reported by `connect()`; a
+ *  `connect()` with another `wasmUrl` reuses a preload that worked and retries with its
+ *  own URL one that failed. Does nothing during server rendering. */
+export function preloadWasm(options: { wasmUrl?: string | URL } = {}): void {
+  if (typeof window === 'undefined') return;
+  loadWasm(options.wasmUrl).catch(() => {
+    /* connect() reports it */
+  });
+}
+
+/** Loads the wasm for `connect()`: reuses a load on its way, and retries with this
+ *  `wasmUrl` when a preload from another URL failed. */
+async function wasmFor(wasmUrl: string | URL | undefined): Promise<void> {
+  const loading = loadWasm(wasmUrl);
+  const from = wasmReadyFrom;
+  try {
+    await loading;
+  } catch (e) {
+    const mine = wasmUrl === undefined ? undefined : String(wasmUrl);
+    if (from === mine) throw e;
+    await loadWasm(wasmUrl);
+  }
 }
 
 /** Another tab that held `call` is gone: the call may be offered here now. */
@@ -102,7 +134,7 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
   }
   if (state.connecting) return state.connecting;
   state.connecting = (async () => {
-    await loadWasm(options.wasmUrl);
+    await wasmFor(options.wasmUrl);
     const held = await heldElsewhere();
     const client = new HoldfastClient(url, options.token, () => setGlobal(null));
     wrap(() => raw.connect({

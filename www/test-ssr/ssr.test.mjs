@@ -16,9 +16,13 @@ globalThis.fetch = (...args) => {
 
 test('every entry imports on the server without touching browser globals', async () => {
   const core = await import('holdfast');
+  const media = await import('holdfast/media');
   const react = await import('holdfast/react');
   const vue = await import('holdfast/vue');
   assert.equal(typeof core.connect, 'function');
+  assert.equal(typeof media.attachMedia, 'function');
+  // Media is its own entry point: the core barrel does not carry it.
+  assert.equal(core.attachMedia, undefined);
   assert.equal(typeof react.useHoldfast, 'function');
   assert.equal(typeof vue.useHoldfast, 'function');
   assert.equal(typeof globalThis.window, 'undefined');

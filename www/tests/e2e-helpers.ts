@@ -13,7 +13,7 @@ declare global {
   interface Window {
     holdfastDemo: {
       getClient: typeof import('../src/index').getClient;
-      getMedia: typeof import('../src/index').getMedia;
+      getMedia: typeof import('../src/media/index').getMedia;
       /** The demo's state; `logs` is each call's activity log, newest first. */
       app: { logs: Map<string, { t: number; text: string }[]> };
     };

@@ -5,6 +5,7 @@ import { expect, test, type Page } from '@playwright/test';
 declare global {
   interface Window {
     holdfast: typeof import('../src/index');
+    holdfastMedia: typeof import('../src/media/index');
     events: { type: string; [k: string]: unknown }[];
     ready: boolean;
   }
@@ -207,7 +208,7 @@ test('every failure is a HoldfastError; an oversized request is refused at once'
     const seen = (e: unknown) => ({ code: (e as { code: string }).code, real: e instanceof h.HoldfastError, name: (e as Error).name });
     const out: Record<string, unknown> = {};
     try {
-      h.attachMedia(client, 'no-such-call', null);
+      window.holdfastMedia.attachMedia(client, 'no-such-call', null);
     } catch (e) {
       out.attachMedia = seen(e);
     }

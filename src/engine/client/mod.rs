@@ -49,12 +49,13 @@ pub use types::{
 
 use super::liveness::Liveness;
 use super::TimerQueue;
+use crate::engine::vec_map::VecMap;
 use crate::protocol::*;
 use backoff::Backoff;
 use link::LinkPhase;
 use rejoin::Rejoins;
 use session::{Delivery, SessionState};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// What a scheduled deadline is for. Timers are hints: each is checked against the
 /// state when it fires.
@@ -97,13 +98,13 @@ pub struct ClientEngine {
     hello_sent_at: u64,
     /// Application messages on their way, both directions.
     delivery: Delivery,
-    calls: BTreeMap<CallId, ClientCall>,
+    calls: VecMap<CallId, ClientCall>,
     /// Calls this page ended by its own command (most recent last): late server news
     /// about them (answers that crossed the hang-up) must not bring them back.
     ended_here: VecDeque<CallId>,
     rejoins: Rejoins,
     logout: logout::Logout,
-    presence: BTreeMap<UserId, PresenceEntry>,
+    presence: VecMap<UserId, PresenceEntry>,
     /// A failed attempt waiting for the driver's HTTP probe.
     probe: Option<failure::PendingProbe>,
     /// The last failed attempt, until the next welcome.
@@ -132,11 +133,11 @@ impl ClientEngine {
             clock_offset: 0,
             hello_sent_at: 0,
             delivery: Delivery::default(),
-            calls: BTreeMap::new(),
+            calls: VecMap::new(),
             ended_here: VecDeque::new(),
             rejoins: Rejoins::default(),
             logout: logout::Logout::default(),
-            presence: BTreeMap::new(),
+            presence: VecMap::new(),
             probe: None,
             last_failure: None,
             timers: TimerQueue::default(),

@@ -4,9 +4,9 @@
 
 use super::CallPhase;
 use super::{ClientEngine, ClientError, Event, StorageOp, Timer};
+use crate::engine::vec_map::VecMap;
 use crate::protocol::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A rejoin record: what a page keeps in storage to get back into a call after a reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,17 +70,17 @@ pub enum RejoinWithdrawn {
 #[derive(Debug, Default)]
 pub(super) struct Rejoins {
     /// Rejoin records this page holds (its own calls and ones loaded from storage).
-    pub(super) records: BTreeMap<CallId, RejoinRecord>,
+    pub(super) records: VecMap<CallId, RejoinRecord>,
     /// Records offered to the app (loaded from storage, not held elsewhere).
-    pub(super) offers: BTreeMap<CallId, ()>,
+    pub(super) offers: VecMap<CallId, ()>,
     /// Records loaded from storage that no server snapshot has confirmed yet: never
     /// offered (the call may have ended, or the server may not know it) and never
     /// judged expired by this page's clock (it may have jumped) until the server speaks.
-    pub(super) unconfirmed: BTreeMap<CallId, ()>,
+    pub(super) unconfirmed: VecMap<CallId, ()>,
     /// Calls another tab of this origin holds (reported by the driver).
-    pub(super) held_by_other_tab: BTreeMap<CallId, ()>,
+    pub(super) held_by_other_tab: VecMap<CallId, ()>,
     /// Rejoins sent automatically after a session loss.
-    pub(super) auto_rejoins: BTreeMap<CallId, ()>,
+    pub(super) auto_rejoins: VecMap<CallId, ()>,
 }
 
 impl ClientEngine {

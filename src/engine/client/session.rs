@@ -5,8 +5,9 @@
 use super::{CallPhase, ClientEngine, ClientError, Event, RejoinWithdrawn, Timer};
 use super::{ConnectionState, LinkPhase};
 use crate::engine::reliable::{Inbox, Outbox};
+use crate::engine::vec_map::VecMap;
 use crate::protocol::*;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub(super) struct SessionState {
@@ -40,9 +41,9 @@ pub(super) struct Delivery {
     /// seqs they never restart, so an answer always finds its request.
     next_request: u64,
     /// Sent messages that may still get an answer: seq → (request id, what it was).
-    pub(super) requests: BTreeMap<u64, (u64, Request)>,
+    pub(super) requests: VecMap<u64, (u64, Request)>,
     /// When each unanswered invite times out: request id → local epoch ms.
-    pub(super) invite_deadlines: BTreeMap<u64, u64>,
+    pub(super) invite_deadlines: VecMap<u64, u64>,
     /// The frame limit of the last welcome (the config's until then).
     pub(super) max_frame_bytes: Option<usize>,
 }
@@ -54,8 +55,8 @@ impl Default for Delivery {
             inbox: Inbox::new(),
             pending: VecDeque::new(),
             next_request: 1,
-            requests: BTreeMap::new(),
-            invite_deadlines: BTreeMap::new(),
+            requests: VecMap::new(),
+            invite_deadlines: VecMap::new(),
             max_frame_bytes: None,
         }
     }
@@ -297,7 +298,7 @@ impl ClientEngine {
         if !snap.presence.is_empty() || self.config.presence {
             self.replace_presence(snap.presence.clone());
         }
-        let by_id: BTreeMap<&str, &CallInfo> =
+        let by_id: VecMap<&str, &CallInfo> =
             snap.calls.iter().map(|c| (c.id.as_str(), c)).collect();
         // Calls this page had.
         let known: Vec<CallId> = self.calls.keys().cloned().collect();
