@@ -11,7 +11,7 @@ scripts/setup.sh --test
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --locked --target wasm32-unknown-unknown --lib --test web -- -D warnings
+cargo clippy --locked --target wasm32-unknown-unknown --lib --test web --test web_codec -- -D warnings
 
 step "cargo test: engines on a simulated clock, property tests, the real server on port 0, restarts on a throwaway Redis"
 cargo test --locked
