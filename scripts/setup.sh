@@ -19,15 +19,6 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}\$"; 
 fi
 
 if [ "${1:-}" = "--test" ]; then
-  # The fuzz targets (scripts/fuzz.sh) need nightly Rust and cargo-fuzz (libFuzzer).
-  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    step "nightly Rust for the fuzz targets"
-    rustup toolchain install nightly --profile minimal
-  fi
-  if ! command -v cargo-fuzz >/dev/null; then
-    step "cargo-fuzz (a few minutes, once)"
-    cargo install cargo-fuzz
-  fi
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     step "Chromium and ChromeDriver (Debian packages)"
     sudo_cmd=""

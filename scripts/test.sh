@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine, then runs every test:
-# lints, cargo tests (with a 25 s chaos soak), fuzz targets (20 s each), the wasm
-# build, browser tests of the wasm driver, and Playwright
+# lints, cargo tests, the wasm build, browser tests of the wasm driver, and Playwright
 # tests in Chromium. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +15,6 @@ cargo clippy --locked --target wasm32-unknown-unknown --lib --test web -- -D war
 
 step "cargo test: engines on a simulated clock, property tests, the real server on port 0"
 cargo test --locked
-
-step "fuzz targets, 20 s each (frame decoding, client engine, server engine)"
-scripts/fuzz.sh 20
 
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
