@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Sets up and starts the demo on a fresh machine: installs the toolchain pieces
 # (scripts/setup.sh), builds the npm package (wasm + TypeScript) and the server, then
-# runs holdfast-server in --dev mode with in-memory state, serving the demo page and
-# the package from www/ next to the signaling endpoint.
-# Usage: scripts/demo.sh [port]    (default 8080; or PORT=…)
+# runs holdfast-server in --dev mode, serving the demo page and the package from www/
+# next to the signaling endpoint.
+# Usage: scripts/demo.sh [port]            in-memory state (default port 8080; or PORT=…)
+#        scripts/demo.sh --redis [port]    state in a local redis-server (started here,
+#                                          data in .demo-redis/), so calls survive a
+#                                          restart of the server: Ctrl-C it and run the
+#                                          same command again
 set -euo pipefail
 cd "$(dirname "$0")/.."
+redis=""
+if [ "${1:-}" = "--redis" ]; then
+  redis=1
+  shift
+fi
 port="${1:-${PORT:-8080}}"
 step() { printf '\n==> %s\n' "$*"; }
 
-scripts/setup.sh
+if [ -n "$redis" ]; then
+  scripts/setup.sh --redis
+else
+  scripts/setup.sh
+fi
 
 step "npm package: wasm client + TypeScript facade (www/dist)"
 (cd www && npm run build)
@@ -17,7 +30,8 @@ step "npm package: wasm client + TypeScript facade (www/dist)"
 step "holdfast-server (release)"
 cargo build --release --locked --bin holdfast-server
 
-cat <<MSG
+if [ -z "$redis" ]; then
+  cat <<MSG
 
   Holdfast demo: http://127.0.0.1:${port}
 
@@ -26,4 +40,26 @@ cat <<MSG
   password; state is in memory. Ctrl-C stops the server.
 
 MSG
-exec ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${port}" "${@:2}"
+  exec ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${port}" "${@:2}"
+fi
+
+redis_port="${REDIS_PORT:-6390}"
+mkdir -p .demo-redis
+if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
+  step "redis-server on 127.0.0.1:${redis_port} (append-only file in .demo-redis/)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly yes \
+    --dir "$PWD/.demo-redis" --daemonize yes --pidfile "$PWD/.demo-redis/redis.pid" \
+    --logfile "$PWD/.demo-redis/redis.log"
+  for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+cat <<MSG
+
+  Holdfast demo: http://127.0.0.1:${port}   (state in Redis at 127.0.0.1:${redis_port})
+
+  Call someone, then stop the server (Ctrl-C) and run this command again: both pages
+  resume the same call. Redis keeps running; stop it with
+  kill \$(cat .demo-redis/redis.pid)
+
+MSG
+exec ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${port}" \
+  --store "redis://127.0.0.1:${redis_port}" "${@:2}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine (idempotent):
 #   scripts/setup.sh          Rust target + wasm-bindgen-cli + npm packages (build, demo)
-#   scripts/setup.sh --test   also Chromium and ChromeDriver (browser and end-to-end tests)
+#   scripts/setup.sh --test   also Chromium, ChromeDriver and redis-server (browser, end-to-end and restart tests)
+#   scripts/setup.sh --redis  also redis-server (scripts/demo.sh --redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WASM_BINDGEN_VERSION=0.2.130   # must equal the wasm-bindgen version in Cargo.lock
@@ -18,15 +19,26 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " ${WASM_BINDGEN_VERSION}\$"; 
   cargo install wasm-bindgen-cli --version "${WASM_BINDGEN_VERSION}"
 fi
 
+sudo_cmd=""
+[ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 if [ "${1:-}" = "--test" ]; then
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-    step "Chromium and ChromeDriver (Debian packages)"
-    sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
+    || ! command -v redis-server >/dev/null; then
+    step "Chromium, ChromeDriver and Redis (Debian packages)"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver redis-server >/dev/null
   fi
+fi
+if [ "${1:-}" = "--redis" ] && ! command -v redis-server >/dev/null; then
+  step "Redis (Debian package)"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
 fi
 
 step "npm packages (TypeScript, binaryen's wasm-opt, Playwright without browsers)"
 (cd www && npm ci --no-audit --no-fund)
+
+if [ "${1:-}" = "--test" ]; then
+  step "npm packages of the bundler fixture apps (Vite 5-8, webpack 5)"
+  (cd www/fixtures/bundlers && npm ci --no-audit --no-fund)
+fi

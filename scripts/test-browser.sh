@@ -2,6 +2,9 @@
 # Browser tests of the wasm driver (wasm-bindgen-test in headless Chromium) against a
 # real holdfast-server started here with short windows and test hooks.
 # Expects the tools from scripts/setup.sh (wasm target, wasm-bindgen-cli, chromium).
+#   scripts/test-browser.sh              cargo test with wasm-bindgen-test-runner
+#   scripts/test-browser.sh --wasm-pack  the same tests through `wasm-pack test --headless
+#                                        --chrome` (needs `cargo install wasm-pack --locked`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,14 @@ for _ in $(seq 50); do
 done
 
 export HOLDFAST_TEST_HTTP="http://127.0.0.1:${port}"
+export WASM_BINDGEN_TEST_TIMEOUT=120
+if [ "${1:-}" = "--wasm-pack" ]; then
+  # wasm-pack uses the wasm-bindgen on PATH (same version as Cargo.lock) and the
+  # chromedriver on PATH (Debian's, matching its Chromium); it downloads neither.
+  export PATH="$(dirname "${CHROMEDRIVER:-/usr/bin/chromedriver}"):$PATH"
+  wasm-pack test --headless --chrome -- --locked --test web
+  exit
+fi
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
-export WASM_BINDGEN_TEST_TIMEOUT=120
 cargo test --locked --target wasm32-unknown-unknown --test web

@@ -13,15 +13,25 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --locked --target wasm32-unknown-unknown --lib --test web -- -D warnings
 
-step "cargo test: engines on a simulated clock, property tests, the real server on port 0"
+step "cargo test: engines on a simulated clock, property tests, the real server on port 0, restarts on a throwaway Redis"
 cargo test --locked
+
+step "the server-engine scenarios again, every change written to (and reloaded from) a throwaway Redis"
+scripts/redis.sh cargo test --locked --test engine
 
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
 (cd www && npm run test:unit)
+(cd www && npm run test:ssr)
+
+step "what npm publish ships: README, licences, changelog, API reference (TypeDoc), publint, arethetypeswrong"
+(cd www && npm run check:package)
 
 step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
 scripts/test-browser.sh
+
+step "the packed tarball built by Vite 5-8 and webpack 5 (fixture apps for Playwright)"
+node www/fixtures/bundlers/build.mjs
 
 step "Playwright tests in Chromium against the real server"
 cargo build --locked --bin holdfast-server

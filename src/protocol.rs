@@ -83,6 +83,32 @@
 //! another session of the same identity holds the call moves the call: the old session
 //! gets [`ServerMsg::CallMoved`].
 //!
+//! # Server restarts
+//!
+//! A server whose state is durable (`--store redis://…`) keeps every session, call,
+//! rejoin token and replay buffer across a restart, and acknowledges nothing (no `ack`,
+//! no message, no welcome) before its effects are stored. What a client holds
+//! unacknowledged is therefore exactly what it must re-send, whenever the server died.
+//!
+//! - **Graceful restart** (SIGTERM): the server stops accepting, stores what is left,
+//!   sends every socket the fatal error `server-restarting` and closes it. The client
+//!   reconnects at once and resumes; while the new process is not listening yet, it
+//!   retries at its base backoff delay (with jitter), without growing it, for
+//!   [`RESTART_FAST_RETRY_MS`]. Calls do not end: the other side may see
+//!   `participant-disconnected` then `participant-reconnected` (the new process counts
+//!   the sessions attached at the restart as dropped when it starts, so every grace
+//!   window starts afresh then).
+//! - **Crash** (SIGKILL, OOM): the sockets reset; clients retry with backoff and resume
+//!   when a process is back. Grace windows that were running keep their deadlines.
+//! - Either way the resume answers `resumed: true`, with the same session, calls and
+//!   tokens, and replay restores exactly-once delivery in both directions.
+//!
+//! A server whose state is in memory ends every call with `server-shutdown` at SIGTERM
+//! and sends `server-shutdown` (not `server-restarting`): its sessions do not survive.
+//! A client that comes back to a server that lost its state gets `resumed: false`, and
+//! a call missing from the new session's snapshot without a recorded end reason is
+//! reported ended `server-shutdown` (the server went away), never `cancelled`.
+//!
 //! # Errors
 //!
 //! Errors carry a stable, machine-readable [`ErrorCode`]. An error answering a sequenced
@@ -93,6 +119,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// After `server-restarting`, how long a client keeps retrying at its base backoff
+/// delay instead of backing off further (the new process is expected within this).
+pub const RESTART_FAST_RETRY_MS: u64 = 30_000;
 
 /// The protocol version this build speaks. A hello with another version gets the fatal
 /// error `unsupported-version`.
@@ -129,8 +159,24 @@ pub enum ClientFrame {
     /// The server answers with `pong`.
     Ping { ack: u64 },
     /// End the session now (logout): the server ends the user's calls held by this
-    /// session with `hangup` and forgets the session; no resume is possible.
+    /// session with `hangup` and forgets the session; no resume is possible. The server
+    /// answers [`ServerFrame::Bye`] once that is done, then closes the socket; a page
+    /// waits for it before it goes away.
+    ///
+    /// When the socket cannot carry it (the link is down, or no answer comes), the page
+    /// sends the same logout over HTTP instead: `POST <socket URL>/bye` (e.g.
+    /// `/ws/bye`), a body of JSON text `{"token", "session", "secret"}` (the token of the
+    /// hello, the session id and its latest resume secret, proof as for a resume),
+    /// fit for `navigator.sendBeacon` while the page unloads. The answer is `204` when
+    /// the session was ended or was already gone (the socket's `bye` got there first),
+    /// `403` when the proof failed (nothing changes), `400` for a body that is not that.
     Bye,
+    /// The page is going away (closed, reloaded, navigated off; not into the
+    /// back/forward cache): the server forgets the session now instead of keeping it
+    /// detached for the resume window. Unlike `bye` no call ends: each waits for a
+    /// rejoin (from the page's rejoin record) for its grace window, as after a dropped
+    /// link.
+    Leave,
     /// Any unrecognised `"t"`: answered with `unknown-message`, nothing else happens.
     #[serde(other)]
     #[cfg_attr(test, ts(skip))]
@@ -158,7 +204,17 @@ pub struct Hello {
     /// caller gets `busy`.
     #[serde(default)]
     pub call_waiting: bool,
+    /// The browser tab's own id (kept in its sessionStorage, so it outlives a reload),
+    /// at most [`MAX_TAB_ID_LEN`] bytes. A new session from a tab supersedes that tab's
+    /// detached session (a reloaded page whose `leave` was lost) instead of leaving it
+    /// to the resume window. A live session with the same id (a duplicated tab copies
+    /// sessionStorage) is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab: Option<String>,
 }
+
+/// The longest [`Hello::tab`] the server honours (a longer one is ignored).
+pub const MAX_TAB_ID_LEN: usize = 64;
 
 /// Proof that the client owns a session it wants to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,7 +271,8 @@ pub enum ClientMsg {
     },
     /// Take back a call after losing the session that held it (reload, crash, another
     /// tab or device). Answered with [`ServerMsg::CallStarted`] carrying a new token, or
-    /// `rejoin-denied` / `unknown-call`.
+    /// `rejoin-denied` / `unknown-call`, or `held-elsewhere` when the token is spent and
+    /// another live session of the same identity holds the call (it rejoined first).
     Rejoin { call: CallId, token: String },
     /// Set the presence status shown to others (`available` or `busy`).
     SetStatus { status: PresenceStatus },
@@ -248,6 +305,9 @@ pub enum ServerFrame {
     Pong { ack: u64 },
     /// A connection-level error; the socket is closed after it when `fatal`.
     Error(ErrorBody),
+    /// Answer to the client's [`ClientFrame::Bye`]: the session's calls have ended and
+    /// the session is gone. The socket closes right after.
+    Bye,
 }
 
 /// Opens or resumes a session.
@@ -331,7 +391,9 @@ pub struct EndedCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Peer {
+    /// The stable identity (the token's `sub`).
     pub id: UserId,
+    /// The display name (the token's `name`).
     pub name: String,
 }
 
@@ -405,7 +467,9 @@ pub enum PresenceStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PresenceEntry {
+    /// Who.
     pub user: Peer,
+    /// Whether they are online, and whether in a call.
     pub status: PresenceStatus,
 }
 
@@ -428,6 +492,13 @@ pub enum EndReason {
     ReconnectFailed,
     /// The server shut down and could not keep the call.
     ServerShutdown,
+    /// **Client-side only, never sent by the server**: the server no longer knows the
+    /// call and cannot say how it ended. A client whose session could not be resumed
+    /// gets a snapshot that neither lists the call nor has it among the recently
+    /// [`Snapshot::ended`] ones, while the call's window was still open: the server lost
+    /// its state (a crash or restart with the in-memory store). Neither participant
+    /// ended it; each client reports this reason on its own, so both ends agree.
+    ServerLost,
 }
 
 impl EndReason {
@@ -441,10 +512,11 @@ impl EndReason {
             EndReason::Busy => "busy",
             EndReason::ReconnectFailed => "reconnect-failed",
             EndReason::ServerShutdown => "server-shutdown",
+            EndReason::ServerLost => "server-lost",
         }
     }
 
-    /// Every reason, for metrics.
+    /// Every reason the server sends, for metrics (not the client-side `server-lost`).
     pub const ALL: [EndReason; 7] = [
         EndReason::Hangup,
         EndReason::Declined,
@@ -561,17 +633,29 @@ pub enum ErrorCode {
     InvalidState,
     /// The rejoin token is wrong, spent, or not yours.
     RejoinDenied,
+    /// A rejoin whose token is wrong or spent while another live session of the same
+    /// identity holds the call: typically another tab or device rejoined first with the
+    /// same token and got the rotated one. Nothing changed; a rejoin with the current
+    /// token (e.g. from storage the tabs share) moves the call here.
+    HeldElsewhere,
     /// A field is out of bounds (e.g. metadata too large).
     InvalidArgument,
     /// Another socket resumed this session; this one is closed (fatal).
     Superseded,
     /// The server is shutting down (fatal); reconnect later.
     ServerShutdown,
+    /// The server is restarting and keeps every session and call (fatal for this
+    /// socket only): reconnect and resume at once, without backoff. See
+    /// [the module documentation](self#server-restarts).
+    ServerRestarting,
     /// No hello arrived in time (fatal).
     HelloTimeout,
     /// Client-side only: the session was lost before the server confirmed the request
     /// (`re`); it may or may not have been handled.
     SessionLost,
+    /// Client-side only: no answer to the request (`re`) arrived in time (see the
+    /// client's `request_timeout_ms`); a late answer is undone (a late call is cancelled).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -595,11 +679,14 @@ impl ErrorCode {
             ErrorCode::NotParticipant => "not-participant",
             ErrorCode::InvalidState => "invalid-state",
             ErrorCode::RejoinDenied => "rejoin-denied",
+            ErrorCode::HeldElsewhere => "held-elsewhere",
             ErrorCode::InvalidArgument => "invalid-argument",
             ErrorCode::Superseded => "superseded",
             ErrorCode::ServerShutdown => "server-shutdown",
+            ErrorCode::ServerRestarting => "server-restarting",
             ErrorCode::HelloTimeout => "hello-timeout",
             ErrorCode::SessionLost => "session-lost",
+            ErrorCode::Timeout => "timeout",
         }
     }
 }
@@ -630,6 +717,21 @@ impl BadFrame {
             BadFrame::Malformed(why) => format!("malformed frame: {why}"),
         }
     }
+}
+
+/// True when `s` can be shown to another person as it is: no control characters
+/// (newlines included) and no bidirectional overrides, embeddings, isolates or marks,
+/// which can make a name read as something else ("alice\u{202E}kcab"). Identities,
+/// display names and call kinds must pass it; the server answers `invalid-argument`
+/// otherwise.
+pub fn is_displayable(s: &str) -> bool {
+    !s.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -676,13 +778,14 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for r in EndReason::ALL {
+        for r in EndReason::ALL.into_iter().chain([EndReason::ServerLost]) {
             assert_eq!(encode(&r), format!("\"{}\"", r.as_str()));
         }
         for c in [
             ErrorCode::RejoinDenied,
             ErrorCode::FrameTooLarge,
             ErrorCode::HelloTimeout,
+            ErrorCode::Timeout,
         ] {
             assert_eq!(encode(&c), format!("\"{}\"", c.as_str()));
         }
@@ -717,6 +820,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_not_displayable() {
+        assert!(is_displayable("Zoë Smith-Ngũgĩ 李"));
+        for bad in [
+            "a\nb",
+            "a\u{0}b",
+            "a\u{7}b",
+            "a\u{202E}b",
+            "a\u{2066}b",
+            "a\u{200F}b",
+        ] {
+            assert!(!is_displayable(bad), "{bad:?}");
+        }
     }
 
     #[test]

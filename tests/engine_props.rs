@@ -320,7 +320,7 @@ impl World {
                     | Event::CallStarted { call, .. } => {
                         known.entry(call.id.clone()).or_default().insert(c);
                     }
-                    Event::CallEnded { call, reason } => {
+                    Event::CallEnded { call, reason, .. } => {
                         ends.entry(call.clone())
                             .or_default()
                             .entry(c)

@@ -87,10 +87,15 @@ impl TestServer {
     }
 }
 
-/// A minimal HTTP/1.1 client (no extra dependency for two endpoints).
+/// A minimal HTTP/1.1 client (no extra dependency for three endpoints).
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_with_body(addr, method, path, "").await
+}
+
+async fn http_with_body(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let len = body.len();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
@@ -176,7 +181,9 @@ async fn signals(c: &mut NativeClient, count: usize) -> Vec<u64> {
 
 async fn ended(c: &mut NativeClient, call: &str) -> EndReason {
     c.expect(Duration::from_secs(10), |e| match e {
-        Event::CallEnded { call: id, reason } if id == call => Some(*reason),
+        Event::CallEnded {
+            call: id, reason, ..
+        } if id == call => Some(*reason),
         _ => None,
     })
     .await
@@ -374,7 +381,8 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     assert_eq!(signals(&mut bob, 1).await, vec![1]);
     assert_eq!(signals(&mut alice2, 1).await, vec![2]);
 
-    // The spent token, replayed from another page, is refused and changes nothing.
+    // The spent token, replayed from another page, is refused and changes nothing. The
+    // call is live on alice2, so the refusal says it is held elsewhere.
     let mut thief = server.client_with("alice", records);
     connected(&mut thief).await;
     let c = call.clone();
@@ -384,7 +392,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
             matches!(
                 e,
                 Event::RejoinWithdrawn {
-                    why: RejoinWithdrawn::Denied,
+                    why: RejoinWithdrawn::HeldElsewhere,
                     ..
                 }
             )
@@ -685,16 +693,15 @@ async fn bad_input_gets_error_codes_and_changes_nothing() {
 
 #[tokio::test]
 async fn jwt_auth_refuses_forged_and_expired_tokens_but_resumes_past_expiry() {
-    let secret = "test-secret";
+    let secret = "test-secret-of-at-least-32-bytes";
     let server = TestServer::start_with(RunConfig {
         engine: fast(),
         auth: AuthMode::Jwt(secret.into()),
-        static_dir: None,
-        test_hooks: true,
+        ..RunConfig::dev()
     })
     .await;
     let signer = holdfast::server::auth::JwtAuth::new(secret);
-    let forger = holdfast::server::auth::JwtAuth::new("guess");
+    let forger = holdfast::server::auth::JwtAuth::new("a-guess-that-is-also-32-bytes-long");
     let now_s = holdfast::native::now_ms() / 1000;
 
     let mut forged = server.client(&forger.sign("alice", "Alice", now_s + 60));
@@ -803,5 +810,62 @@ async fn test_hook_drops_links_and_clients_resume() {
     .unwrap();
     send(&bob, &call, 9).await;
     assert_eq!(signals(&mut alice, 1).await, vec![9]);
+    server.stop().await;
+}
+
+/// The logout fallback over HTTP (`POST /ws/bye`, what `sendBeacon` sends): a proof that
+/// fails changes nothing and says so; a copy that arrives after the socket's `bye` finds
+/// the session gone and is not an error (the browser would log a 4xx on the console).
+#[tokio::test]
+async fn logout_over_http_refuses_a_bad_proof_and_takes_a_second_copy_quietly() {
+    let server = TestServer::start(fast()).await;
+    let mut alice = server.client("alice");
+    let mut bob = server.client("bob");
+    let call = active_call(&mut alice, &mut bob).await;
+    let session = alice.with(|e, _| e.session_id().unwrap().to_owned()).await;
+    let bye = |token: &str, secret: &str| {
+        json!({ "token": token, "session": session, "secret": secret }).to_string()
+    };
+
+    let (status, _) = http_with_body(server.addr, "POST", "/ws/bye", "not json").await;
+    assert_eq!(status, 400);
+    let wrong = "00".repeat(32);
+    for token in ["alice", "bob"] {
+        let (status, _) = http_with_body(server.addr, "POST", "/ws/bye", &bye(token, &wrong)).await;
+        assert_eq!(status, 403, "{token}: a wrong secret is refused");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        bob.drain_events()
+            .iter()
+            .all(|e| !matches!(e, Event::CallEnded { .. })),
+        "a refused logout ends nothing"
+    );
+
+    // The real logout: the socket carries it; the page's HTTP copy comes second.
+    let goodbye = alice
+        .with(|e, now| {
+            e.logout(now);
+            e.poll_goodbye()
+        })
+        .await
+        .expect("a logout on a live socket also hands over an HTTP copy");
+    let ended = bob
+        .expect(WAIT, |e| match e {
+            Event::CallEnded {
+                call: c, reason, ..
+            } if *c == call => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(ended, Ok(EndReason::Hangup));
+    let (status, _) = http_with_body(
+        server.addr,
+        "POST",
+        "/ws/bye",
+        &bye(&goodbye.token, &goodbye.secret),
+    )
+    .await;
+    assert_eq!(status, 204, "logging out twice is not an error");
     server.stop().await;
 }

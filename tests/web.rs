@@ -227,7 +227,7 @@ async fn singleton_keeps_one_socket_across_connects() {
         opened_before + 1
     );
     // Only logout closes it, and nothing reconnects afterwards.
-    web::logout().unwrap();
+    web::logout(None).unwrap();
     events.wait("logged-out", 1000).await;
     sleep(300).await;
     assert!(!web::is_connected());

@@ -1,7 +1,15 @@
 import { defineConfig } from '@playwright/test';
+import { execFileSync } from 'node:child_process';
+
+// The server gets a free loopback port, chosen once by the runner: the workers it starts
+// inherit the environment, so every process agrees on it.
+process.env.HOLDFAST_E2E_PORT ??= execFileSync(process.execPath, [
+  '-e',
+  "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})",
+]).toString().trim();
+const PORT = Number(process.env.HOLDFAST_E2E_PORT);
 
 // Debian's Chromium (never `npx playwright install`: nothing may be downloaded).
-const PORT = Number(process.env.HOLDFAST_E2E_PORT ?? 18480);
 export const BASE = `http://127.0.0.1:${PORT}`;
 
 export default defineConfig({

@@ -15,7 +15,7 @@ mod app {
 
     use clap::Parser;
     use holdfast::server::config::Cli;
-    use holdfast::server::{run, AuthMode, RunConfig};
+    use holdfast::server::{run_with_metrics_listener, AuthMode, RunConfig};
     use std::process::ExitCode;
 
     #[tokio::main]
@@ -46,13 +46,28 @@ mod app {
                 return ExitCode::from(1);
             }
         };
+        let metrics_listener = match cli.metrics_listen.map(holdfast::server::bind) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                eprintln!(
+                    "holdfast-server: cannot listen on {:?}: {e}",
+                    cli.metrics_listen
+                );
+                return ExitCode::from(1);
+            }
+        };
         let config = RunConfig {
             engine: cli.engine_config(),
             auth,
             static_dir: cli.static_dir.clone(),
             test_hooks: cli.test_hooks,
+            jwt: cli.jwt_rules(),
+            net: cli.net_limits(),
+            store: cli.store.clone(),
         };
-        match run(listener, config, shutdown_signal()).await {
+        match run_with_metrics_listener(listener, metrics_listener, config, shutdown_signal()).await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("holdfast-server: {e}");

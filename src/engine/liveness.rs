@@ -4,7 +4,11 @@
 //! rebinding, a proxy that stopped forwarding). So each side watches when it last heard
 //! anything from the peer: silence for a whole `timeout` means the link is dead. The
 //! client also makes sure the peer hears from it: after `interval` without sending, it
-//! pings (the server answers every ping, so a live link is never silent for long).
+//! pings (the server answers every ping, so a live link is never silent for long). It
+//! also probes with a ping after `interval` without *hearing* anything, even while it is
+//! busy sending: a server holding its acknowledgements (its store is slow or away) still
+//! answers pings at once, and that answer is what keeps a busy link from being declared
+//! dead.
 //!
 //! Plain data on the engines' simulated clock: `now` is handed in, nothing is read.
 
@@ -27,6 +31,8 @@ pub struct Liveness {
     timeout_ms: u64,
     last_heard: u64,
     last_sent: u64,
+    /// When the last ping went out.
+    last_ping: u64,
 }
 
 impl Liveness {
@@ -37,6 +43,7 @@ impl Liveness {
             timeout_ms,
             last_heard: 0,
             last_sent: 0,
+            last_ping: 0,
         }
     }
 
@@ -57,6 +64,12 @@ impl Liveness {
         self.last_sent = now;
     }
 
+    /// This side sent a ping at `now`.
+    pub fn pinged(&mut self, now: u64) {
+        self.last_sent = now;
+        self.last_ping = now;
+    }
+
     /// When the peer was last heard from.
     pub fn last_heard(&self) -> u64 {
         self.last_heard
@@ -75,9 +88,11 @@ impl Liveness {
         self.last_heard + self.timeout_ms
     }
 
-    /// The instant a ping is due unless something is sent before.
+    /// The instant a ping is due: an interval after this side last sent anything, or
+    /// an interval after it last heard anything (and pinged), whichever comes first.
     pub fn ping_at(&self) -> u64 {
-        self.last_sent + self.interval_ms
+        let probe = self.last_heard.max(self.last_ping) + self.interval_ms;
+        (self.last_sent + self.interval_ms).min(probe)
     }
 
     pub fn is_dead(&self, now: u64) -> bool {
@@ -137,7 +152,7 @@ mod tests {
                 Check::Dead => return (pings, Some(now)),
                 Check::PingDue => {
                     pings.push(now);
-                    l.sent(now);
+                    l.pinged(now);
                     if peer_alive(now) {
                         pongs.push(now + rtt);
                     }
@@ -171,6 +186,33 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_sender_that_hears_nothing_probes_once_per_interval() {
+        let mut l = Liveness::new(1_000, 3_000);
+        l.heard(0);
+        l.sent(0);
+        // Sending every 100 ms: no ping while the peer answers…
+        for t in (100..=900).step_by(100) {
+            l.sent(t);
+            assert_eq!(l.check(t), Check::Alive);
+        }
+        // …but an interval of silence from the peer asks for one, and only one.
+        l.sent(1_000);
+        assert_eq!(l.check(1_000), Check::PingDue);
+        l.pinged(1_000);
+        for t in (1_100..=1_900).step_by(100) {
+            l.sent(t);
+            assert_eq!(l.check(t), Check::Alive, "at {t}");
+        }
+        assert_eq!(l.check(2_000), Check::PingDue);
+        // The answer arrives: quiet again until the peer is silent for an interval.
+        l.pinged(2_000);
+        l.heard(2_050);
+        l.sent(2_100);
+        assert_eq!(l.check(2_900), Check::Alive);
+        assert_eq!(l.check(3_050), Check::PingDue);
+    }
+
+    #[test]
     fn dead_wins_over_a_due_ping() {
         let mut l = Liveness::new(1_000, 3_000);
         l.heard(0);
@@ -192,8 +234,11 @@ mod tests {
         l.heard(1_000);
         l.sent(1_000);
         assert_eq!(l.next_check(1_000), 2_500);
-        // Sending keeps pushing the ping back; then the death deadline comes first.
+        // Sending without hearing anything does not push the ping back: the silent
+        // peer is probed (once), then the death deadline comes first.
         l.sent(5_000);
+        assert_eq!(l.check(5_000), Check::PingDue);
+        l.pinged(5_000);
         assert_eq!(l.next_check(5_000), 5_500);
         // Past both deadlines the next check is still strictly later than now.
         assert_eq!(l.next_check(9_000), 9_001);

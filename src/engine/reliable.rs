@@ -10,10 +10,11 @@
 //! Plain data (`Clone + Debug`, no clock, no IO): the server keeps both inside its
 //! stored session, and a persistent store serialises them.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// One sent message waiting for acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unacked<M> {
     /// Its sequence number.
     pub seq: u64,
@@ -45,6 +46,15 @@ impl<M> Default for Outbox<M> {
 impl<M> Outbox<M> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Rebuilds an outbox from stored parts: the last sequence number sent and the
+    /// unacknowledged messages, oldest first (a durable store keeps them apart).
+    pub fn from_parts(last_seq: u64, unacked: impl IntoIterator<Item = Unacked<M>>) -> Self {
+        Self {
+            last_seq,
+            unacked: unacked.into_iter().collect(),
+        }
     }
 
     /// Numbers `msg` and keeps it until acknowledged. `ack` is what this side has
@@ -127,7 +137,8 @@ pub enum Received {
 }
 
 /// The receiving half: the highest peer sequence handled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Inbox {
     last_seq: u64,
 }

@@ -5,15 +5,40 @@
 //! write-through cache: it answers reads from memory, loads on a miss, and writes the
 //! records the engine touched when [`Store::commit`] is called at the end of every
 //! engine input. The engine logic does not change between stores.
+//!
+//! The Redis store (`crate::server::store`) is built the second way round: the engine
+//! always works on a [`MemoryStore`], which can track what changed
+//! ([`MemoryStore::with_change_tracking`], [`MemoryStore::take_changes`]), and the
+//! driver writes those records after every batch of inputs, before it releases the
+//! batch's outputs. At start it loads every record ([`Records`]) and rebuilds the
+//! memory store from them ([`MemoryStore::from_records`]). The engine stays
+//! synchronous, and every read is a memory read.
 
 use super::reliable::{Inbox, Outbox};
 use crate::protocol::{
     CallId, CallState, EndReason, LinkState, Peer, PresenceStatus, ServerMsg, SessionId, UserId,
 };
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+/// Serializes a session's outbox as its last sequence number (see `Session::outbox`).
+mod outbox_last_seq {
+    use super::{Outbox, ServerMsg};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(outbox: &Outbox<ServerMsg>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(outbox.last_seq())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Outbox<ServerMsg>, D::Error> {
+        let last_seq = u64::deserialize(d)?;
+        Ok(Outbox::from_parts(last_seq, []))
+    }
+}
 
 /// A session: what survives a socket drop.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub id: SessionId,
     pub user: Peer,
@@ -23,7 +48,8 @@ pub struct Session {
     /// shows it received the rotated one (its first frame after that welcome): a welcome
     /// lost with its socket must not lose the session.
     pub prev_secret_hash: Option<[u8; 32]>,
-    /// The socket currently attached, if any.
+    /// The socket currently attached, if any. Socket ids are local to one process: a
+    /// session loaded with one set was attached when its process stopped.
     pub conn: Option<u64>,
     /// When the socket went away (the resume window runs from here).
     pub detached_at: Option<u64>,
@@ -31,18 +57,25 @@ pub struct Session {
     /// client has not acknowledged yet (for replay), each with the client sequence
     /// acknowledged when it was first sent, sent again with it on replay, so that an
     /// acknowledgement never arrives before the answer it covers.
+    /// Serialized as its last sequence number only: a durable store keeps the
+    /// unacknowledged messages as a list of their own and appends to it instead of
+    /// rewriting it on every message.
+    #[serde(with = "outbox_last_seq")]
     pub outbox: Outbox<ServerMsg>,
     /// The highest client sequence handled.
     pub inbox: Inbox,
     /// The replay buffer overflowed: the session can no longer be resumed.
     pub overflowed: bool,
     pub presence: bool,
+    /// The browser tab the session was opened from ([`crate::protocol::Hello::tab`]).
+    #[serde(default)]
+    pub tab: Option<String>,
     pub call_waiting: bool,
     pub created_at: u64,
 }
 
 /// One side of a call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slot {
     pub user: Peer,
     /// The session holding this side (None: ringing callee, or waiting for a rejoin
@@ -56,7 +89,7 @@ pub struct Slot {
 }
 
 /// A call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     pub id: CallId,
     pub kind: Option<String>,
@@ -108,7 +141,7 @@ impl Call {
 }
 
 /// A call that ended recently, remembered so a returning page learns why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tombstone {
     pub call: CallId,
     pub reason: EndReason,
@@ -165,16 +198,18 @@ pub trait Store: Send {
     }
 }
 
-#[derive(Debug, Default)]
-struct UserEntry {
-    peer: Option<Peer>,
-    sessions: Vec<SessionId>,
-    calls: Vec<CallId>,
-    status: Option<PresenceStatus>,
-    tombstones: Vec<Tombstone>,
+/// What the store keeps per identity: its sessions and calls (indexes, oldest first),
+/// its chosen presence status and its recent tombstones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub peer: Option<Peer>,
+    pub sessions: Vec<SessionId>,
+    pub calls: Vec<CallId>,
+    pub status: Option<PresenceStatus>,
+    pub tombstones: Vec<Tombstone>,
 }
 
-impl UserEntry {
+impl UserRecord {
     fn is_empty(&self) -> bool {
         self.sessions.is_empty()
             && self.calls.is_empty()
@@ -183,13 +218,49 @@ impl UserEntry {
     }
 }
 
+/// The records that changed (or went away: then the store no longer has them) since
+/// the last [`MemoryStore::take_changes`]. Ids only: the driver reads the current
+/// records from the store when it writes them, so a record touched by many inputs is
+/// written once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub sessions: BTreeSet<SessionId>,
+    pub calls: BTreeSet<CallId>,
+    pub users: BTreeSet<UserId>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.calls.is_empty() && self.users.is_empty()
+    }
+
+    /// Adds `other`'s ids (changes not yet written accumulate).
+    pub fn merge(&mut self, other: Changes) {
+        self.sessions.extend(other.sessions);
+        self.calls.extend(other.calls);
+        self.users.extend(other.users);
+    }
+}
+
+/// Everything a durable store held, as loaded at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Records {
+    pub sessions: Vec<Session>,
+    pub calls: Vec<Call>,
+    pub users: Vec<(UserId, UserRecord)>,
+}
+
 /// The embedded in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     sessions: HashMap<SessionId, Session>,
     calls: HashMap<CallId, Call>,
-    users: HashMap<UserId, UserEntry>,
+    users: HashMap<UserId, UserRecord>,
     pairs: HashMap<(UserId, UserId), CallId>,
+    /// `Some` when a driver persists the changes. A cell because the driver reads them
+    /// through the engine's shared borrow of its store, between two inputs.
+    changes: Option<RefCell<Changes>>,
+    durable: bool,
 }
 
 const MAX_TOMBSTONES_PER_USER: usize = 16;
@@ -207,12 +278,109 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn user_mut(&mut self, user: &str) -> &mut UserEntry {
+    /// A store that records which sessions, calls and users change, for a driver that
+    /// persists them ([`MemoryStore::take_changes`]). `durable`: the records outlive the
+    /// process, so a graceful shutdown keeps calls ([`Store::durable`]).
+    pub fn with_change_tracking(durable: bool) -> Self {
+        Self {
+            changes: Some(RefCell::default()),
+            durable,
+            ..Self::default()
+        }
+    }
+
+    /// Rebuilds a store from loaded records, tracking changes (see
+    /// [`MemoryStore::with_change_tracking`]). Sessions and calls are the authority:
+    /// a user's index lists only those that exist (in the order the record kept),
+    /// and one whose user record is missing is indexed anyway. Calls a user record
+    /// lists that no longer exist (they expired while no server ran) are returned,
+    /// for the engine to end.
+    pub fn from_records(records: Records, durable: bool) -> (Self, Vec<(UserId, CallId)>) {
+        let mut store = Self::with_change_tracking(durable);
+        let mut vanished = Vec::new();
+        let mut sessions: Vec<Session> = records.sessions;
+        sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let mut calls: Vec<Call> = records.calls;
+        calls.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let loaded_users = records.users.clone();
+        let mut listed: HashMap<UserId, UserRecord> = records.users.into_iter().collect();
+        for (user, record) in listed.iter_mut() {
+            for call in &record.calls {
+                if !calls.iter().any(|c| &c.id == call) {
+                    vanished.push((user.clone(), call.clone()));
+                }
+            }
+            record
+                .sessions
+                .retain(|s| sessions.iter().any(|x| &x.id == s));
+            record.calls.retain(|c| calls.iter().any(|x| &x.id == c));
+        }
+        for (user, record) in listed {
+            store.users.insert(user, record);
+        }
+        for session in sessions {
+            store.put_session(session);
+        }
+        for call in calls {
+            store.put_call(call);
+        }
+        store.users.retain(|_, u| !u.is_empty());
+        vanished.sort();
+        // What was loaded is what the durable store has: nothing to write back, except
+        // user records whose indexes listed what expired (or that are now empty).
+        store.take_changes();
+        let stale: Vec<UserId> = loaded_users
+            .into_iter()
+            .filter(|(id, before)| store.users.get(id) != Some(before))
+            .map(|(id, _)| id)
+            .collect();
+        store.note(|c| c.users.extend(stale));
+        (store, vanished)
+    }
+
+    /// Every record, as a durable store would hold them (tests compare a reload with
+    /// the live store).
+    pub fn records(&self) -> Records {
+        let mut records = Records {
+            sessions: self.sessions.values().cloned().collect(),
+            calls: self.calls.values().cloned().collect(),
+            users: self
+                .users
+                .iter()
+                .map(|(id, u)| (id.clone(), u.clone()))
+                .collect(),
+        };
+        records.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        records.calls.sort_by(|a, b| a.id.cmp(&b.id));
+        records.users.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+
+    /// The user record of an identity, if the store has one.
+    pub fn user(&self, id: &str) -> Option<&UserRecord> {
+        self.users.get(id)
+    }
+
+    /// The records changed since the last call (empty unless tracking).
+    pub fn take_changes(&self) -> Changes {
+        self.changes.as_ref().map(RefCell::take).unwrap_or_default()
+    }
+
+    fn note(&mut self, f: impl FnOnce(&mut Changes)) {
+        if let Some(c) = self.changes.as_mut() {
+            f(c.get_mut());
+        }
+    }
+
+    fn user_mut(&mut self, user: &str) -> &mut UserRecord {
+        self.note(|c| {
+            c.users.insert(user.to_owned());
+        });
         self.users.entry(user.to_owned()).or_default()
     }
 
     fn gc_user(&mut self, user: &str) {
-        if self.users.get(user).is_some_and(UserEntry::is_empty) {
+        if self.users.get(user).is_some_and(UserRecord::is_empty) {
             self.users.remove(user);
         }
     }
@@ -224,10 +392,18 @@ impl Store for MemoryStore {
     }
 
     fn session_mut(&mut self, id: &str) -> Option<&mut Session> {
+        if self.sessions.contains_key(id) {
+            self.note(|c| {
+                c.sessions.insert(id.to_owned());
+            });
+        }
         self.sessions.get_mut(id)
     }
 
     fn put_session(&mut self, session: Session) {
+        self.note(|c| {
+            c.sessions.insert(session.id.clone());
+        });
         let entry = self.user_mut(&session.user.id);
         entry.peer = Some(session.user.clone());
         if !entry.sessions.contains(&session.id) {
@@ -238,6 +414,9 @@ impl Store for MemoryStore {
 
     fn take_session(&mut self, id: &str) -> Option<Session> {
         let session = self.sessions.remove(id)?;
+        self.note(|c| {
+            c.sessions.insert(id.to_owned());
+        });
         let user = session.user.id.clone();
         self.user_mut(&user).sessions.retain(|s| s != id);
         self.gc_user(&user);
@@ -257,12 +436,20 @@ impl Store for MemoryStore {
     }
 
     fn call_mut(&mut self, id: &str) -> Option<&mut Call> {
+        if self.calls.contains_key(id) {
+            self.note(|c| {
+                c.calls.insert(id.to_owned());
+            });
+        }
         self.calls.get_mut(id)
     }
 
     fn put_call(&mut self, call: Call) {
+        self.note(|c| {
+            c.calls.insert(call.id.clone());
+        });
         for user in [&call.caller.user.id, &call.callee.user.id] {
-            let entry = self.users.entry(user.clone()).or_default();
+            let entry = self.user_mut(user);
             if !entry.calls.contains(&call.id) {
                 entry.calls.push(call.id.clone());
             }
@@ -276,6 +463,9 @@ impl Store for MemoryStore {
 
     fn take_call(&mut self, id: &str) -> Option<Call> {
         let call = self.calls.remove(id)?;
+        self.note(|c| {
+            c.calls.insert(id.to_owned());
+        });
         let key = pair_key(&call.caller.user.id, &call.callee.user.id);
         if self.pairs.get(&key).is_some_and(|c| c == id) {
             self.pairs.remove(&key);
@@ -339,9 +529,14 @@ impl Store for MemoryStore {
 
     fn prune_tombstones(&mut self, before: u64) -> bool {
         let mut emptied = Vec::new();
+        let mut changed = Vec::new();
         let mut remain = false;
         for (id, u) in self.users.iter_mut() {
+            let had = u.tombstones.len();
             u.tombstones.retain(|t| t.at >= before);
+            if u.tombstones.len() != had {
+                changed.push(id.clone());
+            }
             remain |= !u.tombstones.is_empty();
             if u.is_empty() {
                 emptied.push(id.clone());
@@ -350,7 +545,12 @@ impl Store for MemoryStore {
         for id in emptied {
             self.users.remove(&id);
         }
+        self.note(|c| c.users.extend(changed));
         remain
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn counts(&self) -> StoreCounts {
@@ -372,5 +572,161 @@ impl Store for MemoryStore {
             .filter(|u| !u.sessions.is_empty())
             .count();
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str) -> Peer {
+        Peer {
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
+    fn session(id: &str, user: &str, at: u64) -> Session {
+        Session {
+            id: id.into(),
+            user: peer(user),
+            secret_hash: [7; 32],
+            prev_secret_hash: None,
+            conn: Some(1),
+            detached_at: None,
+            outbox: Outbox::new(),
+            inbox: Inbox::new(),
+            overflowed: false,
+            presence: false,
+            tab: None,
+            call_waiting: false,
+            created_at: at,
+        }
+    }
+
+    fn slot(user: &str, session: Option<&str>) -> Slot {
+        Slot {
+            user: peer(user),
+            session: session.map(str::to_owned),
+            token_hash: None,
+            link: LinkState::Connected,
+            deadline: None,
+        }
+    }
+
+    fn call(id: &str, a: &str, b: &str) -> Call {
+        Call {
+            id: id.into(),
+            kind: None,
+            state: CallState::Active,
+            caller: slot(a, Some("s1")),
+            callee: slot(b, Some("s2")),
+            grace_ms: 1_000,
+            ring_deadline: None,
+            caller_detached_at: None,
+            metadata: None,
+            created_at: 5,
+        }
+    }
+
+    #[test]
+    fn an_untracked_store_reports_no_changes() {
+        let mut store = MemoryStore::new();
+        store.put_session(session("s1", "alice", 1));
+        assert!(store.take_changes().is_empty());
+        assert!(!store.durable());
+    }
+
+    #[test]
+    fn tracking_names_every_touched_record_once_and_then_forgets() {
+        let mut store = MemoryStore::with_change_tracking(true);
+        assert!(store.durable());
+        store.put_session(session("s1", "alice", 1));
+        store.put_session(session("s2", "bob", 2));
+        store.put_call(call("c1", "alice", "bob"));
+        let changes = store.take_changes();
+        assert_eq!(changes.sessions, BTreeSet::from(["s1".into(), "s2".into()]));
+        assert_eq!(changes.calls, BTreeSet::from(["c1".into()]));
+        assert_eq!(
+            changes.users,
+            BTreeSet::from(["alice".into(), "bob".into()])
+        );
+        assert!(store.take_changes().is_empty());
+
+        // Reads change nothing; a write through `_mut` names the record.
+        let _ = store.session("s1");
+        let _ = store.call("c1");
+        assert!(store.take_changes().is_empty());
+        store.session_mut("s1").unwrap().inbox.accept(1);
+        store.call_mut("c1").unwrap().grace_ms = 9;
+        let changes = store.take_changes();
+        assert_eq!(changes.sessions, BTreeSet::from(["s1".into()]));
+        assert_eq!(changes.calls, BTreeSet::from(["c1".into()]));
+        assert!(changes.users.is_empty());
+
+        // Deletions are changes too: the store no longer has the record.
+        store.take_call("c1");
+        store.take_session("s2");
+        let changes = store.take_changes();
+        assert!(changes.calls.contains("c1") && store.call("c1").is_none());
+        assert!(changes.sessions.contains("s2") && store.session("s2").is_none());
+        assert!(changes.users.contains("bob") && store.user("bob").is_none());
+
+        store.add_tombstone(
+            "alice",
+            Tombstone {
+                call: "c1".into(),
+                reason: EndReason::Hangup,
+                at: 10,
+            },
+        );
+        assert_eq!(store.take_changes().users, BTreeSet::from(["alice".into()]));
+        assert!(!store.prune_tombstones(11));
+        assert_eq!(store.take_changes().users, BTreeSet::from(["alice".into()]));
+    }
+
+    #[test]
+    fn a_store_rebuilt_from_its_records_is_the_same_store() {
+        let mut store = MemoryStore::with_change_tracking(true);
+        store.put_session(session("s1", "alice", 1));
+        store.put_session(session("s3", "alice", 3));
+        store.put_session(session("s2", "bob", 2));
+        store.put_call(call("c1", "alice", "bob"));
+        store.set_chosen_status("carol", PresenceStatus::Busy);
+        let (rebuilt, vanished) = MemoryStore::from_records(store.records(), true);
+        assert!(vanished.is_empty());
+        assert_eq!(rebuilt.records(), store.records());
+        assert_eq!(rebuilt.sessions_of("alice"), ["s1", "s3"]);
+        assert_eq!(rebuilt.call_between("bob", "alice"), Some(&"c1".to_owned()));
+        assert_eq!(rebuilt.chosen_status("carol"), PresenceStatus::Busy);
+        assert!(rebuilt.take_changes().is_empty());
+    }
+
+    #[test]
+    fn records_that_expired_are_left_out_of_the_indexes_and_vanished_calls_reported() {
+        let mut store = MemoryStore::with_change_tracking(true);
+        store.put_session(session("s1", "alice", 1));
+        store.put_session(session("s2", "bob", 2));
+        store.put_call(call("c1", "alice", "bob"));
+        let mut records = store.records();
+        records.calls.clear();
+        records.sessions.retain(|s| s.id == "s1");
+        let (rebuilt, vanished) = MemoryStore::from_records(records, true);
+        assert_eq!(
+            vanished,
+            vec![
+                ("alice".to_owned(), "c1".to_owned()),
+                ("bob".to_owned(), "c1".to_owned())
+            ]
+        );
+        assert!(rebuilt.calls_of("alice").is_empty());
+        assert_eq!(rebuilt.call_between("alice", "bob"), None);
+        assert_eq!(rebuilt.sessions_of("alice"), ["s1"]);
+        assert!(rebuilt.user("bob").is_none());
+        // Both user records must be written again (bob's deleted).
+        assert_eq!(
+            rebuilt.take_changes().users,
+            BTreeSet::from(["alice".into(), "bob".into()])
+        );
     }
 }

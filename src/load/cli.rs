@@ -72,6 +72,15 @@ pub struct Cli {
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     pub server_args: Vec<String>,
 
+    /// Hostile clients flooding the server during each storm (each its own identity,
+    /// straight to the server, reconnecting when closed).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub hostile: usize,
+
+    /// Messages per second each hostile client sends.
+    #[arg(long, global = true, default_value_t = 200)]
+    pub hostile_rate: u32,
+
     /// Print the report as JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -215,6 +224,8 @@ impl Cli {
             resume_timeout: self.resume_timeout,
             iterations: self.iterations.max(1),
             proxy_workers,
+            hostile: self.hostile,
+            hostile_rate: self.hostile_rate,
             ..Settings::default()
         }
     }

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod dead_link;
 mod fleet;
 pub mod host;
+pub mod hostile;
 mod links;
 pub mod proxy;
 pub mod report;

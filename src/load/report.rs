@@ -76,6 +76,8 @@ pub struct StormReport {
     pub error_samples: Vec<String>,
     pub setup_ms: u64,
     pub total_ms: u64,
+    /// Hostile clients flooding the server from before the drop until the end.
+    pub hostile: Option<super::hostile::HostileTally>,
 }
 
 /// Dead-link detection.
@@ -281,6 +283,13 @@ impl Report {
                     s.tool_rss_per_session_bytes
                         .map_or_else(|| "—".into(), |b| format!("{:.1} KiB", b / 1024.0)),
                 );
+                if let Some(h) = &s.hostile {
+                    let _ = writeln!(
+                        out,
+                        "    meanwhile {} hostile clients sent {} messages over {} connects",
+                        h.clients, h.frames_sent, h.connects
+                    );
+                }
                 if !s.error_samples.is_empty() {
                     let _ = writeln!(
                         out,

@@ -297,7 +297,7 @@ async fn on_event(
             st.invite_pending = false;
             let _ = shared.notes.send(Note::CallStarted);
         }
-        Event::CallEnded { call, reason } => {
+        Event::CallEnded { call, reason, .. } => {
             if st.call.as_deref() == Some(call.as_str()) {
                 st.result.call_ended += 1;
                 st.error(format!("call ended: {}", reason.as_str()));

@@ -33,6 +33,10 @@ pub struct Settings {
     /// Run the proxy in worker processes (for runs whose sockets do not fit in this
     /// process's open-files limit) instead of in this process.
     pub proxy_workers: Option<ProxyWorkers>,
+    /// Hostile clients flooding the server during the storm (0: none).
+    pub hostile: usize,
+    /// Messages per second each hostile client sends.
+    pub hostile_rate: u32,
 }
 
 /// Proxy worker processes: `count` of `bin proxy-worker` (`bin` is a `holdfast-load`).
@@ -58,6 +62,8 @@ impl Default for Settings {
             setup_timeout: Duration::from_secs(120),
             iterations: 200,
             proxy_workers: None,
+            hostile: 0,
+            hostile_rate: 200,
         }
     }
 }

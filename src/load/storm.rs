@@ -6,6 +6,7 @@
 
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::host::{self, Who};
+use super::hostile::Hostile;
 use super::links::Links;
 use super::proxy::Action;
 use super::report::{ResumeTimes, StormReport};
@@ -100,7 +101,9 @@ async fn storm_on(
     let minutes = w0.elapsed().as_secs_f64() / 60.0;
     let per_min = |v: u64| v as f64 / n as f64 / minutes;
 
-    // Traffic, then the drop.
+    // Traffic (and the hostile clients, if any), then the drop.
+    let hostile = (settings.hostile > 0)
+        .then(|| Hostile::start(server.addr, &path, settings.hostile, settings.hostile_rate));
     fleet.set(Phase::Send);
     tokio::time::sleep(settings.warmup).await;
     let before = server.metrics().await.ok();
@@ -119,6 +122,10 @@ async fn storm_on(
     let overflows_after = host::listen_overflows();
     tokio::time::sleep(settings.after).await;
     let drained = fleet.quiesce(settings.drain_timeout).await;
+    let hostile = match hostile {
+        Some(h) => Some(h.stop().await),
+        None => None,
+    };
     let after = server.metrics().await.ok();
     let server_fds_end = server.fd_count();
     let results = fleet_finish(fleet).await;
@@ -197,6 +204,7 @@ async fn storm_on(
         error_samples: o.samples,
         setup_ms,
         total_ms: started.elapsed().as_millis() as u64,
+        hostile,
     };
     proxy.shutdown().await;
     Ok(report)

@@ -1,10 +1,12 @@
 //! Server configuration from flags and environment (`HOLDFAST_*`).
 
+use super::{JwtRules, NetLimits};
 use crate::engine::server::ServerConfig;
 use clap::Parser;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `holdfast-server`: the Holdfast signaling server.
 #[derive(Debug, Clone, Parser)]
@@ -58,13 +60,38 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: usize,
 
-    /// Sustained messages per second per socket.
+    /// Sustained messages per second per socket; a reconnect starts from what the
+    /// identity's previous socket left, so it refills nothing.
     #[arg(long, env = "HOLDFAST_MAX_MSGS_PER_SEC", default_value_t = 50)]
     pub max_msgs_per_sec: u32,
 
     /// Burst of messages allowed above the sustained rate.
     #[arg(long, env = "HOLDFAST_BURST", default_value_t = 200)]
     pub burst: u32,
+
+    /// Hellos per second from one client IP, before authentication.
+    #[arg(long, env = "HOLDFAST_MAX_HELLOS_PER_SEC_PER_IP", default_value_t = 50)]
+    pub max_hellos_per_sec_per_ip: u32,
+
+    /// Burst of hellos allowed from one client IP.
+    #[arg(long, env = "HOLDFAST_HELLO_BURST_PER_IP", default_value_t = 500)]
+    pub hello_burst_per_ip: u32,
+
+    /// Rejoin attempts per minute per identity.
+    #[arg(long, env = "HOLDFAST_MAX_REJOINS_PER_MIN", default_value_t = 10)]
+    pub max_rejoins_per_min: u32,
+
+    /// Rejoin attempts per minute per client IP.
+    #[arg(
+        long,
+        env = "HOLDFAST_MAX_REJOINS_PER_MIN_PER_IP",
+        default_value_t = 60
+    )]
+    pub max_rejoins_per_min_per_ip: u32,
+
+    /// Presence changes within this window reach watchers as one push (0: at once).
+    #[arg(long, env = "HOLDFAST_PRESENCE_COALESCE", default_value = "200ms", value_parser = parse_duration_ms)]
+    pub presence_coalesce: u64,
 
     /// Sessions one identity may hold at once.
     #[arg(long, env = "HOLDFAST_MAX_SESSIONS_PER_USER", default_value_t = 8)]
@@ -78,36 +105,105 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_TEST_HOOKS")]
     pub test_hooks: bool,
 
+    /// Where the state lives: `memory` (lost when the process ends) or
+    /// `redis://HOST:PORT[/DB]` (sessions and calls survive restarts).
+    #[arg(long, env = "HOLDFAST_STORE", default_value = "memory")]
+    pub store: crate::server::store::StoreSpec,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+
+    /// Required `aud` claim of JWTs (unset: `aud` is not checked).
+    #[arg(long, env = "HOLDFAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of JWTs (unset: `iss` is not checked).
+    #[arg(long, env = "HOLDFAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Longest validity a JWT may have (`exp` − `iat`, or `exp` − now), e.g. `24h`.
+    #[arg(long, env = "HOLDFAST_JWT_MAX_LIFETIME", value_parser = parse_duration_ms)]
+    pub jwt_max_lifetime: Option<u64>,
+
+    /// Clock skew forgiven on a JWT's `exp` and `nbf`.
+    #[arg(long, env = "HOLDFAST_JWT_LEEWAY", default_value = "5s", value_parser = parse_duration_ms)]
+    pub jwt_leeway: u64,
+
+    /// A connection must send its HTTP request headers within this long.
+    #[arg(long, env = "HOLDFAST_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration_ms)]
+    pub header_read_timeout: u64,
+
+    /// Open connections at most (0: the open-files limit minus headroom).
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Open connections per client IP at most (0: no per-IP limit).
+    #[arg(long, env = "HOLDFAST_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Addresses exempt from the per-IP limits: where a local reverse proxy connects from.
+    #[arg(long, env = "HOLDFAST_PER_IP_EXEMPT", default_value = "127.0.0.1,::1", value_parser = parse_ips)]
+    pub per_ip_exempt: IpList,
+
+    /// Origins allowed to open the WebSocket, comma-separated
+    /// (`https://app.example,https://www.app.example`; unset: any origin).
+    #[arg(long, env = "HOLDFAST_ALLOWED_ORIGINS", value_parser = parse_origins)]
+    pub allowed_origins: Option<OriginList>,
+
+    /// Serve `/metrics` (and `/healthz`) on this address instead of the main one.
+    #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Client IPs, for `--per-ip-exempt`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpList(pub Vec<IpAddr>);
+
+/// `127.0.0.1,::1`; empty for none.
+pub fn parse_ips(s: &str) -> Result<IpList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().map_err(|_| format!("`{p}` is not an IP address")))
+        .collect::<Result<_, _>>()
+        .map(IpList)
+}
+
+/// Allowed `Origin` header values, for `--allowed-origins`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginList(pub Vec<String>);
+
+/// `https://app.example,http://localhost:5173`.
+pub fn parse_origins(s: &str) -> Result<OriginList, String> {
+    let list: Vec<String> = s
+        .split(',')
+        .map(|p| p.trim().trim_end_matches('/').to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(bad) = list
+        .iter()
+        .find(|o| !(o.starts_with("https://") || o.starts_with("http://")))
+    {
+        return Err(format!("`{bad}` is not an origin (scheme://host[:port])"));
+    }
+    Ok(OriginList(list))
 }
 
 /// Grace windows by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KindWindows(pub BTreeMap<String, u64>);
 
-/// `1500ms`, `60s`, `5m`, `1h`, or a bare number of milliseconds.
+/// `1500ms`, `60s`, `5m`, `1h`, `1h 30m` (humantime's syntax), or a bare number of
+/// milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 1500ms, 60s, 5m)"))?;
-    let factor = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("`{s}` is too long"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| format!("`{s}` is too long"));
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration (try 1500ms, 60s, 5m): {e}"))?;
+    u64::try_from(d.as_millis()).map_err(|_| format!("`{s}` is too long"))
 }
 
 /// `support=60s,interpreter=5m`.
@@ -127,6 +223,27 @@ pub fn parse_kinds(s: &str) -> Result<KindWindows, String> {
 }
 
 impl Cli {
+    /// What a JWT must satisfy besides its signature.
+    pub fn jwt_rules(&self) -> JwtRules {
+        JwtRules {
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+            max_lifetime_ms: self.jwt_max_lifetime,
+            leeway_ms: self.jwt_leeway,
+        }
+    }
+
+    /// The listener's limits.
+    pub fn net_limits(&self) -> NetLimits {
+        NetLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            per_ip_exempt: self.per_ip_exempt.0.clone(),
+            allowed_origins: self.allowed_origins.clone().map(|o| o.0),
+        }
+    }
+
     /// The engine's settings.
     pub fn engine_config(&self) -> ServerConfig {
         ServerConfig {
@@ -142,6 +259,11 @@ impl Cli {
             max_msgs_per_sec: self.max_msgs_per_sec,
             burst: self.burst,
             max_sessions_per_user: self.max_sessions_per_user,
+            max_hellos_per_sec_per_ip: self.max_hellos_per_sec_per_ip,
+            hello_burst_per_ip: self.hello_burst_per_ip,
+            max_rejoins_per_min: self.max_rejoins_per_min,
+            max_rejoins_per_min_per_ip: self.max_rejoins_per_min_per_ip,
+            presence_coalesce_ms: self.presence_coalesce,
             ..ServerConfig::default()
         }
     }
@@ -159,6 +281,28 @@ mod tests {
         assert_eq!(parse_duration_ms("250"), Ok(250));
         assert!(parse_duration_ms("5 parsecs").is_err());
         assert!(parse_duration_ms("").is_err());
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("1m 30s"), Ok(90_000));
+    }
+
+    #[test]
+    fn lists_parse() {
+        assert_eq!(
+            parse_ips("127.0.0.1, ::1").unwrap().0,
+            vec![
+                IpAddr::from([127, 0, 0, 1]),
+                "::1".parse::<IpAddr>().unwrap()
+            ]
+        );
+        assert_eq!(parse_ips("").unwrap(), IpList::default());
+        assert!(parse_ips("localhost").is_err());
+        assert_eq!(
+            parse_origins("https://a.example/, http://localhost:5173")
+                .unwrap()
+                .0,
+            vec!["https://a.example", "http://localhost:5173"]
+        );
+        assert!(parse_origins("a.example").is_err());
     }
 
     #[test]

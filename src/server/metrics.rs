@@ -1,9 +1,14 @@
-//! Prometheus text exposition of the engine's counters and gauges.
+//! Prometheus text exposition (OpenMetrics, by `prometheus-client`) of the engine's
+//! counters and gauges and the listener's.
 
 use crate::engine::server::Metrics;
 use crate::engine::store::StoreCounts;
 use crate::protocol::EndReason;
-use std::fmt::Write as _;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// What `/metrics` shows: counters since start plus gauges sampled now.
 #[derive(Debug, Clone, Default)]
@@ -11,171 +16,172 @@ pub struct MetricsSnapshot {
     pub counters: Metrics,
     pub counts: StoreCounts,
     pub connections: usize,
+    /// With a durable store: its write latency, errors and start-up load.
+    pub store: Option<crate::server::store::StoreStats>,
 }
 
-fn line(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+/// The listener's own counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenerCounters {
+    pub refused_global: u64,
+    pub refused_per_ip: u64,
+    pub max_connections: u64,
 }
 
-/// Renders Prometheus text format 0.0.4.
-pub fn render(m: &MetricsSnapshot) -> String {
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labelled = Family<Vec<(String, String)>, Counter>;
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, value: usize) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    reg.register(name, help, g);
+}
+
+/// `name` without `_total`: the encoder adds it to counters.
+fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    reg.register(name, help, c);
+}
+
+fn label(key: &str, value: &str) -> Vec<(String, String)> {
+    vec![(key.to_owned(), value.to_owned())]
+}
+
+/// Renders the text format. Help texts get their final period from the encoder.
+pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
     let c = &m.counters;
-    let mut out = String::with_capacity(2048);
-    line(
-        &mut out,
+    let mut reg = Registry::default();
+    gauge(
+        &mut reg,
         "holdfast_connections",
-        "gauge",
-        "Open WebSocket connections.",
-        m.connections as u64,
+        "Open WebSocket connections",
+        m.connections,
     );
-    line(
-        &mut out,
+    gauge(
+        &mut reg,
         "holdfast_sessions",
-        "gauge",
-        "Sessions (attached or within their resume window).",
-        m.counts.sessions as u64,
+        "Sessions (attached or within their resume window)",
+        m.counts.sessions,
     );
-    line(
-        &mut out,
+    gauge(
+        &mut reg,
         "holdfast_sessions_detached",
-        "gauge",
-        "Sessions waiting for a resume.",
-        m.counts.sessions_detached as u64,
+        "Sessions waiting for a resume",
+        m.counts.sessions_detached,
     );
-    line(
-        &mut out,
+    gauge(
+        &mut reg,
         "holdfast_users_online",
-        "gauge",
-        "Identities with at least one session.",
-        m.counts.users_online as u64,
+        "Identities with at least one session",
+        m.counts.users_online,
     );
-    let _ = writeln!(
-        out,
-        "# HELP holdfast_calls Calls by state.\n# TYPE holdfast_calls gauge"
+    let calls = Family::<Vec<(String, String)>, Gauge>::default();
+    calls
+        .get_or_create(&label("state", "ringing"))
+        .set(m.counts.calls_ringing as i64);
+    calls
+        .get_or_create(&label("state", "active"))
+        .set(m.counts.calls_active as i64);
+    reg.register("holdfast_calls", "Calls by state", calls);
+    gauge(
+        &mut reg,
+        "holdfast_max_connections",
+        "Connection cap of the listener",
+        listener.max_connections as usize,
     );
-    let _ = writeln!(
-        out,
-        "holdfast_calls{{state=\"ringing\"}} {}",
-        m.counts.calls_ringing
+    for (name, help, value) in [
+        (
+            "holdfast_connections_opened",
+            "WebSocket connections accepted",
+            c.connections_opened,
+        ),
+        (
+            "holdfast_sessions_created",
+            "New sessions",
+            c.sessions_created,
+        ),
+        (
+            "holdfast_resumes",
+            "Sessions resumed after a drop",
+            c.resumes,
+        ),
+        (
+            "holdfast_resume_failures",
+            "Resume attempts answered with a new session",
+            c.resume_failures,
+        ),
+        (
+            "holdfast_superseded",
+            "Half-open sockets closed because their session resumed elsewhere",
+            c.superseded,
+        ),
+        ("holdfast_rejoins", "Calls rejoined with a token", c.rejoins),
+        (
+            "holdfast_rejoins_denied",
+            "Rejoins refused",
+            c.rejoins_denied,
+        ),
+        ("holdfast_calls_created", "Calls created", c.calls_created),
+        (
+            "holdfast_dedups",
+            "Invites answered with an existing call",
+            c.dedups,
+        ),
+        (
+            "holdfast_glare_merges",
+            "Crossed invites merged into one call",
+            c.glare_merges,
+        ),
+        (
+            "holdfast_dead_links",
+            "Links closed for heartbeat silence",
+            c.dead_links,
+        ),
+        (
+            "holdfast_auth_failures",
+            "Hellos refused for their token",
+            c.auth_failures,
+        ),
+        ("holdfast_frames_in", "Frames received", c.frames_in),
+        (
+            "holdfast_signals_relayed",
+            "Signal payloads relayed",
+            c.msgs_relayed,
+        ),
+    ] {
+        counter(&mut reg, name, help, value);
+    }
+    let refused = Labelled::default();
+    refused
+        .get_or_create(&label("cap", "global"))
+        .inc_by(listener.refused_global);
+    refused
+        .get_or_create(&label("cap", "per-ip"))
+        .inc_by(listener.refused_per_ip);
+    reg.register(
+        "holdfast_connections_refused",
+        "TCP connections over a connection cap (served only /healthz, or closed)",
+        refused,
     );
-    let _ = writeln!(
-        out,
-        "holdfast_calls{{state=\"active\"}} {}",
-        m.counts.calls_active
-    );
-    line(
-        &mut out,
-        "holdfast_connections_opened_total",
-        "counter",
-        "WebSocket connections accepted.",
-        c.connections_opened,
-    );
-    line(
-        &mut out,
-        "holdfast_sessions_created_total",
-        "counter",
-        "New sessions.",
-        c.sessions_created,
-    );
-    line(
-        &mut out,
-        "holdfast_resumes_total",
-        "counter",
-        "Sessions resumed after a drop.",
-        c.resumes,
-    );
-    line(
-        &mut out,
-        "holdfast_resume_failures_total",
-        "counter",
-        "Resume attempts answered with a new session.",
-        c.resume_failures,
-    );
-    line(
-        &mut out,
-        "holdfast_superseded_total",
-        "counter",
-        "Half-open sockets closed because their session resumed elsewhere.",
-        c.superseded,
-    );
-    line(
-        &mut out,
-        "holdfast_rejoins_total",
-        "counter",
-        "Calls rejoined with a token.",
-        c.rejoins,
-    );
-    line(
-        &mut out,
-        "holdfast_rejoins_denied_total",
-        "counter",
-        "Rejoins refused.",
-        c.rejoins_denied,
-    );
-    line(
-        &mut out,
-        "holdfast_calls_created_total",
-        "counter",
-        "Calls created.",
-        c.calls_created,
-    );
-    line(
-        &mut out,
-        "holdfast_dedups_total",
-        "counter",
-        "Invites answered with an existing call.",
-        c.dedups,
-    );
-    line(
-        &mut out,
-        "holdfast_glare_merges_total",
-        "counter",
-        "Crossed invites merged into one call.",
-        c.glare_merges,
-    );
-    line(
-        &mut out,
-        "holdfast_dead_links_total",
-        "counter",
-        "Links closed for heartbeat silence.",
-        c.dead_links,
-    );
-    line(
-        &mut out,
-        "holdfast_auth_failures_total",
-        "counter",
-        "Hellos refused for their token.",
-        c.auth_failures,
-    );
-    line(
-        &mut out,
-        "holdfast_frames_in_total",
-        "counter",
-        "Frames received.",
-        c.frames_in,
-    );
-    line(
-        &mut out,
-        "holdfast_signals_relayed_total",
-        "counter",
-        "Signal payloads relayed.",
-        c.msgs_relayed,
-    );
-    let _ = writeln!(out, "# HELP holdfast_call_ends_total Calls ended, by reason.\n# TYPE holdfast_call_ends_total counter");
+    let ends = Labelled::default();
     for r in EndReason::ALL {
         let n = c.ends.get(r.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "holdfast_call_ends_total{{reason=\"{}\"}} {n}",
-            r.as_str()
-        );
+        ends.get_or_create(&label("reason", r.as_str())).inc_by(n);
     }
-    let _ = writeln!(out, "# HELP holdfast_errors_total Errors answered, by code.\n# TYPE holdfast_errors_total counter");
+    reg.register("holdfast_call_ends", "Calls ended, by reason", ends);
+    let errors = Labelled::default();
     for (code, n) in &c.errors {
-        let _ = writeln!(out, "holdfast_errors_total{{code=\"{code}\"}} {n}");
+        errors.get_or_create(&label("code", code)).inc_by(*n);
     }
+    reg.register("holdfast_errors", "Errors answered, by code", errors);
+    if let Some(store) = &m.store {
+        store.register(&mut reg);
+    }
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
     out
 }

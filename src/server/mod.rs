@@ -1,8 +1,9 @@
 //! The server driver: axum + tokio around the pure server engine.
 //!
-//! One actor task owns the [`ServerEngine`]; every socket has a reader task (decodes JSON
-//! off the actor) and a writer task (encodes JSON off the actor). The actor feeds the
-//! engine, drains its outputs to the writers and sleeps until its next timer.
+//! One actor task owns the [`ServerEngine`]; every socket has one task that decodes
+//! what it reads and encodes what it writes (JSON stays off the actor). The actor feeds
+//! the engine, drains its outputs to the sockets' mailboxes and sleeps until its next
+//! timer. If the actor dies, `/healthz` fails at once and [`run`] returns an error.
 
 mod actor;
 pub mod auth;
@@ -10,19 +11,24 @@ pub mod config;
 mod http;
 pub mod metrics;
 mod socket;
+pub mod store;
 
-pub use socket::bind;
+pub use auth::JwtRules;
+pub use socket::{bind, NetLimits};
 
 use crate::engine::server::{Authenticator, DevAuth, ServerConfig, ServerEngine};
 use crate::engine::store::MemoryStore;
-use actor::{Actor, Cmd, OsEntropy};
+use actor::{Actor, Cmd, Durable, OsEntropy};
 use axum::routing::{get, post};
 use axum::Router;
 use http::AppState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::redis::{RedisStore, Windows};
+use store::{StoreHealth, StoreSpec, StoreStats};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,6 +37,10 @@ use tokio::sync::{mpsc, oneshot};
 pub enum ServerError {
     /// Neither `--dev` nor a JWT secret was given.
     NoAuth,
+    /// The JWT configuration cannot be used (a secret too short).
+    Jwt(auth::JwtConfigError),
+    /// The engine's task stopped (a panic): nothing would answer the sockets.
+    EngineStopped(String),
     Io(std::io::Error),
 }
 
@@ -39,6 +49,11 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::NoAuth => f.write_str(
                 "no authentication configured: pass --jwt-secret (or HOLDFAST_JWT_SECRET), or --dev for local use",
+            ),
+            ServerError::Jwt(e) => write!(f, "--jwt-secret: {e}"),
+            ServerError::EngineStopped(why) => write!(
+                f,
+                "the engine stopped ({why}); exiting so a supervisor can restart the server"
             ),
             ServerError::Io(e) => write!(f, "io error: {e}"),
         }
@@ -69,6 +84,12 @@ pub struct RunConfig {
     pub auth: AuthMode,
     pub static_dir: Option<PathBuf>,
     pub test_hooks: bool,
+    /// What a JWT must satisfy besides its signature (JWT mode only).
+    pub jwt: JwtRules,
+    /// Connection caps, header-read timeout, allowed origins.
+    pub net: NetLimits,
+    /// Where the state lives (`--store`).
+    pub store: StoreSpec,
 }
 
 impl RunConfig {
@@ -79,6 +100,9 @@ impl RunConfig {
             auth: AuthMode::Dev,
             static_dir: None,
             test_hooks: true,
+            jwt: JwtRules::default(),
+            net: NetLimits::default(),
+            store: StoreSpec::Memory,
         }
     }
 }
@@ -90,10 +114,83 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `/healthz` and `/readyz`: 503 while the store cannot be written (or is loading).
+/// How long one Redis operation may take before the store counts as unavailable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to Redis and loads the state, retrying with backoff until both work (the
+/// server is not ready meanwhile), and rebuilds the engine from it.
+async fn open_redis(
+    url: &str,
+    config: ServerConfig,
+    auth: Box<dyn Authenticator>,
+    health: Arc<StoreHealth>,
+) -> (ServerEngine<MemoryStore>, Durable) {
+    let windows = Windows::from_config(&config);
+    let mut stats = StoreStats::default();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        let loaded = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
+            Ok(mut redis) => redis.load().await.map(|records| (redis, records)),
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok((redis, records)) => {
+                stats.load_ms = started.elapsed().as_millis() as u64;
+                stats.records_loaded =
+                    (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
+                tracing::info!(
+                    store = %url,
+                    sessions = records.sessions.len(),
+                    calls = records.calls.len(),
+                    users = records.users.len(),
+                    ms = stats.load_ms,
+                    "state loaded"
+                );
+                let (store, vanished) = MemoryStore::from_records(records, true);
+                if !vanished.is_empty() {
+                    tracing::info!(
+                        calls = vanished.len(),
+                        "calls expired while no server ran: ending them reconnect-failed"
+                    );
+                }
+                let engine = ServerEngine::restore(
+                    config,
+                    store,
+                    vanished,
+                    auth,
+                    Box::new(OsEntropy),
+                    now_ms(),
+                );
+                return (engine, Durable::new(redis, health, stats));
+            }
+            Err(e) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot load the state from Redis; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then tells every client `server-shutdown` and
-/// returns once their sockets had a moment to flush.
+/// returns once their sockets had a moment to flush. Returns
+/// [`ServerError::EngineStopped`] at once if the engine's task dies.
 pub async fn run(
     listener: TcpListener,
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    run_with_metrics_listener(listener, None, config, shutdown).await
+}
+
+/// [`run`], with `/metrics` (and a `/healthz`) on a listener of its own instead of the
+/// main one.
+pub async fn run_with_metrics_listener(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
@@ -102,40 +199,71 @@ pub async fn run(
             tracing::warn!("DEV MODE: tokens are bare identities and anyone can be anyone. Never expose this server.");
             Box::new(DevAuth)
         }
-        AuthMode::Jwt(secret) if !secret.is_empty() => {
-            Box::new(auth::JwtAuth::new(secret.as_bytes()))
-        }
+        AuthMode::Jwt(secret) if !secret.is_empty() => Box::new(
+            auth::JwtAuth::verifier(secret.as_bytes(), config.jwt.clone())
+                .map_err(ServerError::Jwt)?,
+        ),
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
-    let engine = ServerEngine::new(config.engine, MemoryStore::new(), auth, Box::new(OsEntropy));
+    let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
     let (tx, rx) = mpsc::unbounded_channel();
-    let actor = tokio::spawn(
-        Actor {
-            engine,
-            writers: HashMap::new(),
-        }
-        .run(rx),
-    );
+    // Sockets that open while the state loads wait (their `Open` queues) until the
+    // actor runs.
+    let mut actor = {
+        let health = health.clone();
+        let store = config.store.clone();
+        let engine_config = config.engine.clone();
+        tokio::spawn(async move {
+            let actor = match store {
+                StoreSpec::Memory => Actor {
+                    engine: ServerEngine::new(
+                        engine_config,
+                        MemoryStore::new(),
+                        auth,
+                        Box::new(OsEntropy),
+                    ),
+                    writers: HashMap::new(),
+                    durable: None,
+                },
+                StoreSpec::Redis(url) => {
+                    let (engine, durable) = open_redis(&url, engine_config, auth, health).await;
+                    Actor {
+                        engine,
+                        writers: HashMap::new(),
+                        durable: Some(durable),
+                    }
+                }
+            };
+            actor.run(rx).await
+        })
+    };
+    let tracker = socket::ConnTracker::new(&config.net);
     let state = AppState {
         actor: tx.clone(),
         max_frame_bytes,
-        test_hooks: config.test_hooks,
+        allowed_origins: config.net.allowed_origins.clone().map(Arc::from),
+        tracker: tracker.clone(),
+        health: health.clone(),
     };
     let mut app = Router::new()
         .route("/ws", get(socket::ws_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(http::metrics_handler));
+        .route("/ws/bye", post(http::bye_handler))
+        .merge(http::health_routes());
+    if metrics_listener.is_none() {
+        app = app.merge(http::metrics_routes(config.test_hooks));
+    }
     if config.test_hooks {
-        tracing::warn!("test hooks enabled: POST /test/drop?user=ID drops a user's sockets");
-        app = app.route("/test/drop", post(http::drop_handler));
+        tracing::warn!("test hooks enabled: POST /test/drop?user=ID drops a user's sockets, POST /test/crash stops the engine");
+        app = app.merge(http::test_routes());
     }
     if let Some(dir) = &config.static_dir {
         app = app.fallback_service(tower_http::services::ServeDir::new(dir));
     }
-    let app = app.with_state(state);
+    let app = app.with_state(state.clone());
+    let reserve = socket::reserve_router(http::health_routes().with_state(state.clone()));
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "holdfast-server listening");
+    tracing::info!(%addr, max_connections = tracker.max_total(), "holdfast-server listening");
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let actor_tx = tx.clone();
     tokio::spawn(async move {
@@ -145,17 +273,75 @@ pub async fn run(
         if actor_tx.send(Cmd::Shutdown(done_tx)).is_ok() {
             let _ = done_rx.await;
         }
-        // Let writers flush the server-shutdown frames.
+        // Let the sockets flush the server-shutdown frames.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = stop_tx.send(());
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+    let (metrics_stop_tx, metrics_stop_rx) = oneshot::channel::<()>();
+    if let Some(ml) = metrics_listener {
+        let metrics_addr = ml.local_addr()?;
+        tracing::info!(%metrics_addr, "metrics listening");
+        let metrics_app = http::metrics_routes(config.test_hooks)
+            .merge(http::health_routes())
+            .with_state(state.clone());
+        // Its own small tracker: scrapes never compete with clients for connections.
+        let metrics_tracker = socket::ConnTracker::new(&NetLimits {
+            max_connections: 64,
+            max_connections_per_ip: 0,
+            ..NetLimits::default()
+        });
+        tokio::spawn(socket::serve(
+            ml,
+            metrics_app,
+            socket::reserve_router(Router::new()),
+            metrics_tracker,
+            config.net.header_read_timeout,
+            async {
+                let _ = metrics_stop_rx.await;
+            },
+        ));
+    }
+    let serving = socket::serve(
+        listener,
+        app,
+        reserve,
+        tracker,
+        config.net.header_read_timeout,
+        async {
             let _ = stop_rx.await;
-        })
-        .await?;
+        },
+    );
+    tokio::pin!(serving);
+    // The actor returns by itself only at shutdown; a panic ends it any time.
+    let mut actor_done = false;
+    let outcome = loop {
+        tokio::select! {
+            () = &mut serving => break Ok(()),
+            joined = &mut actor, if !actor_done => match joined {
+                Ok(()) => actor_done = true,
+                Err(e) if e.is_panic() => {
+                    let payload = e.into_panic();
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".to_owned());
+                    break Err(format!("panicked: {why}"));
+                }
+                Err(e) => break Err(e.to_string()),
+            },
+        }
+    };
+    let _ = metrics_stop_tx.send(());
+    if let Err(why) = outcome {
+        tracing::error!(%why, "the engine stopped; exiting so a supervisor can restart the server");
+        return Err(ServerError::EngineStopped(why));
+    }
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), actor).await;
+    drop(state);
+    if !actor_done {
+        let _ = tokio::time::timeout(Duration::from_secs(1), actor).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

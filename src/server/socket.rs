@@ -1,29 +1,63 @@
-//! The socket layer: the listener and one WebSocket's reader and writer tasks.
+//! The socket layer: the listener (connection caps, header-read timeout, accept errors)
+//! and one task per WebSocket that both reads and writes it.
 
 use super::actor::{Cmd, Outbound};
 use super::http::AppState;
 use crate::protocol::{decode_client, encode, BadFrame};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use axum::Router;
+use futures_util::SinkExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
 
 /// Frames queued per socket before it counts as a dead (too slow) link.
 const WRITER_QUEUE: usize = 4096;
-/// Per-socket read buffer.
-const READ_BUFFER: usize = 4 * 1024;
+/// Per-socket read buffer. Signaling frames are a few hundred bytes; a larger frame is
+/// read in several steps (tungstenite's default of 128 KiB per socket would dominate a
+/// session's memory).
+const READ_BUFFER: usize = 1024;
 /// After we close a socket, how long the peer has to answer the close before the
 /// socket is dropped anyway (a half-open peer never answers).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Pending connections the kernel queues; a resume storm reconnects thousands at once.
 const LISTEN_BACKLOG: u32 = 4096;
+/// Connections served beyond the caps, only to answer `/healthz` (and refuse the
+/// rest with 503), so health checks get through while the caps are full.
+const RESERVE_CONNECTIONS: usize = 32;
+/// Reserve connections one IP may hold.
+const RESERVE_PER_IP: usize = 4;
+/// How long a reserve connection may take to send its request.
+const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// File descriptors kept free beyond the connection caps: the listeners, the runtime's
+/// own descriptors, log files, the reserve.
+const FD_HEADROOM: usize = 64 + RESERVE_CONNECTIONS;
+/// Pause after an accept error that is not about the one connection (out of file
+/// descriptors, out of memory): accepting again at once would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// WebSocket close code for a server going away (RFC 6455 §7.4.1).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for a message too big to process (RFC 6455 §7.4.1).
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Binds a listener with a backlog deep enough for a reconnect storm (the default 128
 /// makes the kernel drop connects, which clients then retry seconds later).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -34,26 +68,512 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-pub(crate) async fn ws_handler(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// Limits of the listener and the WebSocket upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetLimits {
+    /// A connection must send its request headers within this long.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; 0: the open-files limit minus headroom.
+    pub max_connections: usize,
+    /// Open connections per client IP at most; 0: no per-IP limit.
+    pub max_connections_per_ip: usize,
+    /// Client IPs the per-IP limits do not apply to (a local reverse proxy).
+    pub per_ip_exempt: Vec<IpAddr>,
+    /// `Origin`s allowed to open the WebSocket; `None`: any.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 0,
+            max_connections_per_ip: 256,
+            per_ip_exempt: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+            allowed_origins: None,
+        }
+    }
+}
+
+/// The process's open-files limit (soft), if it can be read.
+fn fd_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid resource and a valid pointer to an rlimit.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as usize)
+}
+
+/// The global cap actually used: what was asked for, but never so close to the fd
+/// limit that an accept fails for want of a descriptor.
+pub fn effective_max_connections(asked: usize, fd_limit: Option<usize>) -> usize {
+    let ceiling = fd_limit.map_or(usize::MAX, |l| l.saturating_sub(FD_HEADROOM).max(1));
+    if asked == 0 {
+        ceiling
+    } else {
+        asked.min(ceiling)
+    }
+}
+
+/// Counts open connections, globally and per IP.
+pub(crate) struct ConnTracker {
+    max_total: usize,
+    max_per_ip: usize,
+    exempt: Vec<IpAddr>,
+    counts: Mutex<Counts>,
+    pub(crate) refused_global: AtomicU64,
+    pub(crate) refused_per_ip: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    reserve: usize,
+    /// Reserve slots by IP, so one client cannot take the whole reserve.
+    reserve_per_ip: HashMap<IpAddr, usize>,
+}
+
+fn release(map: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = map.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&ip);
+        }
+    }
+}
+
+/// Which pool an accepted connection is served from.
+enum Admission {
+    Normal(ConnSlot),
+    /// Over a cap: served only `/healthz`.
+    Reserve(ConnSlot),
+    Refused,
+}
+
+/// One open connection's place in the counts; freed when the connection's socket is
+/// dropped (it lives inside the I/O object, so through the WebSocket upgrade too).
+pub(crate) struct ConnSlot {
+    tracker: Arc<ConnTracker>,
+    /// The IP it is counted under, if its IP is counted.
+    ip: Option<IpAddr>,
+    reserve: bool,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.tracker.lock();
+        if self.reserve {
+            c.reserve -= 1;
+            if let Some(ip) = self.ip {
+                release(&mut c.reserve_per_ip, ip);
+            }
+        } else {
+            c.total -= 1;
+            if let Some(ip) = self.ip {
+                release(&mut c.per_ip, ip);
+            }
+        }
+    }
+}
+
+impl ConnTracker {
+    pub(crate) fn new(limits: &NetLimits) -> Arc<Self> {
+        let max_total = effective_max_connections(limits.max_connections, fd_limit());
+        if limits.max_connections > max_total {
+            tracing::warn!(
+                asked = limits.max_connections,
+                used = max_total,
+                "--max-connections is above the open-files limit minus headroom; lowered"
+            );
+        }
+        Arc::new(Self {
+            max_total,
+            max_per_ip: limits.max_connections_per_ip,
+            exempt: limits.per_ip_exempt.clone(),
+            counts: Mutex::new(Counts::default()),
+            refused_global: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn max_total(&self) -> usize {
+        self.max_total
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Admission {
+        let counted = !self.exempt.contains(&ip);
+        let mut c = self.lock();
+        let over_global = c.total >= self.max_total;
+        let over_ip = counted
+            && self.max_per_ip > 0
+            && c.per_ip.get(&ip).is_some_and(|&n| n >= self.max_per_ip);
+        if !over_global && !over_ip {
+            c.total += 1;
+            if counted && self.max_per_ip > 0 {
+                *c.per_ip.entry(ip).or_insert(0) += 1;
+            }
+            return Admission::Normal(ConnSlot {
+                tracker: self.clone(),
+                ip: (counted && self.max_per_ip > 0).then_some(ip),
+                reserve: false,
+            });
+        }
+        if over_global {
+            self.refused_global.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+        }
+        let ip_reserve = c.reserve_per_ip.get(&ip).copied().unwrap_or(0);
+        if c.reserve >= RESERVE_CONNECTIONS || (counted && ip_reserve >= RESERVE_PER_IP) {
+            return Admission::Refused;
+        }
+        c.reserve += 1;
+        if counted {
+            *c.reserve_per_ip.entry(ip).or_insert(0) += 1;
+        }
+        Admission::Reserve(ConnSlot {
+            tracker: self.clone(),
+            ip: counted.then_some(ip),
+            reserve: true,
+        })
+    }
+}
+
+/// A TCP stream that holds its connection's slot.
+struct TrackedStream {
+    io: TcpStream,
+    _slot: ConnSlot,
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Errors that concern only the connection being accepted; anything else (EMFILE,
+/// ENFILE, ENOMEM, ENOBUFS) concerns the whole process.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Accepts connections and serves HTTP/1.1 (with WebSocket upgrades) until `shutdown`
+/// resolves. `app` serves admitted connections; connections over a cap are served by
+/// `reserve_app` (a `/healthz` that always answers) while the small reserve lasts, and
+/// are closed at once after that.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    reserve_app: Router,
+    tracker: Arc<ConnTracker>,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let mut reserve_http = hyper::server::conn::http1::Builder::new();
+    reserve_http
+        .timer(TokioTimer::new())
+        .header_read_timeout(RESERVE_HEADER_TIMEOUT)
+        .keep_alive(false);
+    // Every connection task holds a receiver; `closed()` tells when all are done.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let mut accept_errors: u64 = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or memory: the caps should prevent it, but
+                // something else in the process may hold descriptors. Log now and
+                // then, pause, go on.
+                accept_errors += 1;
+                if accept_errors.is_power_of_two() {
+                    tracing::error!(error = %e, count = accept_errors, "accept failed; pausing");
+                }
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let (slot, builder, router) = match tracker.admit(peer.ip()) {
+            Admission::Normal(slot) => (slot, &http, &app),
+            Admission::Reserve(slot) => (slot, &reserve_http, &reserve_app),
+            Admission::Refused => {
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(TrackedStream {
+            io: stream,
+            _slot: slot,
+        });
+        // Per-IP budgets in the engine skip the exempt addresses too.
+        let ip = (!tracker.exempt.contains(&peer.ip())).then_some(peer.ip());
+        let service = WithClientIp {
+            inner: TowerToHyperService::new(router.clone()),
+            ip: ClientIp(ip),
+        };
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Idle HTTP connections close now; upgraded WebSockets are not HTTP connections
+    // any more and were told `server-shutdown` by the engine.
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), stop_tx.closed()).await;
+}
+
+/// The client's IP as the engine's per-IP budgets see it (`None`: exempt).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) Option<IpAddr>);
+
+/// Hands every request of a connection its [`ClientIp`].
+struct WithClientIp<S> {
+    inner: S,
+    ip: ClientIp,
+}
+
+impl<S, B> hyper::service::Service<hyper::Request<B>> for WithClientIp<S>
+where
+    S: hyper::service::Service<hyper::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.ip);
+        self.inner.call(req)
+    }
+}
+
+/// The reserve's service: `/healthz`, and 503 for everything else.
+pub(crate) fn reserve_router(health: Router) -> Router {
+    health.fallback(|| async {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "the server is at its connection limit",
+        )
+    })
+}
+
+/// What a socket task is handed by the actor: a queue that allocates nothing while it
+/// is empty (an idle socket costs no queue memory) and a wake-up.
+pub(crate) struct Mailbox {
+    queue: Mutex<MailboxState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    items: VecDeque<Outbound>,
+    /// The actor dropped its end.
+    closed: bool,
+}
+
+/// The actor's end of a socket's mailbox; dropping it tells the socket that nothing
+/// more will come.
+pub(crate) struct Writer(Arc<Mailbox>);
+
+impl Writer {
+    /// Queues a frame, or the close. Fails (handing the frame back) when the socket has
+    /// [`WRITER_QUEUE`] frames waiting: a socket that cannot keep up. The close is
+    /// always taken.
+    pub(crate) fn try_send(&self, out: Outbound) -> Result<(), Outbound> {
+        let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(out, Outbound::Frame(_)) && q.items.len() >= WRITER_QUEUE {
+            return Err(out);
+        }
+        q.items.push_back(out);
+        drop(q);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
+        self.0.ready.notify_one();
+    }
+}
+
+impl Mailbox {
+    fn pair() -> (Writer, Arc<Mailbox>) {
+        let mailbox = Arc::new(Mailbox {
+            queue: Mutex::new(MailboxState::default()),
+            ready: Notify::new(),
+        });
+        (Writer(mailbox.clone()), mailbox)
+    }
+
+    /// Everything queued so far (its allocation leaves with it), or `None` once the
+    /// actor's end is gone and the queue is empty. Cancel-safe.
+    async fn recv_batch(&self) -> Option<VecDeque<Outbound>> {
+        loop {
+            {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if !q.items.is_empty() {
+                    return Some(std::mem::take(&mut q.items));
+                }
+                if q.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+fn origin_allowed(allowed: Option<&[String]>, headers: &HeaderMap) -> bool {
+    let Some(allowed) = allowed else { return true };
+    headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+}
+
+pub(crate) async fn ws_handler(
+    State(state): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = ip.and_then(|Extension(ClientIp(ip))| ip);
+    if !origin_allowed(state.allowed_origins.as_deref(), &headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     // Let frames somewhat above the protocol limit through, so the engine can answer
-    // `frame-too-large` instead of the socket dying without a word.
+    // `frame-too-large` and the socket stays open; past this one the transport stops
+    // reading, and the socket gets the error and close 1009.
     let transport_limit = state.max_frame_bytes.saturating_mul(4).max(64 * 1024);
     ws.max_message_size(transport_limit)
         .max_frame_size(transport_limit)
-        // tungstenite's default 128 KiB read buffer is allocated (and zeroed) per
-        // socket; signaling frames are small, so 4 KiB costs nothing and saves most of
-        // a session's memory.
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_socket(socket, state))
+        .on_upgrade(move |socket| serve_socket(socket, state, ip))
 }
 
-async fn serve_socket(socket: WebSocket, state: AppState) {
-    let (writer_tx, mut writer_rx) = mpsc::channel::<Outbound>(WRITER_QUEUE);
+/// How a socket's task ends.
+enum Ending {
+    /// The peer closed, the link broke, or the engine is gone: nothing to send.
+    Gone,
+    /// The engine closed the socket: close handshake with this code.
+    Close(u16),
+}
+
+/// If the transport refused a message for its size, that size.
+fn too_large(e: axum::Error) -> Option<usize> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+    match e.into_inner().downcast::<WsError>().ok().map(|b| *b) {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => Some(size),
+        _ => None,
+    }
+}
+
+/// Sends a batch of frames with one flush. Returns the close the batch asks for.
+async fn send_batch(
+    socket: &mut WebSocket,
+    batch: VecDeque<Outbound>,
+) -> Result<Option<u16>, axum::Error> {
+    let mut close = None;
+    for out in batch {
+        match out {
+            Outbound::Frame(frame) => socket.feed(Message::Text(encode(&*frame).into())).await?,
+            Outbound::Close => {
+                close = Some(1000);
+                break;
+            }
+        }
+    }
+    socket.flush().await?;
+    Ok(close)
+}
+
+/// One WebSocket, read and written by this one task.
+async fn serve_socket(mut socket: WebSocket, state: AppState, ip: Option<IpAddr>) {
+    let (writer, mailbox) = Mailbox::pair();
     let (reply_tx, reply_rx) = oneshot::channel();
     if state
         .actor
         .send(Cmd::Open {
-            writer: writer_tx,
+            writer,
+            ip,
             reply: reply_tx,
         })
         .is_err()
@@ -61,53 +581,78 @@ async fn serve_socket(socket: WebSocket, state: AppState) {
         return;
     }
     let Ok(conn) = reply_rx.await else { return };
-    let (mut sink, mut stream) = socket.split();
-    let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(async move {
-        while let Some(out) = writer_rx.recv().await {
-            match out {
-                Outbound::Frame(frame) => {
-                    if sink
-                        .send(Message::Text(encode(&*frame).into()))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
+    let max = state.max_frame_bytes;
+    let ending = loop {
+        tokio::select! {
+            batch = mailbox.recv_batch() => {
+                // The engine let go of this socket (shutdown, or it stopped): going away.
+                let Some(batch) = batch else { break Ending::Close(CLOSE_GOING_AWAY) };
+                match send_batch(&mut socket, batch).await {
+                    Ok(None) => {}
+                    Ok(Some(code)) => break Ending::Close(code),
+                    Err(_) => break Ending::Gone,
                 }
-                Outbound::Close => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: 1000,
-                            reason: "".into(),
-                        })))
-                        .await;
-                    // A live peer answers the close at once; a half-open one never
-                    // does, and its socket must not linger.
-                    tokio::time::sleep(CLOSE_GRACE).await;
-                    break;
+            }
+            msg = socket.recv() => {
+                let input = match msg {
+                    Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
+                    Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break Ending::Gone,
+                    Some(Err(e)) => match too_large(e) {
+                        Some(len) => {
+                            // The spec promises `frame-too-large`: hand it to the engine,
+                            // send what it answers, then close 1009.
+                            let _ = state.actor.send(Cmd::Frame(conn, Err(BadFrame::TooLarge { len, max })));
+                            let _ = state.actor.send(Cmd::Closed(conn));
+                            let flushed = tokio::time::timeout(CLOSE_GRACE, async {
+                                while let Some(batch) = mailbox.recv_batch().await {
+                                    if !matches!(send_batch(&mut socket, batch).await, Ok(None)) {
+                                        break;
+                                    }
+                                }
+                            });
+                            let _ = flushed.await;
+                            break Ending::Close(CLOSE_TOO_BIG);
+                        }
+                        None => break Ending::Gone,
+                    },
+                };
+                if state.actor.send(Cmd::Frame(conn, input)).is_err() {
+                    break Ending::Gone;
                 }
             }
         }
-        let _ = sink.close().await;
-        let _ = gone_tx.send(());
-    });
-    let max = state.max_frame_bytes;
-    loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
-            _ = &mut gone_rx => break,
-        };
-        let input = match msg {
-            Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
-            Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-        };
-        if state.actor.send(Cmd::Frame(conn, input)).is_err() {
-            break;
-        }
-    }
+    };
     let _ = state.actor.send(Cmd::Closed(conn));
-    writer.abort();
+    if let Ending::Close(code) = ending {
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: "".into(),
+            })))
+            .await;
+        // A live peer answers the close at once; a half-open one never does, and its
+        // socket must not linger.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_cap_stays_below_the_fd_limit() {
+        assert_eq!(effective_max_connections(0, Some(1024)), 1024 - FD_HEADROOM);
+        assert_eq!(effective_max_connections(100, Some(1024)), 100);
+        assert_eq!(
+            effective_max_connections(5000, Some(1024)),
+            1024 - FD_HEADROOM
+        );
+        assert_eq!(effective_max_connections(0, None), usize::MAX);
+    }
 }

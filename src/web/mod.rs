@@ -15,7 +15,7 @@
 //!   with a `code`).
 
 use crate::engine::client::{
-    ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp,
+    ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, RejoinRecord, StorageOp,
 };
 use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, ServerFrame};
 use gloo_events::EventListener;
@@ -40,6 +40,23 @@ pub fn record_key(call: &str, user: &str) -> String {
 
 thread_local! {
     static CLIENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+    /// Clients that logged out and wait for the server's answer before they go.
+    static LEAVING: RefCell<Vec<Rc<Driver>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where a page's logout fallback goes: `POST <socket URL>/bye` over HTTP(S).
+fn bye_url(ws_url: &str) -> String {
+    let http = if let Some(rest) = ws_url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = ws_url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        ws_url.to_owned()
+    };
+    match http.split_once('?') {
+        Some((path, query)) => format!("{}/bye?{query}", path.trim_end_matches('/')),
+        None => format!("{}/bye", http.trim_end_matches('/')),
+    }
 }
 
 /// A JS `Error` named `HoldfastError` with a stable `code`.
@@ -48,6 +65,28 @@ pub fn js_error(code: &str, message: &str) -> JsValue {
     err.set_name("HoldfastError");
     let _ = js_sys::Reflect::set(&err, &"code".into(), &code.into());
     err.into()
+}
+
+/// Whether a `pagehide`/`pageshow` event says the page may be (or was) kept in the
+/// back/forward cache.
+fn persisted(ev: &web_sys::Event) -> bool {
+    js_sys::Reflect::get(ev, &"persisted".into()).is_ok_and(|v| v.is_truthy())
+}
+
+/// sessionStorage key of this tab's id (see [`crate::protocol::Hello::tab`]).
+const TAB_KEY: &str = "holdfast:v1:tab";
+
+/// This tab's id: kept in sessionStorage, which is per tab and outlives a reload.
+fn tab_id(window: &web_sys::Window) -> Option<String> {
+    let storage = window.session_storage().ok().flatten()?;
+    if let Some(id) = storage.get_item(TAB_KEY).ok().flatten() {
+        return Some(id);
+    }
+    let id: String = (0..2)
+        .map(|_| format!("{:013x}", (js_sys::Math::random() * 4.5e15) as u64))
+        .collect();
+    storage.set_item(TAB_KEY, &id).ok()?;
+    Some(id)
 }
 
 fn now() -> u64 {
@@ -143,6 +182,11 @@ pub struct Driver {
     identity_hint: Option<String>,
     me: RefCell<Weak<Driver>>,
     pumping: Cell<bool>,
+    /// In the back/forward cache or frozen: the socket is let go until thawed.
+    frozen: Cell<bool>,
+    /// Logged out: called (once) when the logout has reached the server or was handed
+    /// to the browser for delivery; then the client is gone.
+    on_left: RefCell<Option<Option<js_sys::Function>>>,
 }
 
 impl Driver {
@@ -164,6 +208,7 @@ impl Driver {
         config.presence = opts.presence;
         config.call_waiting = opts.call_waiting;
         config.seed = (js_sys::Math::random() * 9.0e15) as u64;
+        config.json_bytes = |msg| json_text(msg).map_or(usize::MAX, |text| text.len());
         let hint = identity_hint(&opts.token);
         config.identity_hint = hint.clone();
         if let Some(v) = opts.backoff_base_ms {
@@ -177,6 +222,7 @@ impl Driver {
         }
         let window = web_sys::window().ok_or_else(|| js_error("unsupported", "no window"))?;
         let storage = window.local_storage().ok().flatten();
+        config.tab = tab_id(&window);
         let driver = Rc::new(Driver {
             url: opts.url,
             token: opts.token,
@@ -190,6 +236,8 @@ impl Driver {
             identity_hint: hint,
             me: RefCell::new(Weak::new()),
             pumping: Cell::new(false),
+            frozen: Cell::new(false),
+            on_left: RefCell::new(None),
         });
         *driver.me.borrow_mut() = Rc::downgrade(&driver);
         driver.hook_page(&window);
@@ -255,13 +303,25 @@ impl Driver {
         page.push(on(window, "offline", |d, _| {
             d.input(|e, t| e.handle_online(false, t))
         }));
-        page.push(on(window, "pageshow", |d, _| {
+        page.push(on(window, "pageshow", |d, ev| {
+            if persisted(ev) {
+                d.thaw();
+            }
             d.input(|e, t| e.handle_wake(t))
         }));
-        page.push(on(window, "pagehide", |d, _| {
-            d.input(|e, t| e.handle_pagehide(t))
+        page.push(on(window, "pagehide", |d, ev| {
+            if persisted(ev) {
+                d.freeze();
+            } else {
+                d.unload();
+            }
         }));
         if let Some(doc) = window.document() {
+            // Page Lifecycle: a frozen page runs nothing, yet the browser still answers
+            // the server's WebSocket pings, so its link would look alive while no frame
+            // reaches the app.
+            page.push(on(&doc, "freeze", |d, _| d.freeze()));
+            page.push(on(&doc, "resume", |d, _| d.thaw()));
             page.push(on(&doc, "visibilitychange", |d, _| {
                 let visible = web_sys::window()
                     .and_then(|w| w.document())
@@ -271,6 +331,44 @@ impl Driver {
                 }
             }));
         }
+    }
+
+    /// The page is going into the back/forward cache (`pagehide` with `persisted`) or
+    /// being frozen: close the socket now, keeping the session, and make no attempt
+    /// until [`Driver::thaw`]. Chromium would otherwise kill the socket itself (and log
+    /// an error), and other browsers refuse to cache a page with an open socket. The
+    /// server sees a dropped link and holds the calls for their grace windows.
+    fn freeze(&self) {
+        if self.frozen.replace(true) {
+            return;
+        }
+        let link = self.socket.borrow_mut().take().map(|s| s.link); // Drop closes it.
+        self.input(|e, t| {
+            e.handle_pagehide(t);
+            // The engine's offline state is exactly what a cached page needs: no link
+            // and no attempts (no timer runs anyway) until it is told otherwise.
+            e.handle_online(false, t);
+            if let Some(link) = link {
+                e.handle_close(link, t);
+            }
+        });
+    }
+
+    /// The page is going away for good: the engine says `leave` (the server forgets the
+    /// session now; calls wait for a rejoin), then the socket closes behind the frame.
+    fn unload(&self) {
+        self.input(|e, t| e.handle_unload(t));
+        *self.socket.borrow_mut() = None; // Drop unhooks listeners and closes.
+    }
+
+    /// The page came back from the cache (`pageshow` with `persisted`) or was resumed:
+    /// reconnect at once, resuming the session.
+    fn thaw(&self) {
+        if !self.frozen.replace(false) {
+            return;
+        }
+        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+        self.input(|e, t| e.handle_online(online, t));
     }
 
     /// This identity's rejoin records in localStorage. Unreadable ones are removed,
@@ -312,6 +410,22 @@ impl Driver {
             }
         }
         records
+    }
+
+    /// This identity's stored record of one call, as it is in storage now.
+    fn stored_record(&self, call: &str) -> Option<RejoinRecord> {
+        let storage = self.storage.as_ref()?;
+        let key = self
+            .record_keys
+            .borrow()
+            .get(call)
+            .cloned()
+            .or_else(|| self.identity_hint.as_ref().map(|me| record_key(call, me)))?;
+        let text = storage.get_item(&key).ok().flatten()?;
+        let js = js_sys::JSON::parse(&text).ok()?;
+        serde_wasm_bindgen::from_value::<RejoinRecord>(js)
+            .ok()
+            .filter(|r| r.call == call)
     }
 
     fn open_socket(&self, link: LinkId) {
@@ -392,11 +506,18 @@ impl Driver {
             while let Some(ev) = engine.poll_event() {
                 events.push(ev);
             }
+            let goodbyes: Vec<_> = std::iter::from_fn(|| engine.poll_goodbye()).collect();
             let deadline = engine.poll_timeout();
             let current = engine.current_link();
             drop(engine);
-            let idle =
-                ios.is_empty() && frames.is_empty() && ops.is_empty() && events.len() == before;
+            let idle = ios.is_empty()
+                && frames.is_empty()
+                && ops.is_empty()
+                && goodbyes.is_empty()
+                && events.len() == before;
+            for goodbye in goodbyes {
+                self.send_goodbye(&goodbye);
+            }
             for io in ios {
                 match io {
                     Io::Open(link) => self.open_socket(link),
@@ -421,6 +542,41 @@ impl Driver {
         }
         self.pumping.set(false);
         self.dispatch(events);
+        self.leave_when_delivered();
+    }
+
+    /// A logout's HTTP fallback, with `sendBeacon`: the browser delivers it even while
+    /// the page unloads.
+    fn send_goodbye(&self, goodbye: &crate::engine::client::Goodbye) {
+        let (Some(window), Ok(body)) = (web_sys::window(), json_text(goodbye)) else {
+            return;
+        };
+        let _ = window
+            .navigator()
+            .send_beacon_with_opt_str(&bye_url(&self.url), Some(&body));
+    }
+
+    /// After a logout: once the server has it (or the browser carries it), the client
+    /// lets go of everything and tells whoever called `logout`.
+    fn leave_when_delivered(&self) {
+        let pending = self
+            .engine
+            .try_borrow()
+            .map_or(true, |e| e.logout_pending());
+        if pending {
+            return;
+        }
+        let Some(done) = self.on_left.borrow_mut().take() else {
+            return;
+        };
+        self.shutdown();
+        LEAVING.with(|l| {
+            l.borrow_mut()
+                .retain(|d| !std::ptr::eq(Rc::as_ptr(d), self))
+        });
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
     }
 
     fn transmit(&self, link: Option<LinkId>, frame: &ClientFrame) {
@@ -428,8 +584,13 @@ impl Driver {
         let Some(sock) = sock.as_ref().filter(|s| Some(s.link) == link) else {
             return;
         };
+        // A socket the server or the network is closing has its close event queued:
+        // the engine replays what matters on the next link. Sending into it would only
+        // make the browser log "WebSocket is already in CLOSING or CLOSED state".
+        if sock.ws.ready_state() != WebSocket::OPEN {
+            return;
+        }
         if let Ok(text) = json_text(frame) {
-            // A failed send means the socket is closing; its close event follows.
             let _ = sock.ws.send_with_str(&text);
         }
     }
@@ -497,7 +658,7 @@ impl Driver {
             .try_borrow()
             .map_err(|_| js_error("busy", "the client is busy"))?;
         let t = now();
-        let snap = Snapshot {
+        let snap = ClientSnapshot {
             state: engine.state(),
             user: engine.user().cloned(),
             session: engine.session_id().map(str::to_owned),
@@ -517,19 +678,6 @@ impl Driver {
         *self.timer.borrow_mut() = None;
         self.page.borrow_mut().clear();
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Snapshot {
-    state: crate::engine::client::ConnectionState,
-    user: Option<crate::protocol::Peer>,
-    session: Option<String>,
-    next_attempt_at: Option<u64>,
-    calls: Vec<crate::engine::client::ClientCall>,
-    presence: Vec<crate::protocol::PresenceEntry>,
-    pending_rejoins: Vec<crate::engine::client::RejoinOffer>,
-    now: u64,
 }
 
 // ------------------------------------------------------------------ JS exports
@@ -616,10 +764,23 @@ call_command!(
     /// Ends a call in any phase (cancel, decline or hang up).
     hangup, "hangup", hangup
 );
-call_command!(
-    /// Takes back a call this identity holds a rejoin record for.
-    rejoin, "rejoin", rejoin
-);
+/// Takes back a call this identity holds a rejoin record for. The stored record is read
+/// again first: another tab of this origin may have rejoined the call meanwhile and
+/// hold it with a newer token, which moving it here must present.
+#[wasm_bindgen(js_name = rejoin)]
+pub fn rejoin(call: String) -> Result<f64, JsValue> {
+    with_client(|c| {
+        let stored = c.stored_record(&call);
+        c.command(|e, t| {
+            if let Some(r) = stored {
+                e.handle_stored_record(r);
+            }
+            e.rejoin(&call, t)
+        })?
+        .map(|r| r as f64)
+        .map_err(engine_error)
+    })
+}
 
 /// Relays `payload` (JSON data) to the other participant.
 #[wasm_bindgen(js_name = send)]
@@ -673,13 +834,21 @@ pub fn set_held_elsewhere(call: String, held: bool) -> Result<(), JsValue> {
 }
 
 /// Ends the session: calls end, rejoin records are deleted, the socket closes and the
-/// page's client is gone (a later `connect` starts a new one).
+/// page's client is gone (a later `connect` starts a new one). `done` is called once
+/// the server has the logout (its answer arrived, or the browser was handed the HTTP
+/// fallback), which is when the page may go away.
 #[wasm_bindgen(js_name = logout)]
-pub fn logout() -> Result<(), JsValue> {
+pub fn logout(done: Option<js_sys::Function>) -> Result<(), JsValue> {
     let client = CLIENT.with(|c| c.borrow_mut().take());
-    let Some(client) = client else { return Ok(()) };
+    let Some(client) = client else {
+        if let Some(done) = done {
+            let _ = done.call0(&JsValue::NULL);
+        }
+        return Ok(());
+    };
+    *client.on_left.borrow_mut() = Some(done);
+    LEAVING.with(|l| l.borrow_mut().push(client.clone()));
     client.command(|e, t| e.logout(t))?;
-    client.shutdown();
     Ok(())
 }
 

@@ -1,3 +1,4 @@
 //! Shared test support.
 
+pub mod redis;
 pub mod sim;

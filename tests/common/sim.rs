@@ -13,15 +13,24 @@
 //! - [`Sim::set_net`] with [`Net::Blackhole`]: the client's network swallows everything:
 //!   its current link becomes half-open and new sockets never open. [`Net::Refuse`]:
 //!   new sockets fail at once (server unreachable).
+//!
+//! Stores: with `HOLDFAST_TEST_REDIS=redis://…` set (scripts/test.sh runs the engine
+//! suite a second time that way), the server engine's changes are written to that
+//! Redis after every server input, exactly as the server's driver writes them, and the
+//! records loaded back from Redis must then equal the engine's own: the suite runs
+//! against both stores, and any state Redis would not keep fails the scenario.
 #![allow(dead_code)]
 
 use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord};
-use holdfast::engine::client::{ConnectionState, StorageOp};
-use holdfast::engine::server::{ConnId, DevAuth, Output, ServerConfig, ServerEngine};
+use holdfast::engine::client::{ConnectionState, Goodbye, StorageOp};
+use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig, ServerEngine};
 use holdfast::engine::store::MemoryStore;
 use holdfast::engine::SplitMix;
 use holdfast::protocol::{decode_client, decode_server, encode, CallId, ServerFrame};
+use holdfast::server::store::redis::{RedisStore, Windows};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A plausible epoch-ms start time (deadlines in events are absolute).
 pub const T0: u64 = 1_700_000_000_000;
@@ -85,17 +94,121 @@ pub struct Node {
     pub received: Vec<(u64, ServerFrame)>,
     /// Every socket the engine asked for: (time, io).
     pub io_log: Vec<(u64, Io)>,
+    /// Logouts the page delivered over HTTP (`Goodbye`s, handed to the server at once;
+    /// `false` when the server refused the proof).
+    /// Logouts sent over HTTP: when, what the server made of it, and the request.
+    pub goodbyes: Vec<(u64, ByeOutcome, Goodbye)>,
     pub net: Net,
     up_ms: u64,
     down_ms: u64,
     /// The socket the driver sends on (the last one opened and not closed).
     link: Option<LinkId>,
+    /// How far this page's clock is ahead of the simulation's (negative: behind). Every
+    /// time the page's engine is handed, and every deadline it asks for, is on its clock.
+    pub clock_skew: i64,
+}
+
+impl Node {
+    /// The simulation's time `t` on this page's clock.
+    pub fn local(&self, t: u64) -> u64 {
+        (t as i64 + self.clock_skew).max(0) as u64
+    }
+
+    /// This page's next timer, on the simulation's clock.
+    fn next_timer(&self) -> Option<u64> {
+        self.engine
+            .poll_timeout()
+            .map(|t| (t as i64 - self.clock_skew).max(0) as u64)
+    }
 }
 
 /// The simulated world.
+/// The Redis side of a simulation (see the module documentation).
+struct Durable {
+    rt: tokio::runtime::Runtime,
+    writer: RedisStore,
+    url: String,
+    namespace: String,
+    windows: Windows,
+}
+
+impl Durable {
+    fn from_env(config: &ServerConfig) -> Option<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let url = std::env::var("HOLDFAST_TEST_REDIS").ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut windows = Windows::from_config(config);
+        // Expiries are absolute: keep the simulated clock's records alive in Redis.
+        windows.clock_offset_ms = holdfast::server::now_ms().saturating_sub(T0) + 3_600_000;
+        let namespace = format!(
+            "hf-sim-{}-{}:",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let writer = rt
+            .block_on(RedisStore::connect(&url, windows, Duration::from_secs(5)))
+            .expect("HOLDFAST_TEST_REDIS is set but Redis cannot be reached")
+            .with_namespace(&namespace);
+        Some(Self {
+            rt,
+            writer,
+            url,
+            namespace,
+            windows,
+        })
+    }
+
+    /// Everything Redis holds for this simulation.
+    fn load(&mut self) -> holdfast::engine::store::Records {
+        let mut reader = self
+            .rt
+            .block_on(RedisStore::connect(
+                &self.url,
+                self.windows,
+                Duration::from_secs(5),
+            ))
+            .unwrap()
+            .with_namespace(&self.namespace);
+        self.rt.block_on(reader.load()).expect("load from Redis")
+    }
+
+    /// Writes what changed, then checks that Redis gives the same records back.
+    fn sync(&mut self, store: &MemoryStore) {
+        let changes = store.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        self.rt
+            .block_on(self.writer.write(store, changes))
+            .expect("write to Redis");
+        let records = self.load();
+        let (reloaded, vanished) = MemoryStore::from_records(records, false);
+        assert!(
+            vanished.is_empty(),
+            "indexes name calls Redis lost: {vanished:?}"
+        );
+        assert_eq!(
+            reloaded.records(),
+            store.records(),
+            "the records reloaded from Redis differ from the engine's"
+        );
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.writer.clear());
+    }
+}
+
 pub struct Sim {
     pub now: u64,
     pub server: ServerEngine<MemoryStore>,
+    /// Set when the suite runs against Redis.
+    durable: Option<Durable>,
     pub nodes: Vec<Node>,
     /// Every server output with its time.
     pub server_log: Vec<(u64, Output)>,
@@ -118,15 +231,19 @@ impl Sim {
     }
 
     pub fn with_config(config: ServerConfig, seed: u64) -> Self {
-        let server = ServerEngine::new(
-            config,
-            MemoryStore::new(),
-            Box::new(DevAuth),
-            Box::new(SplitMix(seed)),
-        );
+        let durable = Durable::from_env(&config);
+        let store = if durable.is_some() {
+            // Not durable for the engine: shutdown keeps the in-memory semantics the
+            // scenarios describe; only the records go through Redis.
+            MemoryStore::with_change_tracking(false)
+        } else {
+            MemoryStore::new()
+        };
+        let server = ServerEngine::new(config, store, Box::new(DevAuth), Box::new(SplitMix(seed)));
         Self {
             now: T0,
             server,
+            durable,
             nodes: Vec::new(),
             server_log: Vec::new(),
             links: BTreeMap::new(),
@@ -158,10 +275,12 @@ impl Sim {
             stored: BTreeMap::new(),
             received: Vec::new(),
             io_log: Vec::new(),
+            goodbyes: Vec::new(),
             net: Net::Up,
             up_ms: self.default_delay_ms,
             down_ms: self.default_delay_ms,
             link: None,
+            clock_skew: 0,
         });
         self.nodes.len() - 1
     }
@@ -185,7 +304,7 @@ impl Sim {
     /// records, and connects.
     pub fn reload(&mut self, c: C, silently: bool) {
         if !silently {
-            let now = self.now;
+            let now = self.nodes[c].local(self.now);
             self.nodes[c].engine.handle_pagehide(now);
             self.settle();
         }
@@ -198,7 +317,8 @@ impl Sim {
         let node = &mut self.nodes[c];
         node.config = config.clone();
         node.engine = ClientEngine::new(config);
-        node.engine.load_rejoin_records(records, self.now);
+        let now = node.local(self.now);
+        node.engine.load_rejoin_records(records, now);
         self.settle();
     }
 
@@ -219,7 +339,7 @@ impl Sim {
     /// Run an app command (or any engine input) at the current time, then let the
     /// consequences that are due now happen.
     pub fn act<R>(&mut self, c: C, f: impl FnOnce(&mut ClientEngine, u64) -> R) -> R {
-        let now = self.now;
+        let now = self.nodes[c].local(self.now);
         let r = f(&mut self.nodes[c].engine, now);
         self.settle();
         r
@@ -294,9 +414,45 @@ impl Sim {
     pub fn drop_link(&mut self, c: C) {
         if let Some(link) = self.nodes[c].link.take() {
             self.kill_link(c, link, true);
-            self.nodes[c].engine.handle_close(link, self.now);
+            let now = self.nodes[c].local(self.now);
+            self.nodes[c].engine.handle_close(link, now);
             self.settle();
         }
+    }
+
+    /// The server process dies and a new one starts on the same state, as with a
+    /// durable store: every socket resets (each client is told at once, as by a TCP
+    /// reset), and the new engine is [`ServerEngine::restore`]d at `now` from the
+    /// records (loaded back from Redis when the suite runs against it).
+    pub fn restart_server(&mut self) {
+        let now = self.now;
+        for c in 0..self.nodes.len() {
+            if let Some(link) = self.nodes[c].link.take() {
+                self.kill_link(c, link, false);
+                self.nodes[c].engine.handle_close(link, now);
+            }
+        }
+        self.conns.clear();
+        self.raw.clear();
+        let records = match self.durable.as_mut() {
+            Some(d) => {
+                d.sync(self.server.store());
+                d.load()
+            }
+            None => self.server.store().records(),
+        };
+        let (store, vanished) = MemoryStore::from_records(records, false);
+        let config = self.server.config().clone();
+        self.seed = self.seed.wrapping_add(1);
+        self.server = ServerEngine::restore(
+            config,
+            store,
+            vanished,
+            Box::new(DevAuth),
+            Box::new(SplitMix(self.seed)),
+            now,
+        );
+        self.settle();
     }
 
     /// A page's socket dies silently (see the module documentation).
@@ -418,7 +574,7 @@ impl Sim {
         let timers = self
             .nodes
             .iter()
-            .filter_map(|n| n.engine.poll_timeout())
+            .filter_map(|n| n.next_timer())
             .chain(self.server.poll_timeout());
         let wire = self.wires.keys().next().map(|(at, _)| *at);
         timers.chain(wire).min()
@@ -446,9 +602,10 @@ impl Sim {
             if let Some(node) = self
                 .nodes
                 .iter_mut()
-                .find(|n| n.engine.poll_timeout().is_some_and(|t| t <= now))
+                .find(|n| n.next_timer().is_some_and(|t| t <= now))
             {
-                node.engine.handle_timeout(now);
+                let local = node.local(now);
+                node.engine.handle_timeout(local);
                 continue;
             }
             return;
@@ -480,6 +637,14 @@ impl Sim {
                     }
                 }
             }
+            while let Some(g) = self.nodes[c].engine.poll_goodbye() {
+                any = true;
+                // An HTTP request of its own: not held up by the page's socket.
+                let ok = self
+                    .server
+                    .handle_bye_request(&g.token, &g.session, &g.secret, now);
+                self.nodes[c].goodbyes.push((now, ok, g));
+            }
             let node = &mut self.nodes[c];
             while let Some(e) = node.engine.poll_event() {
                 any = true;
@@ -497,6 +662,9 @@ impl Sim {
                 }
                 node.storage_ops.push((now, op));
             }
+        }
+        if let Some(d) = self.durable.as_mut() {
+            d.sync(self.server.store());
         }
         while let Some(out) = self.server.poll_output() {
             any = true;
@@ -536,7 +704,8 @@ impl Sim {
                 l.conn = Some(conn);
                 self.conns.insert(conn, (c, link));
                 self.links.insert((c, link), l);
-                self.nodes[c].engine.handle_open(link, now);
+                let local = self.nodes[c].local(now);
+                self.nodes[c].engine.handle_open(link, local);
             }
             Net::Blackhole => {
                 l.dead = true;
@@ -544,7 +713,8 @@ impl Sim {
             }
             Net::Refuse => {
                 node.link = None;
-                node.engine.handle_close(link, now);
+                let local = node.local(now);
+                node.engine.handle_close(link, local);
             }
         }
     }
@@ -603,12 +773,13 @@ impl Sim {
             }
             (Dir::ToClient, Wire::Frame(text)) => {
                 let node = &mut self.nodes[d.client];
+                let local = node.local(now);
                 match decode_server(&text, usize::MAX) {
                     Ok(f) => {
                         node.received.push((now, f.clone()));
-                        node.engine.handle_frame(d.link, f, now);
+                        node.engine.handle_frame(d.link, f, local);
                     }
-                    Err(bad) => node.engine.handle_bad_frame(d.link, bad, now),
+                    Err(bad) => node.engine.handle_bad_frame(d.link, bad, local),
                 }
             }
             (Dir::ToClient, Wire::Close) => {
@@ -617,7 +788,8 @@ impl Sim {
                 if node.link == Some(d.link) {
                     node.link = None;
                 }
-                node.engine.handle_close(d.link, now);
+                let local = node.local(now);
+                node.engine.handle_close(d.link, local);
             }
         }
     }

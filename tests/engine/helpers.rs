@@ -49,7 +49,7 @@ pub fn ended(sim: &Sim, c: C, id: &str) -> Vec<EndReason> {
     sim.events(c)
         .into_iter()
         .filter_map(|e| match e {
-            Event::CallEnded { call, reason } if call == id => Some(reason),
+            Event::CallEnded { call, reason, .. } if call == id => Some(reason),
             _ => None,
         })
         .collect()
@@ -112,6 +112,7 @@ pub fn hello(token: &str, resume: Option<Resume>) -> String {
         resume,
         presence: false,
         call_waiting: false,
+        tab: None,
     }))
 }
 

@@ -35,6 +35,15 @@ const initials = (name) => name.split(/\s+/).filter((w) => /^\p{L}/u.test(w)).sl
 const secondsLeft = (deadline) => Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
 /** A number of seconds that counts down by itself (see `tick`). */
 const countdown = (deadline) => h('span', { 'data-deadline': String(deadline), class: 'secs' }, String(secondsLeft(deadline)));
+/** The client's deadline for the other person's return, while they are away: the one
+ *  source of every "waiting N s" on the page (overlay, notice, Connection card). */
+const awayDeadline = (callId) => {
+  const call = app.snap?.calls.find((c) => c.id === callId);
+  return call?.peerLink === 'reconnecting' ? call.peerDeadline : null;
+};
+/** The seconds until the other person's window closes, counting down (see `tick`). */
+const awayCountdown = (callId) =>
+  h('span', { 'data-away': callId, class: 'secs' }, String(secondsLeft(awayDeadline(callId) ?? Date.now())));
 const clock = (t = Date.now()) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const duration = (ms) => {
   const s = Math.floor(ms / 1000);
@@ -52,6 +61,7 @@ const REASONS = {
   busy: (p) => `${p} is busy`,
   'reconnect-failed': (p) => `${p} didn't reconnect in time`,
   'server-shutdown': () => 'The server shut down',
+  'server-lost': () => 'The server lost the call (it restarted)',
   moved: () => 'This call moved to another tab or device',
   'hung-up-here': () => 'You hung up',
 };
@@ -73,8 +83,6 @@ const app = {
   calls: new Map(),
   /** callId → { reason, peer, at } */
   ended: new Map(),
-  /** callId → local epoch ms when the peer's window closes */
-  peerAway: new Map(),
   /** callId → toast element of the peer's absence */
   awayToasts: new Map(),
   /** callId → when it started here */
@@ -83,6 +91,8 @@ const app = {
   logs: new Map(),
   /** calls this person holds live in another tab: [{ call, peer }] */
   elsewhere: [],
+  /** a rejoin this page lost to another tab of this person: { call, peer } */
+  movable: null,
   /** peers being invited right now (a double click calls once) */
   inviting: new Set(),
   hungUpHere: new Set(),
@@ -193,11 +203,10 @@ function onEvent(ev) {
       break;
     }
     case 'participant-disconnected': {
-      const deadline = Date.now() + ev.remainingMs;
-      app.peerAway.set(ev.call, deadline);
+      app.snap = c.getSnapshot(); // the countdown reads the call's deadline from it
       app.awayToasts.get(ev.call)?.remove();
       app.awayToasts.set(ev.call, toast(
-        [`${peerName(ev.call)} disconnected — waiting `, countdown(deadline), ' s'], 'warn', 0));
+        [`${peerName(ev.call)} disconnected — waiting `, awayCountdown(ev.call), ' s'], 'warn', 0));
       log(ev.call, `${peerName(ev.call)} disconnected`);
       break;
     }
@@ -209,9 +218,10 @@ function onEvent(ev) {
     case 'call-ended': {
       clearAway(ev.call);
       const reason = app.hungUpHere.has(ev.call) && ev.reason === 'hangup' ? 'hung-up-here' : ev.reason;
+      if (!app.calls.has(ev.call)) app.calls.set(ev.call, { peer: ev.peer, kind: null, phase: 'away' });
       const info = app.calls.get(ev.call);
       app.ended.set(ev.call, { reason, code: ev.reason, at: Date.now() });
-      const name = peerName(ev.call);
+      const name = ev.peer?.name ?? peerName(ev.call);
       const text = REASONS[reason]?.(name) ?? `Call ended (${ev.reason})`;
       if (info?.phase === 'incoming' && (ev.reason === 'cancelled' || ev.reason === 'no-answer')) {
         toast(`Missed call from ${name} (${ev.reason})`, 'warn', 8000);
@@ -228,7 +238,8 @@ function onEvent(ev) {
       log(ev.call, 'The call moved to another tab');
       break;
     case 'rejoin-withdrawn':
-      if (ev.why === 'call-ended') toast(`Your call with ${peerName(ev.call)} has ended`, 'info');
+      // 'call-ended': the call-ended event that follows says who and why.
+      if (ev.why === 'held-elsewhere') app.movable = { call: ev.call, peer: app.calls.get(ev.call)?.peer };
       break;
     case 'rejoin-available':
       app.calls.set(ev.offer.call, { peer: ev.offer.peer, kind: ev.offer.kind, phase: 'away' });
@@ -248,7 +259,6 @@ function remember(call) {
 }
 
 function clearAway(call) {
-  app.peerAway.delete(call);
   app.awayToasts.get(call)?.remove();
   app.awayToasts.delete(call);
 }
@@ -346,9 +356,10 @@ function renderHeader() {
 $('#conn-badge').addEventListener('click', () => {
   if (app.snap?.state === 'gave-up') app.client?.reconnect();
 });
-$('#signout').addEventListener('click', () => {
+$('#signout').addEventListener('click', async () => {
   localStorage.removeItem(IDENTITY_KEY);
-  app.client?.logout();
+  // Wait until the server has it, so the other person is told at once.
+  await app.client?.logout();
   location.hash = '#/';
   location.reload();
 });
@@ -567,32 +578,47 @@ function callView(callId) {
   };
 
   const renderMedia = () => {
-    const media = getMedia(callId);
-    const state = media?.state ?? (app.ended.has(callId) ? 'closed' : 'new');
-    const away = app.peerAway.has(callId);
+    const { state, away, text } = mediaStatus();
     head.media.dataset.state = away ? 'reconnecting' : state;
-    head.media.textContent = away ? 'Media waiting for the other side' : {
-      new: 'Media starting', connecting: 'Media connecting…', connected: 'Media connected',
-      reconnecting: 'Media reconnecting…', closed: 'Media closed',
-    }[state];
+    head.media.textContent = `Media ${text}`;
     mediaOverlay.hidden = away || state === 'connected' || state === 'closed';
     mediaOverlay.lastChild.textContent = state === 'reconnecting' ? 'Reconnecting media…' : 'Connecting media…';
     attachVideos();
     renderFacts();
   };
 
-  const renderFacts = () => {
+  /** What the media is doing, in words: the header's pill and the Connection card
+   *  both say this, so they cannot disagree. While the other person is away and media
+   *  is not flowing, it waits for them (an ICE restart cannot succeed without them);
+   *  media that flows while their signaling link is down is simply connected. */
+  const mediaStatus = () => {
     const media = getMedia(callId);
+    const state = media?.state ?? (app.ended.has(callId) ? 'closed' : 'new');
+    const away = awayDeadline(callId) !== null && state !== 'connected' && state !== 'closed';
+    const text = away ? 'waiting for the other side' : {
+      new: 'starting', connecting: 'connecting…', connected: 'connected',
+      reconnecting: 'reconnecting…', closed: 'closed',
+    }[state];
+    return { media, state, away, text };
+  };
+
+  const renderFacts = () => {
+    const { media, text } = mediaStatus();
     const call = app.snap?.calls.find((c) => c.id === callId);
+    const ice = media?.peerConnection ? ` · ICE ${media.peerConnection.iceConnectionState}` : '';
+    const other = !call ? '—' : awayDeadline(callId) !== null
+      ? ['reconnecting — window closes in ', awayCountdown(callId), ' s'] : call.peerLink;
     const rows = [
       ['Call id', callId],
       ['Kind', call?.kind ?? 'default'],
       ['Grace window', call ? `${Math.round(call.graceMs / 1000)} s` : '—'],
       ['Signaling', app.snap?.state ?? '—'],
-      ['Media', media ? `${media.state}${media.peerConnection ? ` · ICE ${media.peerConnection.iceConnectionState}` : ''}` : '—'],
+      ['Other side', other],
+      ['Media', media ? `${text}${ice}` : '—'],
       ['Receiving', rate || '—'],
     ];
-    facts.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-fact': k }, v)]));
+    facts.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-fact': k }, ...[v].flat())]));
+    tick(); // a new countdown shows what the others show this very moment
   };
 
   const renderLog = () => {
@@ -649,12 +675,12 @@ function callView(callId) {
       head.status.textContent = call.peerLink === 'reconnecting'
         ? `${peer.name} is reconnecting` : app.snap.state === 'connected' ? 'Connected' : 'You are reconnecting…';
       head.timer.textContent = since ? duration(Date.now() - since) : '';
-      const deadline = app.peerAway.get(callId) ?? (call.peerLink === 'reconnecting' ? call.peerDeadline : null);
+      const deadline = awayDeadline(callId);
       waiting.hidden = !deadline;
       if (deadline && waiting.dataset.deadline !== String(deadline)) {
         waiting.dataset.deadline = String(deadline);
         waiting.replaceChildren(h('div', { class: 'spinner' }),
-          h('div', { 'data-testid': 'waiting-text' }, `${peer.name} disconnected — waiting `, countdown(deadline), ' s'));
+          h('div', { 'data-testid': 'waiting-text' }, `${peer.name} disconnected — waiting `, awayCountdown(callId), ' s'));
       }
       if (!getMedia(callId)) startMedia(callId);
       renderMedia();
@@ -692,11 +718,13 @@ function callView(callId) {
 
 // ---------------------------------------------------------------- dialogs
 
-const dialogs = { incoming: null, rejoin: null };
+const dialogs = { incoming: null, rejoin: null, movable: null };
 
 function renderDialogs() {
   const snap = app.snap;
   const host = $('#dialogs');
+  // A call that went on in another tab (it rejoined first) is movable here, not gone.
+  if (app.movable && (snap?.calls.some((c) => c.id === app.movable.call) || app.ended.has(app.movable.call))) app.movable = null;
   // Incoming call.
   const incoming = snap?.calls.find((c) => c.phase === 'incoming') ?? null;
   if (dialogs.incoming?.id !== incoming?.id) {
@@ -725,6 +753,35 @@ function renderDialogs() {
   }
   // Rejoin prompt (after a reload, crash or closed tab).
   const offer = incoming ? null : snap?.pendingRejoin ?? null;
+  const movable = incoming || offer ? null : app.movable;
+  if (dialogs.movable?.id !== movable?.call) {
+    dialogs.movable?.el.remove();
+    dialogs.movable = null;
+    if (movable) {
+      const name = movable.peer?.name ?? 'the other person';
+      const el = h('div', { class: 'backdrop' },
+        h('div', { class: 'dialog', role: 'dialog', 'aria-modal': 'true', 'data-testid': 'rejoin' },
+          h('span', { class: 'avatar big' }, initials(name)),
+          h('h2', {}, `Your call with ${name} continues in another tab`),
+          h('p', { class: 'muted' }, 'That tab rejoined first. You can move the call to this tab.'),
+          h('div', { class: 'actions' },
+            h('button', { class: 'btn', type: 'button', onclick: () => { app.movable = null; update(); } }, 'Keep it there'),
+            h('button', {
+              class: 'btn primary', type: 'button',
+              onclick: (e) => {
+                e.currentTarget.disabled = true;
+                localStream();
+                try {
+                  app.client.rejoin(movable.call);
+                } catch (err) {
+                  toast(`Could not move the call: ${err.message}`, 'bad');
+                }
+              },
+            }, 'Move call here'))));
+      host.append(el);
+      dialogs.movable = { id: movable.call, el };
+    }
+  }
   if (dialogs.rejoin?.id !== offer?.call) {
     dialogs.rejoin?.el.remove();
     dialogs.rejoin = null;
@@ -772,8 +829,11 @@ function renderDialogs() {
 // ---------------------------------------------------------------- ticking
 
 function tick() {
-  for (const el of document.querySelectorAll('[data-deadline].secs')) {
-    const s = String(secondsLeft(Number(el.dataset.deadline)));
+  const now = Date.now();
+  for (const el of document.querySelectorAll('.secs')) {
+    const deadline = el.dataset.away !== undefined ? awayDeadline(el.dataset.away) : Number(el.dataset.deadline);
+    if (deadline === null) continue; // the person is back: the element goes with the next render
+    const s = String(Math.max(0, Math.ceil((deadline - now) / 1000)));
     if (el.textContent !== s) el.textContent = s;
   }
 }

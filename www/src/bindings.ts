@@ -19,6 +19,7 @@ import {
 /** The client's snapshot plus the client itself (`null` until `connect()` resolves and
  *  after `logout()`). */
 export interface HoldfastState extends Snapshot {
+  /** The page's client, for actions (`null` until `connect()` resolves). */
   readonly client: HoldfastClient | null;
 }
 
@@ -110,7 +111,9 @@ export function subscribeState(listener: () => void): () => void {
   return follow((c) => c.subscribe(listener), listener);
 }
 
+/** An event's name, or `'*'` for every event. */
 export type EventName = EventType | '*';
+/** The event a handler of `K` gets. */
 export type EventFor<K extends EventName> = K extends EventType ? EventOf<K> : HoldfastEvent;
 
 /** `handler` gets the client's events of one type (or all, `'*'`). */
@@ -157,8 +160,21 @@ export function everySecondUntil(deadline: number, tick: () => void): () => void
   return () => clearTimeout(timer);
 }
 
+/** A call view's actions, on the call the view shows when they run (they throw a
+ *  `HoldfastError` `unknown-call` without one). */
+export interface CallActions {
+  /** Accepts the call ringing here. */
+  accept(): void;
+  /** Declines the call ringing here. */
+  decline(): void;
+  /** Cancels, declines or hangs up the call, whatever its phase. */
+  hangup(): void;
+  /** Relays JSON data to the other participant, exactly once and in order. */
+  send(payload: unknown): void;
+}
+
 /** The actions of a call view, on the call `id()` names when they run. */
-export function callActions(id: () => string | null) {
+export function callActions(id: () => string | null): CallActions {
   const target = () => {
     const call = id();
     if (!call) throw new HoldfastError('unknown-call', 'there is no call to act on');
@@ -176,7 +192,6 @@ export function callActions(id: () => string | null) {
   };
 }
 
-export type CallActions = ReturnType<typeof callActions>;
 
 /** Rejoins or declines the offer for `call`. */
 export function rejoinCall(call: string): void {

@@ -17,7 +17,9 @@ export class HoldfastClient {
   private locks = new CallLocks();
   private closed = false;
 
-  /** @internal `loggedOut` runs once, when `logout()` closed this client. */
+  /** @internal `loggedOut` runs once, when `logout()` closed this client.
+   *  @param url The server's WebSocket URL.
+   *  @param token The token this client connected with. */
   constructor(readonly url: string, readonly token: string, private readonly loggedOut: () => void = () => {}) {}
 
   /** @internal Receives every event from the wasm client. */
@@ -140,15 +142,21 @@ export class HoldfastClient {
     this.command(() => raw.reconnect());
   }
 
-  /** Ends the session: calls end (`hangup`), rejoin records are deleted, the socket
-   *  closes. The only way to close it. */
-  logout(): void {
-    if (this.closed) return;
-    wrap(() => raw.logout());
+  /** Ends the session: calls end (`hangup`) here at once and at the other end as soon
+   *  as the server has it, rejoin records are deleted, the socket closes. The only way
+   *  to close it. Resolves when the server has the logout (it answered on the socket, or
+   *  the browser was handed a `sendBeacon` fallback): await it before navigating away
+   *  or reloading, so the other person is told at once. */
+  logout(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    let delivered!: () => void;
+    const done = new Promise<void>((resolve) => (delivered = resolve));
+    wrap(() => raw.logout(() => delivered()));
     this.closed = true;
     this.snapshot = null;
     this.loggedOut();
     this.queueNotify();
+    return done;
   }
 
   /** Listens to one event type (or `'*'` for all). Returns the unsubscriber. */

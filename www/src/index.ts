@@ -11,6 +11,8 @@
 export type {
   Call,
   CallOptions,
+  CallPhase,
+  ClientErrorCode,
   ConnectOptions,
   ConnectionState,
   EndReason,
@@ -18,13 +20,16 @@ export type {
   EventOf,
   EventType,
   HoldfastEvent,
+  LinkState,
   Peer,
   PresenceEntry,
   PresenceStatus,
   RejoinOffer,
+  RejoinWithdrawn,
   Snapshot,
 } from './types.js';
 export { HoldfastError } from './errors.js';
+export type { HoldfastErrorCode, LocalErrorCode } from './errors.js';
 export { HoldfastClient } from './client.js';
 export { connect, getClient, onClientChange } from './page.js';
 export * from './media/index.js';

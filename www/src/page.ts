@@ -5,8 +5,9 @@
 
 import init, * as raw from './wasm/holdfast.js';
 import { HoldfastClient } from './client.js';
-import { HoldfastError, wrap } from './errors.js';
+import { HoldfastError, toHoldfastError, wrap } from './errors.js';
 import { heldElsewhere, watchHeld } from './locks.js';
+import { fetchWasm } from './wasm-source.js';
 import type { ConnectOptions, HoldfastEvent } from './types.js';
 
 const KEY = Symbol.for('holdfast.client');
@@ -46,6 +47,34 @@ export function onClientChange(listener: () => void): () => void {
 
 let wasmReady: Promise<unknown> | null = null;
 
+/** Waits between the attempts to download the wasm (a flaky network is what this
+ *  package is for). */
+const WASM_RETRY_DELAYS_MS = [250, 1_000];
+
+/** Loads the wasm client once per page. A failed download is retried a few times; if
+ *  every attempt fails, the next `connect()` starts over (nothing failed is cached). */
+function loadWasm(wasmUrl: string | URL | undefined): Promise<unknown> {
+  wasmReady ??= (async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await init({ module_or_path: fetchWasm(wasmUrl) });
+      } catch (e) {
+        const delay = WASM_RETRY_DELAYS_MS[attempt];
+        if (delay === undefined) {
+          // `fetchWasm` explains where it looked and the one option that fixes it.
+          const why = e instanceof Error ? e.message : String(e);
+          throw new HoldfastError('wasm-load-failed', `could not load the Holdfast wasm: ${why}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  })();
+  wasmReady.catch(() => {
+    wasmReady = null;
+  });
+  return wasmReady;
+}
+
 /** Another tab that held `call` is gone: the call may be offered here now. */
 function releasedElsewhere(call: string): void {
   if (!state.client) return;
@@ -59,6 +88,11 @@ function releasedElsewhere(call: string): void {
 /** Connects the page (once). Every later call with the same server and token returns
  *  the same client and socket; another identity needs `logout()` first. */
 export function connect(options: ConnectOptions): Promise<HoldfastClient> {
+  // Server-side rendering: no page, no socket; say so instead of a raw `fetch failed`.
+  if (typeof window === 'undefined') {
+    return Promise.reject(new HoldfastError('not-in-browser',
+      'connect() runs in the browser only; call it from an effect (useEffect, onMounted), not during server rendering'));
+  }
   const url = options.url ?? defaultUrl();
   const existing = state.client;
   if (existing) {
@@ -68,8 +102,7 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
   }
   if (state.connecting) return state.connecting;
   state.connecting = (async () => {
-    wasmReady ??= init(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
-    await wasmReady;
+    await loadWasm(options.wasmUrl);
     const held = await heldElsewhere();
     const client = new HoldfastClient(url, options.token, () => setGlobal(null));
     wrap(() => raw.connect({
@@ -85,8 +118,10 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
     for (const call of held) watchHeld(call, () => releasedElsewhere(call));
     setGlobal(client);
     return client;
-  })();
-  state.connecting.catch(() => setGlobal(null));
+  })().catch((e: unknown) => {
+    setGlobal(null);
+    throw toHoldfastError(e);
+  });
   return state.connecting;
 }
 

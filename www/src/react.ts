@@ -40,6 +40,7 @@ export interface CallView extends CallActions {
   call: Call | null;
   /** The call's id (also once it ended). */
   id: string | null;
+  /** `none`, `outgoing`, `incoming`, `active`, or `ended`. */
   status: CallStatus;
   /** The other participant (also once the call ended). */
   peer: Peer | null;

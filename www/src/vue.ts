@@ -63,6 +63,7 @@ export interface CallRefs extends CallActions {
   call: ComputedRef<Call | null>;
   /** The call's id (also once it ended). */
   id: ComputedRef<string | null>;
+  /** `none`, `outgoing`, `incoming`, `active`, or `ended`. */
   status: ComputedRef<CallStatus>;
   /** The other participant (also once the call ended). */
   peer: ComputedRef<Peer | null>;

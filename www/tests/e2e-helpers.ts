@@ -14,6 +14,8 @@ declare global {
     holdfastDemo: {
       getClient: typeof import('../src/index').getClient;
       getMedia: typeof import('../src/index').getMedia;
+      /** The demo's state; `logs` is each call's activity log, newest first. */
+      app: { logs: Map<string, { t: number; text: string }[]> };
     };
   }
 }
@@ -39,6 +41,7 @@ export interface PersonOptions {
 export async function person(browser: Browser, first: string, opts: PersonOptions = {}): Promise<Person> {
   const { name, id } = uniqueName(first);
   const ctx = await browser.newContext(opts.baseURL ? { baseURL: opts.baseURL } : {});
+  watchMediaErrors(ctx);
   await opts.setup?.(ctx);
   const page = await ctx.newPage();
   await page.goto(opts.path ?? '/');
@@ -157,8 +160,43 @@ export async function expectCountingDown(locator: ReturnType<Page['locator']>): 
   return first;
 }
 
+/** Ends a scenario: every person's browser closes, and no page of theirs met a media
+ *  error on the way (in its activity log or its console): perfect negotiation has no
+ *  failed step in any scenario. */
 export async function closeAll(...people: Person[]): Promise<void> {
+  const errors = await Promise.all(people.map(async (p) => ({ who: p.name, errors: await mediaErrorsOf(p) })));
   await Promise.all(people.map((p) => p.ctx.close().catch(() => {})));
+  for (const { who, errors: e } of errors) expect(e, `media errors on ${who}'s pages`).toEqual([]);
+}
+
+// ------------------------------------------------------------------ media errors
+
+/** A console line about a failed step of the peer connection. */
+const MEDIA_CONSOLE = /RTCPeerConnection|setRemoteDescription|setLocalDescription|addIceCandidate|createOffer|createAnswer/;
+const consoleMediaErrors = new WeakMap<BrowserContext, string[]>();
+
+/** Records every console error or warning about media on every page of `ctx`. */
+function watchMediaErrors(ctx: BrowserContext): void {
+  const found: string[] = [];
+  consoleMediaErrors.set(ctx, found);
+  ctx.on('console', (m) => {
+    if ((m.type() === 'error' || m.type() === 'warning') && MEDIA_CONSOLE.test(m.text())) found.push(`console: ${m.text()}`);
+  });
+  ctx.on('weberror', (e) => {
+    if (MEDIA_CONSOLE.test(e.error().message)) found.push(`uncaught: ${e.error().message}`);
+  });
+}
+
+/** Media errors `p` met so far: the demo's activity log ("Media error: …", from the
+ *  library's `media-error` events) on each open page, and the console of every page. */
+export async function mediaErrorsOf(p: Person): Promise<string[]> {
+  const logged: string[] = [];
+  for (const page of p.ctx.pages()) {
+    const lines = await page.evaluate(() => [...(window.holdfastDemo?.app?.logs?.values() ?? [])]
+      .flat().map((l) => l.text).filter((t) => t.startsWith('Media error'))).catch(() => [] as string[]);
+    logged.push(...lines.map((l) => `activity: ${l}`));
+  }
+  return [...logged, ...(consoleMediaErrors.get(p.ctx) ?? [])];
 }
 
 // ------------------------------------------------------------------ proxies
@@ -328,4 +366,35 @@ export async function forceMediaThrough(ctx: BrowserContext, proxy: UdpProxy): P
       return setRemoteDescription.call(this, d as RTCSessionDescriptionInit);
     } as typeof proto.setRemoteDescription;
   });
+}
+
+// ------------------------------------------------------------------ console
+
+/** What the browser itself reports for a WebSocket connection attempt that the network
+ *  refused or reset (no script can silence it; the library has to try). */
+export const REFUSED_ATTEMPT = /^error: WebSocket connection to '[^']+' failed: (Error during WebSocket handshake|Error in connection establishment): net::ERR_[A-Z_]+$/;
+
+export interface ConsoleWatch {
+  /** Every error and warning the page wrote, with uncaught exceptions. */
+  readonly messages: string[];
+  /** Fails when the page wrote any error or warning other than those `allowed`. */
+  expectClean(...allowed: RegExp[]): void;
+}
+
+/** Records what `page` writes to its console (errors, warnings) and every uncaught
+ *  exception, from now on. */
+export function watchConsole(page: Page): ConsoleWatch {
+  const messages: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() !== 'error' && m.type() !== 'warning') return;
+    // A failed load names no URL in its text: add it.
+    const where = m.text().startsWith('Failed to load resource') ? ` (${m.location().url})` : '';
+    messages.push(`${m.type()}: ${m.text()}${where}`);
+  });
+  page.on('pageerror', (e) => messages.push(`uncaught: ${e.message}`));
+  return {
+    messages,
+    expectClean: (...allowed) =>
+      expect(messages.filter((m) => !allowed.some((a) => a.test(m))), `console of ${page.url()}`).toEqual([]),
+  };
 }

@@ -192,3 +192,48 @@ test('unsubscribe removes handlers and listeners', async ({ page }) => {
   const hits = await page.evaluate(() => (window as unknown as { hits: { on: number; sub: number } }).hits);
   expect(hits).toEqual({ on: 0, sub: 0 });
 });
+
+test('every failure is a HoldfastError; an oversized request is refused at once', async ({ browser }) => {
+  const [alice, bob] = [unique('alice'), unique('bob')];
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  const a = await ctxA.newPage();
+  const b = await ctxB.newPage();
+  await open(a, alice);
+  await open(b, bob);
+  const failures = await a.evaluate(async (peer) => {
+    const h = window.holdfast;
+    const client = h.getClient()!;
+    const seen = (e: unknown) => ({ code: (e as { code: string }).code, real: e instanceof h.HoldfastError, name: (e as Error).name });
+    const out: Record<string, unknown> = {};
+    try {
+      h.attachMedia(client, 'no-such-call', null);
+    } catch (e) {
+      out.attachMedia = seen(e);
+    }
+    // Over the frame limit the welcome announced (16 KiB): thrown at once (before
+    // call() returns), not a promise the server would never settle.
+    try {
+      void client.call(peer, { metadata: { notes: 'x'.repeat(20_000) } });
+      out.tooLarge = 'returned a promise';
+    } catch (e) {
+      out.tooLarge = seen(e);
+    }
+    try {
+      await client.call('nobody-is-here');
+    } catch (e) {
+      out.server = seen(e);
+    }
+    // A pending invite settles when the page logs out.
+    const pending = client.call(peer).then(() => null, (e) => seen(e));
+    client.logout();
+    out.logout = await pending;
+    return out;
+  }, bob);
+  expect(failures.attachMedia).toEqual({ code: 'unknown-call', real: true, name: 'HoldfastError' });
+  expect(failures.tooLarge).toEqual({ code: 'frame-too-large', real: true, name: 'HoldfastError' });
+  expect(failures.server).toEqual({ code: 'peer-offline', real: true, name: 'HoldfastError' });
+  expect(failures.logout).toEqual({ code: 'logged-out', real: true, name: 'HoldfastError' });
+  await ctxA.close();
+  await ctxB.close();
+});

@@ -13,6 +13,9 @@ pub(super) struct Backoff {
     max_ms: u64,
     /// Jitter only: no secrecy needed.
     rng: SplitMix,
+    /// After `server-restarting`, until this time retries do not back off past the
+    /// second attempt's delay: the server is coming back, not overloaded.
+    hold_until: Option<u64>,
 }
 
 impl Backoff {
@@ -22,7 +25,24 @@ impl Backoff {
             base_ms,
             max_ms,
             rng: SplitMix(seed),
+            hold_until: None,
         }
+    }
+
+    /// Until `until`, keep every retry at about the base delay (see `hold_until`).
+    pub(super) fn hold_short_until(&mut self, until: u64) {
+        self.hold_until = Some(until);
+    }
+
+    /// [`Backoff::delay`], held short while a server restart is expected.
+    pub(super) fn delay_at(&mut self, now: u64) -> u64 {
+        if self.hold_until.is_some_and(|t| now < t) && self.attempt > 1 {
+            let attempt = std::mem::replace(&mut self.attempt, 1);
+            let d = self.delay();
+            self.attempt = attempt;
+            return d;
+        }
+        self.delay()
     }
 
     /// How long to wait before the next attempt, given the attempts made so far.
@@ -50,6 +70,22 @@ mod tests {
                 b.delay()
             })
             .collect()
+    }
+
+    #[test]
+    fn after_a_restart_notice_retries_stay_at_the_base_delay_until_the_hold_ends() {
+        let mut b = Backoff::new(250, 5_000, 9);
+        b.hold_short_until(10_000);
+        for attempt in 2..=8 {
+            b.attempt = attempt;
+            let d = b.delay_at(5_000);
+            assert!((125..=250).contains(&d), "attempt {attempt}: {d}");
+        }
+        b.attempt = 8;
+        assert!(
+            b.delay_at(10_000) >= 2_500,
+            "the hold is over: back off again"
+        );
     }
 
     #[test]

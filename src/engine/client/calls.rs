@@ -165,9 +165,27 @@ impl ClientEngine {
         }
         match body {
             ServerMsg::CallCreated { re, call, existing } => {
-                let Some((re, _)) = self.delivery.requests.remove(&re) else {
+                let Some((re, request)) = self.delivery.requests.remove(&re) else {
                     return;
                 };
+                self.delivery.invite_deadlines.remove(&re);
+                if request == Request::Abandoned {
+                    // The app was told this invite timed out: take the call back.
+                    if call.state != CallState::Ended && call.held_here {
+                        let _ = self.enqueue(
+                            ClientMsg::Cancel {
+                                call: call.id.clone(),
+                            },
+                            now,
+                        );
+                        // Later news of it (an answer that crossed the cancel) is stale.
+                        self.ended_here.push_back(call.id);
+                        if self.ended_here.len() > 64 {
+                            self.ended_here.pop_front();
+                        }
+                    }
+                    return;
+                }
                 let me = self.user().map(|u| u.id.clone()).unwrap_or_default();
                 let phase = match call.state {
                     CallState::Active => CallPhase::Active,
@@ -231,8 +249,10 @@ impl ClientEngine {
                     kind: c.kind.clone(),
                     grace_ms: c.grace_ms,
                     deadline: now + c.grace_ms,
+                    clock_offset: self.clock_offset,
                 };
                 self.rejoins.records.insert(call.id.clone(), record.clone());
+                self.rejoins.unconfirmed.remove(&call.id);
                 self.storage.push_back(StorageOp::Put(record));
                 self.timers
                     .schedule(now + self.config.rejoin_refresh_ms, Timer::Refresh);
@@ -268,7 +288,7 @@ impl ClientEngine {
             ServerMsg::CallEnded { call, reason } => {
                 if self.calls.contains_key(&call) {
                     self.end_local(&call, reason);
-                } else if self.rejoins.records.contains_key(&call) {
+                } else if let Some(peer) = self.rejoins.records.get(&call).map(|r| r.peer.clone()) {
                     // A call this page only held a rejoin record for (a reload's
                     // prompt): the prompt goes away with the reason.
                     if self.rejoins.offers.contains_key(&call) {
@@ -278,7 +298,8 @@ impl ClientEngine {
                         });
                     }
                     self.forget_record(&call);
-                    self.events.push_back(Event::CallEnded { call, reason });
+                    self.events
+                        .push_back(Event::CallEnded { call, reason, peer });
                 }
             }
             ServerMsg::CallMoved { call } => {
@@ -303,8 +324,14 @@ impl ClientEngine {
             ServerMsg::PresenceChanged { entry } => self.presence_changed(entry),
             ServerMsg::Error(e) => {
                 let request = e.re.and_then(|seq| self.delivery.requests.remove(&seq));
-                if let Some((_, Request::Rejoin(call))) = &request {
-                    self.rejoin_refused(call.clone(), e.code);
+                if let Some((req, _)) = &request {
+                    self.delivery.invite_deadlines.remove(req);
+                }
+                match &request {
+                    Some((_, Request::Rejoin(call))) => self.rejoin_refused(call.clone(), e.code),
+                    // Already reported as `timeout`.
+                    Some((_, Request::Abandoned)) => return,
+                    _ => {}
                 }
                 self.events.push_back(Event::Error {
                     code: e.code,
@@ -329,10 +356,11 @@ impl ClientEngine {
 
     /// A call ends here: tell the app, drop the record.
     pub(super) fn end_local(&mut self, call: &str, reason: EndReason) {
-        if self.calls.remove(call).is_some() {
+        if let Some(c) = self.calls.remove(call) {
             self.events.push_back(Event::CallEnded {
                 call: call.to_owned(),
                 reason,
+                peer: c.peer,
             });
         }
         self.rejoins.offers.remove(call);

@@ -8,6 +8,7 @@ use serde::Serialize;
 /// Something the app should know. Serialises to the JS event objects
 /// (`{ type: "call-ended", call, reason }`, fields in camelCase).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "HoldfastEvent"))]
 #[serde(
     tag = "type",
     rename_all = "kebab-case",
@@ -78,9 +79,12 @@ pub enum Event {
         call: CallId,
         user: UserId,
     },
+    /// The call ended. `peer` is the other person, also for a call this page knew only
+    /// from its rejoin record (it ended while the page was away).
     CallEnded {
         call: CallId,
         reason: EndReason,
+        peer: Peer,
     },
     CallMoved {
         call: CallId,
@@ -88,6 +92,7 @@ pub enum Event {
     Signal {
         call: CallId,
         from: UserId,
+        #[cfg_attr(test, ts(type = "unknown"))]
         payload: serde_json::Value,
     },
     RejoinAvailable {

@@ -2,7 +2,7 @@
 //! the browser going offline and coming back, the page waking, the heartbeat that
 //! finds a dead link, and fatal errors from the server.
 
-use super::{CallPhase, ConnectionState, StorageOp};
+use super::{CallPhase, ConnectionState};
 use super::{ClientEngine, Event, Io, LinkId, Timer};
 use crate::engine::liveness::Check;
 use crate::engine::reliable::Received;
@@ -76,9 +76,25 @@ impl ClientEngine {
     /// The page is being hidden or unloaded: write fresh rejoin deadlines so a reload
     /// offers the right countdown. (Not a hang-up.)
     pub fn handle_pagehide(&mut self, now: u64) {
+        // A logout still waiting for its answer must not be lost with the page.
+        if !self.logout.fallback_sent {
+            self.bye_by_other_means(now);
+        }
         if self.state == ConnectionState::Connected {
             self.refresh_records(now);
         }
+    }
+
+    /// The page is going away for good (unload, not the back/forward cache): write
+    /// fresh rejoin deadlines and tell the server to forget the session now (`leave`:
+    /// no call ends, each waits for a rejoin). No timer is armed any more; the driver
+    /// closes the socket once the frame is on it, and the page is gone.
+    pub fn handle_unload(&mut self, now: u64) {
+        self.handle_pagehide(now);
+        if self.link.is_some_and(|(_, p)| p == LinkPhase::Ready) {
+            self.transmit.push_back(ClientFrame::Leave);
+        }
+        self.timers.clear();
     }
 
     /// Replace the token used for new sessions (after `AuthFailed`, or before expiry).
@@ -115,32 +131,6 @@ impl ClientEngine {
         }
     }
 
-    /// End the session: calls held here end with `hangup`, every rejoin record is
-    /// deleted, the socket closes and nothing reconnects.
-    pub fn logout(&mut self, _now: u64) {
-        if self.state == ConnectionState::LoggedOut {
-            return;
-        }
-        if self.link.is_some_and(|(_, p)| p == LinkPhase::Ready) {
-            self.transmit.push_back(ClientFrame::Bye);
-        }
-        if let Some((id, _)) = self.link.take() {
-            self.io.push_back(Io::Close(id));
-        }
-        // Logging out ends each call as the user's own hang-up would.
-        self.end_all_local(CallPhase::ended_by_user);
-        for call in std::mem::take(&mut self.rejoins.records).into_keys() {
-            self.storage.push_back(StorageOp::Remove(call));
-        }
-        self.rejoins.offers.clear();
-        self.delivery.pending.clear();
-        self.delivery.outbox.clear();
-        self.timers.clear();
-        self.session = None;
-        self.state = ConnectionState::LoggedOut;
-        self.events.push_back(Event::LoggedOut);
-    }
-
     // ----------------------------------------------------------- link input
 
     /// The socket for `link` opened.
@@ -161,6 +151,7 @@ impl ClientEngine {
             resume,
             presence: self.config.presence,
             call_waiting: self.config.call_waiting,
+            tab: self.config.tab.clone(),
         }));
         self.liveness.sent(now);
         self.hello_sent_at = now;
@@ -170,6 +161,9 @@ impl ClientEngine {
     pub fn handle_close(&mut self, link: LinkId, now: u64) {
         if self.link.map(|(id, _)| id) != Some(link) {
             return;
+        }
+        if self.logout_pending() {
+            return self.bye_link_gone();
         }
         self.link = None;
         self.link_lost(now);
@@ -197,7 +191,15 @@ impl ClientEngine {
             return;
         }
         self.liveness.heard(now);
+        if self.state == ConnectionState::LoggedOut {
+            // Only the answer to the logout's `bye` matters now.
+            if frame == ServerFrame::Bye {
+                self.bye_answered();
+            }
+            return;
+        }
         match frame {
+            ServerFrame::Bye => {}
             ServerFrame::Welcome(w) if phase == LinkPhase::Hello => self.welcome(*w, now),
             ServerFrame::Error(e) => self.server_error(e, now),
             _ if phase != LinkPhase::Ready => {
@@ -318,6 +320,7 @@ impl ClientEngine {
                 self.state = ConnectionState::Reconnecting;
                 self.backoff.attempt = 0;
                 self.down_since = Some(now);
+                self.lost_at = Some(now);
                 // Our own slot's window started about when the server last heard us.
                 self.refresh_records(self.liveness.last_heard().min(now));
             }
@@ -352,7 +355,7 @@ impl ClientEngine {
             });
             return;
         }
-        let at = now + self.backoff.delay();
+        let at = now + self.backoff.delay_at(now);
         self.next_attempt_at = Some(at);
         self.events.push_back(Event::Disconnected {
             next_attempt_at: Some(at),
@@ -369,7 +372,7 @@ impl ClientEngine {
             self.transmit.push_back(ClientFrame::Ping {
                 ack: self.delivery.inbox.last_seq(),
             });
-            self.liveness.sent(now);
+            self.liveness.pinged(now);
         }
     }
 
@@ -411,6 +414,18 @@ impl ClientEngine {
                     code,
                     message: e.message,
                 });
+            }
+            ErrorCode::ServerRestarting => {
+                // The server keeps our session and is coming straight back: resume at
+                // once, and keep retrying briskly until the new process listens.
+                self.events.push_back(Event::Error {
+                    code,
+                    message: e.message,
+                    re: None,
+                });
+                self.backoff
+                    .hold_short_until(now + crate::protocol::RESTART_FAST_RETRY_MS);
+                self.link_lost(now);
             }
             ErrorCode::Superseded => {
                 // Another socket took this session over; ours is stale.

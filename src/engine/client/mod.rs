@@ -30,15 +30,18 @@ mod backoff;
 mod calls;
 mod events;
 mod link;
+mod logout;
 mod presence;
 mod rejoin;
 mod session;
 mod types;
 
 pub use events::Event;
+pub use logout::Goodbye;
 pub use rejoin::{RejoinOffer, RejoinRecord, RejoinWithdrawn, REJOIN_RECORD_VERSION};
 pub use types::{
-    CallPhase, ClientCall, ClientConfig, ClientError, ConnectionState, Io, LinkId, StorageOp,
+    CallPhase, ClientCall, ClientConfig, ClientError, ClientSnapshot, ConnectionState, Io, LinkId,
+    StorageOp,
 };
 
 use super::liveness::Liveness;
@@ -59,6 +62,10 @@ enum Timer {
     Heartbeat,
     Countdown,
     Refresh,
+    /// The server's answer to a logout's `bye` is due.
+    ByeAnswer,
+    /// An invite's answer is due.
+    Request,
 }
 
 /// The client engine. See the module documentation.
@@ -69,8 +76,11 @@ pub struct ClientEngine {
     link: Option<(LinkId, LinkPhase)>,
     next_link: LinkId,
     online: bool,
-    /// When the link was lost (for giving up).
+    /// When the link was lost (for giving up; restarts with a manual reconnect).
     down_since: Option<u64>,
+    /// When the session's link was lost, whatever happened since: at the next welcome,
+    /// a call that the server forgot tells whether its window passed meanwhile.
+    lost_at: Option<u64>,
     next_attempt_at: Option<u64>,
     backoff: Backoff,
     /// Heartbeat watchdog of the current link.
@@ -87,6 +97,7 @@ pub struct ClientEngine {
     /// about them (answers that crossed the hang-up) must not bring them back.
     ended_here: VecDeque<CallId>,
     rejoins: Rejoins,
+    logout: logout::Logout,
     presence: BTreeMap<UserId, PresenceEntry>,
     timers: TimerQueue<Timer>,
     io: VecDeque<Io>,
@@ -106,6 +117,7 @@ impl ClientEngine {
             next_link: 1,
             online: true,
             down_since: None,
+            lost_at: None,
             next_attempt_at: None,
             session: None,
             clock_offset: 0,
@@ -114,6 +126,7 @@ impl ClientEngine {
             calls: BTreeMap::new(),
             ended_here: VecDeque::new(),
             rejoins: Rejoins::default(),
+            logout: logout::Logout::default(),
             presence: BTreeMap::new(),
             timers: TimerQueue::default(),
             io: VecDeque::new(),
@@ -221,6 +234,8 @@ impl ClientEngine {
                 }
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Countdown => self.countdown(now),
+                Timer::ByeAnswer => self.bye_by_other_means(now),
+                Timer::Request => self.request_timeouts(now),
                 Timer::Refresh => {
                     if self.state == ConnectionState::Connected && !self.rejoins.records.is_empty()
                     {

@@ -2,7 +2,7 @@
 //! handled) or starts a new one (rebuilding calls and rejoin offers from the server's
 //! snapshot), and the exactly-once flow of application messages within it.
 
-use super::{CallPhase, ClientEngine, ClientError, Event, RejoinWithdrawn, StorageOp, Timer};
+use super::{CallPhase, ClientEngine, ClientError, Event, RejoinWithdrawn, Timer};
 use super::{ConnectionState, LinkPhase};
 use crate::engine::reliable::{Inbox, Outbox};
 use crate::protocol::*;
@@ -20,6 +20,8 @@ pub(super) struct SessionState {
 pub(super) enum Request {
     Invite(UserId),
     Rejoin(CallId),
+    /// An invite that timed out (the app was told `timeout`): a late call is cancelled.
+    Abandoned,
     Other,
 }
 
@@ -39,6 +41,10 @@ pub(super) struct Delivery {
     next_request: u64,
     /// Sent messages that may still get an answer: seq → (request id, what it was).
     pub(super) requests: BTreeMap<u64, (u64, Request)>,
+    /// When each unanswered invite times out: request id → local epoch ms.
+    pub(super) invite_deadlines: BTreeMap<u64, u64>,
+    /// The frame limit of the last welcome (the config's until then).
+    pub(super) max_frame_bytes: Option<usize>,
 }
 
 impl Default for Delivery {
@@ -49,6 +55,8 @@ impl Default for Delivery {
             pending: VecDeque::new(),
             next_request: 1,
             requests: BTreeMap::new(),
+            invite_deadlines: BTreeMap::new(),
+            max_frame_bytes: None,
         }
     }
 }
@@ -67,7 +75,39 @@ impl Delivery {
     }
 }
 
+/// What the `msg` frame around a message adds at most (with the largest `seq` and `ack`).
+const MSG_ENVELOPE_BYTES: usize = r#"{"t":"msg","seq":,"ack":,"body":}"#.len() + 2 * 20;
+
 impl ClientEngine {
+    /// Invites whose answer is overdue fail with `timeout`: one not yet sent is
+    /// dropped (never sent); a sent one is marked so that its late call is cancelled.
+    pub(super) fn request_timeouts(&mut self, now: u64) {
+        let due: Vec<u64> = self
+            .delivery
+            .invite_deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in due {
+            self.delivery.invite_deadlines.remove(&req);
+            self.delivery.pending.retain(|(r, _)| *r != req);
+            for (r, request) in self.delivery.requests.values_mut() {
+                if *r == req {
+                    *request = Request::Abandoned;
+                }
+            }
+            self.events.push_back(Event::Error {
+                code: ErrorCode::Timeout,
+                message: format!(
+                    "no answer from the server within {} ms",
+                    self.config.request_timeout_ms
+                ),
+                re: Some(req),
+            });
+        }
+    }
+
     /// Queue an application message: sent at once when a session is ready, otherwise
     /// held unsequenced until one is (so a message never sent is never ambiguous after
     /// a session loss). Returns its request id.
@@ -75,7 +115,22 @@ impl ClientEngine {
         if self.unacked_len() >= self.config.max_unacked {
             return Err(ClientError::BufferFull);
         }
+        // The server drops an oversized frame without an answer (it cannot tell whose
+        // request it was), so such a message must never be queued.
+        let max = self
+            .delivery
+            .max_frame_bytes
+            .unwrap_or(self.config.max_frame_bytes);
+        let bytes = (self.config.json_bytes)(&msg) + MSG_ENVELOPE_BYTES;
+        if bytes > max {
+            return Err(ClientError::FrameTooLarge { bytes, max });
+        }
         let req = self.delivery.next_request_id();
+        if matches!(msg, ClientMsg::Invite { .. }) {
+            let at = now + self.config.request_timeout_ms;
+            self.delivery.invite_deadlines.insert(req, at);
+            self.timers.schedule(at, Timer::Request);
+        }
         if self.ready() {
             self.send_sequenced(req, msg, now);
         } else {
@@ -137,6 +192,7 @@ impl ClientEngine {
             w.timers.heartbeat_interval_ms,
             w.timers.heartbeat_timeout_ms,
         );
+        self.delivery.max_frame_bytes = Some(w.limits.max_frame_bytes);
         let had_session = self.session.is_some();
         let resumed = w.resumed && self.session.as_ref().is_some_and(|s| s.id == w.session);
         self.session = Some(SessionState {
@@ -147,6 +203,7 @@ impl ClientEngine {
         self.state = ConnectionState::Connected;
         self.backoff.attempt = 0;
         self.down_since = None;
+        let away_since = self.lost_at.take();
         self.next_attempt_at = None;
         if resumed {
             // Re-send exactly what the server has not handled, in order. (Only the
@@ -170,7 +227,8 @@ impl ClientEngine {
             // Requests the server never confirmed will get no answer now.
             let lost = std::mem::take(&mut self.delivery.requests);
             for (_, (req, request)) in lost {
-                if request != Request::Other {
+                self.delivery.invite_deadlines.remove(&req);
+                if matches!(request, Request::Invite(_) | Request::Rejoin(_)) {
                     self.events.push_back(Event::Error {
                         code: ErrorCode::SessionLost,
                         message: "the session was lost before the server confirmed this request"
@@ -195,7 +253,7 @@ impl ClientEngine {
                     user: w.user.clone(),
                 });
             }
-            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), now);
+            self.reconcile(&w.user, w.snapshot.unwrap_or_default(), away_since, now);
         }
         self.flush_pending(now);
         if resumed && self.transmit.is_empty() {
@@ -215,7 +273,14 @@ impl ClientEngine {
     }
 
     /// Rebuild the active-call map and rejoin offers from a snapshot (a new session).
-    pub(super) fn reconcile(&mut self, me: &Peer, snap: Snapshot, now: u64) {
+    /// `away_since`: when the link was lost (None for a first session).
+    pub(super) fn reconcile(
+        &mut self,
+        me: &Peer,
+        snap: Snapshot,
+        away_since: Option<u64>,
+        now: u64,
+    ) {
         // Records of another identity (a shared browser) are not ours to use.
         let foreign: Vec<CallId> = self
             .rejoins
@@ -263,11 +328,20 @@ impl ClientEngine {
                     // Still ringing for us: keep offering it.
                 }
                 _ => {
-                    let reason = snap
-                        .ended
-                        .iter()
-                        .find(|e| e.call == id)
-                        .map_or(EndReason::Cancelled, |e| e.reason);
+                    // Gone. The snapshot says why, unless the server no longer knows the
+                    // call at all: then it lost its state (a restart without a durable
+                    // store), and nobody cancelled anything.
+                    let window_passed = self.calls.get(&id).is_some_and(|c| {
+                        c.phase == CallPhase::Active
+                            && away_since.is_some_and(|t| t + c.grace_ms <= now)
+                    });
+                    let reason = match snap.ended.iter().find(|e| e.call == id) {
+                        Some(e) => e.reason,
+                        // Away for longer than the window: it ended without us, long
+                        // enough ago that the server forgot how.
+                        None if window_passed => EndReason::ReconnectFailed,
+                        None => EndReason::ServerLost,
+                    };
                     self.end_local(&id, reason);
                 }
             }
@@ -286,23 +360,15 @@ impl ClientEngine {
                     let mine = my_slot(info, &me.id);
                     match mine {
                         Some(p) if p.link == LinkState::Reconnecting => {
+                            // Confirmed: the call waits for us, until the server's deadline
+                            // (on this page's clock as the welcome just measured it).
                             let deadline = p.deadline.map(|d| self.local_time(d));
-                            if let Some(r) = self.rejoins.records.get_mut(&id) {
-                                if let Some(d) = deadline {
-                                    r.deadline = d;
-                                }
-                                let r = r.clone();
-                                self.storage.push_back(StorageOp::Put(r));
-                            }
-                            if !self.rejoins.held_by_other_tab.contains_key(&id)
-                                && !self.rejoins.offers.contains_key(&id)
-                            {
-                                self.offer(&id, now);
-                            }
+                            self.confirm_waiting(&id, deadline, now);
                         }
                         _ => {
                             // Live in another tab or device: keep the token for an explicit
                             // takeover, but do not offer it.
+                            self.rejoins.unconfirmed.remove(&id);
                             if self.rejoins.offers.remove(&id).is_some() {
                                 self.events.push_back(Event::RejoinWithdrawn {
                                     call: id,
@@ -315,7 +381,14 @@ impl ClientEngine {
                 _ => {
                     let ended = snap.ended.iter().find(|e| e.call == id).map(|e| e.reason);
                     let was_offered = self.rejoins.offers.remove(&id).is_some();
+                    let Some(r) = self.rejoins.records.get(&id).cloned() else {
+                        continue;
+                    };
                     self.forget_record(&id);
+                    // The record's own deadline, on the server's clock: was the window
+                    // still open when the server forgot the call?
+                    let server_now = now as i64 + self.clock_offset;
+                    let window_open = r.deadline as i64 + r.clock_offset > server_now;
                     match ended {
                         Some(reason) => {
                             if was_offered {
@@ -324,9 +397,24 @@ impl ClientEngine {
                                     why: RejoinWithdrawn::CallEnded,
                                 });
                             }
-                            self.events.push_back(Event::CallEnded { call: id, reason });
+                            self.events.push_back(Event::CallEnded {
+                                call: id,
+                                reason,
+                                peer: r.peer,
+                            });
                         }
-                        None => self.events.push_back(Event::RejoinExpired { call: id }),
+                        None if was_offered => {
+                            self.events.push_back(Event::RejoinExpired { call: id })
+                        }
+                        // Never offered: the page learns once, with the person's name,
+                        // that the server lost the call; a window that passed long ago
+                        // needs no word.
+                        None if window_open => self.events.push_back(Event::CallEnded {
+                            call: id,
+                            reason: EndReason::ServerLost,
+                            peer: r.peer,
+                        }),
+                        None => {}
                     }
                 }
             }

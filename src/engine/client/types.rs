@@ -1,7 +1,7 @@
 //! The client engine's public types, except its events (see `events.rs`) and the
 //! rejoin records (see `rejoin.rs`).
 
-use super::rejoin::RejoinRecord;
+use super::rejoin::{RejoinOffer, RejoinRecord};
 use crate::protocol::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,12 +32,23 @@ pub struct ClientConfig {
     pub rejoin_refresh_ms: u64,
     /// Most messages waiting for acknowledgement (sent or not yet sent).
     pub max_unacked: usize,
+    /// An invite with no answer after this long fails with `timeout` (a late answer is
+    /// cancelled), so the app's promise settles whatever the server or the network does.
+    pub request_timeout_ms: u64,
+    /// The frame limit used until a welcome announces the server's.
+    pub max_frame_bytes: usize,
+    /// The length of a message's JSON text, as the driver will send it. Native builds
+    /// count `serde_json`'s output; the browser driver counts `JSON.stringify`'s (so the
+    /// wasm build carries no JSON serializer).
+    pub json_bytes: fn(&ClientMsg) -> usize,
     /// Seed for backoff jitter.
     pub seed: u64,
     /// Who the token says we are, if the driver can tell before the server confirms
     /// (a dev identity, or a JWT's unverified `sub`). Stored rejoin records of anyone
     /// else (a shared computer) are then never offered, not even before the welcome.
     pub identity_hint: Option<UserId>,
+    /// This browser tab's id ([`crate::protocol::Hello::tab`]), if the driver has one.
+    pub tab: Option<String>,
 }
 
 impl ClientConfig {
@@ -54,14 +65,43 @@ impl ClientConfig {
             heartbeat_timeout_ms: 4_500,
             rejoin_refresh_ms: 5_000,
             max_unacked: 1_024,
+            request_timeout_ms: 15_000,
+            max_frame_bytes: 16 * 1024,
+            json_bytes,
             seed: 0x5eed,
             identity_hint: None,
+            tab: None,
         }
     }
 }
 
+/// [`ClientConfig::json_bytes`] of native builds.
+#[cfg(not(target_arch = "wasm32"))]
+fn json_bytes(msg: &ClientMsg) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, msg).map_or(usize::MAX, |()| count.0)
+}
+
+/// [`ClientConfig::json_bytes`] of the wasm build until the browser driver sets its
+/// own: no size check.
+#[cfg(target_arch = "wasm32")]
+fn json_bytes(_: &ClientMsg) -> usize {
+    0
+}
+
 /// The connection state the app sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum ConnectionState {
     /// `connect()` not called yet.
@@ -100,6 +140,7 @@ pub enum StorageOp {
 
 /// This page's role and view of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum CallPhase {
     /// We invited; the peer's phone is ringing.
@@ -121,15 +162,23 @@ impl CallPhase {
     }
 }
 
-/// A call in the active-call map.
+/// A call in this page's active-call map. Times are epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Call"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCall {
+    /// The call's id (the same at both ends).
     pub id: CallId,
+    /// `outgoing`: ringing at the peer; `incoming`: ringing here; `active`: connected.
     pub phase: CallPhase,
+    /// The other person.
     pub peer: Peer,
+    /// The app's call kind from the invite (it picks the grace window), or `null`.
     pub kind: Option<String>,
+    /// The app's JSON data from the invite (`null` when none was given).
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub metadata: Option<serde_json::Value>,
+    /// How long either side may be away before the call ends `reconnect-failed`.
     pub grace_ms: u64,
     /// The peer's link as last reported.
     pub peer_link: LinkState,
@@ -137,6 +186,30 @@ pub struct ClientCall {
     pub peer_deadline: Option<u64>,
     /// Local epoch ms when a ringing call ends unanswered.
     pub ring_deadline: Option<u64>,
+}
+
+/// What the browser driver hands to JavaScript as the client's state (the facade adds
+/// `pendingRejoin` and freezes it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSnapshot {
+    /// The connection's state.
+    pub state: ConnectionState,
+    /// Who this page is, once connected.
+    pub user: Option<Peer>,
+    /// The session's id, once connected.
+    pub session: Option<SessionId>,
+    /// Epoch ms of the next connection attempt while reconnecting.
+    pub next_attempt_at: Option<u64>,
+    /// This page's calls: ringing and active.
+    pub calls: Vec<ClientCall>,
+    /// Who is online (with `presence: true`).
+    pub presence: Vec<PresenceEntry>,
+    /// Calls this page may rejoin, soonest deadline first.
+    pub pending_rejoins: Vec<RejoinOffer>,
+    /// When the snapshot was taken (epoch ms).
+    pub now: u64,
 }
 
 /// Why a command was refused locally (nothing was sent).
@@ -155,6 +228,12 @@ pub enum ClientError {
     InvalidState(&'static str),
     /// Too many messages waiting for acknowledgement.
     BufferFull,
+    /// The message would exceed the frame limit the server announced (it would drop it
+    /// unanswered).
+    FrameTooLarge {
+        bytes: usize,
+        max: usize,
+    },
     /// No rejoin record for this call.
     NoRejoin,
     InvalidArgument(&'static str),
@@ -170,6 +249,7 @@ impl ClientError {
             ClientError::UnknownCall => "unknown-call",
             ClientError::InvalidState(_) => "invalid-state",
             ClientError::BufferFull => "buffer-full",
+            ClientError::FrameTooLarge { .. } => "frame-too-large",
             ClientError::NoRejoin => "no-rejoin",
             ClientError::InvalidArgument(_) => "invalid-argument",
         }
@@ -187,6 +267,10 @@ impl core::fmt::Display for ClientError {
             ClientError::UnknownCall => f.write_str("no such call"),
             ClientError::InvalidState(why) => f.write_str(why),
             ClientError::BufferFull => f.write_str("too many unacknowledged messages"),
+            ClientError::FrameTooLarge { bytes, max } => write!(
+                f,
+                "the message is about {bytes} bytes; the server accepts frames of at most {max}"
+            ),
             ClientError::NoRejoin => f.write_str("no rejoin is available for this call"),
             ClientError::InvalidArgument(why) => f.write_str(why),
         }

@@ -54,6 +54,12 @@ impl<S: Store> ServerEngine<S> {
         {
             return refuse(ErrorCode::InvalidArgument, "kind must be 1 to 64 bytes");
         }
+        if !invite.kind.as_deref().is_none_or(is_displayable) || !is_displayable(peer) {
+            return refuse(
+                ErrorCode::InvalidArgument,
+                "peer and kind may not contain control characters or bidi overrides",
+            );
+        }
         if let Some(m) = &invite.metadata {
             let size = serde_json::to_string(m).map_or(usize::MAX, |s| s.len());
             if size > self.config.max_metadata_bytes {
@@ -161,8 +167,8 @@ impl<S: Store> ServerEngine<S> {
             let info = self.info_for(&id, callee_sid);
             self.push(callee_sid, ServerMsg::IncomingCall { call: info });
         }
-        self.broadcast_presence(&caller);
-        self.broadcast_presence(&callee);
+        self.broadcast_presence(&caller, now);
+        self.broadcast_presence(&callee, now);
     }
 
     /// `accept`: the call becomes active on this session; both sides get their rejoin
@@ -385,8 +391,8 @@ impl<S: Store> ServerEngine<S> {
         }
         self.arm_prune(now);
         if !self.shutting_down {
-            self.broadcast_presence(&call.caller.user.id);
-            self.broadcast_presence(&call.callee.user.id);
+            self.broadcast_presence(&call.caller.user.id, now);
+            self.broadcast_presence(&call.callee.user.id, now);
         }
     }
 
@@ -423,7 +429,7 @@ impl<S: Store> ServerEngine<S> {
     }
 
     /// Schedules a tombstone prune unless one is already due.
-    fn arm_prune(&mut self, now: u64) {
+    pub(super) fn arm_prune(&mut self, now: u64) {
         if !self.prune_armed {
             self.prune_armed = true;
             self.timers

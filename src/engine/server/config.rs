@@ -1,6 +1,6 @@
 //! Server settings: the timers announced in every welcome and the limits enforced.
 
-use super::rate_limit::RateLimit;
+use super::rate_limit::{AllBudgets, Budgets, RateLimit};
 use crate::protocol::{Limits, Timers};
 use std::collections::BTreeMap;
 
@@ -23,6 +23,15 @@ pub struct ServerConfig {
     pub max_violations: u32,
     pub max_sessions_per_user: usize,
     pub max_metadata_bytes: usize,
+    /// Hellos per second from one client IP (before authentication), and their burst.
+    pub max_hellos_per_sec_per_ip: u32,
+    pub hello_burst_per_ip: u32,
+    /// Rejoin attempts per minute (also the burst) per identity, and per client IP.
+    pub max_rejoins_per_min: u32,
+    pub max_rejoins_per_min_per_ip: u32,
+    /// Presence changes within this window reach watchers as one push of the final
+    /// status (0: at once).
+    pub presence_coalesce_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +51,11 @@ impl Default for ServerConfig {
             max_violations: 20,
             max_sessions_per_user: 8,
             max_metadata_bytes: 2_048,
+            max_hellos_per_sec_per_ip: 50,
+            hello_burst_per_ip: 500,
+            max_rejoins_per_min: 10,
+            max_rejoins_per_min_per_ip: 60,
+            presence_coalesce_ms: 200,
         }
     }
 }
@@ -83,12 +97,32 @@ impl ServerConfig {
         }
     }
 
-    /// The per-socket message budget.
+    /// The message budget of one identity (shared by its sessions).
     pub fn rate_limit(&self) -> RateLimit {
         RateLimit {
-            per_sec: self.max_msgs_per_sec,
+            per_sec: f64::from(self.max_msgs_per_sec),
             burst: self.burst,
             max_violations: self.max_violations,
+        }
+    }
+
+    /// Every budget, empty.
+    pub(super) fn budgets(&self) -> AllBudgets {
+        let per_min = |n: u32| RateLimit {
+            per_sec: f64::from(n) / 60.0,
+            burst: n,
+            // A refused rejoin or hello never closes a socket by itself.
+            max_violations: u32::MAX,
+        };
+        AllBudgets {
+            messages: Budgets::new(self.rate_limit()),
+            hellos: Budgets::new(RateLimit {
+                per_sec: f64::from(self.max_hellos_per_sec_per_ip),
+                burst: self.hello_burst_per_ip,
+                max_violations: u32::MAX,
+            }),
+            rejoins_by_user: Budgets::new(per_min(self.max_rejoins_per_min)),
+            rejoins_by_ip: Budgets::new(per_min(self.max_rejoins_per_min_per_ip)),
         }
     }
 }

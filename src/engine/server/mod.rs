@@ -26,22 +26,44 @@ mod metrics;
 mod presence;
 mod rate_limit;
 mod rejoin;
+mod restore;
 mod resume;
 mod session;
 
 pub use auth::{AuthError, Authenticator, DevAuth};
 pub use config::ServerConfig;
 pub use metrics::Metrics;
+use rate_limit::{AllBudgets, RejoinKey};
 pub use rate_limit::{Charge, RateLimit, TokenBucket};
 
 use super::liveness::Liveness;
 use super::store::{Store, StoreCounts};
 use super::{hex, Entropy, TimerQueue};
 use crate::protocol::*;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+/// A socket's ping budget (`Conn::pings`).
+const PINGS_PER_SEC: f64 = 5.0;
+const PING_BURST: u32 = 20;
+
+/// How often budgets that are full again are forgotten.
+const BUDGET_PRUNE_MS: u64 = 60_000;
 
 /// A socket, numbered by the engine.
 pub type ConnId = u64;
+
+/// What a logout over HTTP ([`ServerEngine::handle_bye_request`]) came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByeOutcome {
+    /// The session was proven and ended, with its calls.
+    Ended,
+    /// No such session (already ended by the socket's `bye`, or expired): nothing to do.
+    /// Logging out twice is not an error.
+    AlreadyGone,
+    /// The token or the secret does not prove the session: nothing changed.
+    Refused,
+}
 
 /// What the driver must do.
 #[allow(clippy::large_enum_variant)] // see ServerFrame
@@ -61,7 +83,7 @@ pub enum CloseReason {
     Error(ErrorCode),
     /// Nothing arrived for a heartbeat timeout.
     DeadLink,
-    /// The client logged out.
+    /// The client logged out (`bye`) or its page went away (`leave`).
     Bye,
 }
 
@@ -74,6 +96,10 @@ enum Timer {
     RingDetach(CallId),
     Grace(CallId),
     Tombstones,
+    /// Coalesced presence changes go out.
+    PresenceFlush,
+    /// Budgets that are full again are forgotten.
+    BudgetPrune,
 }
 
 #[derive(Debug)]
@@ -81,7 +107,16 @@ struct Conn {
     session: Option<SessionId>,
     /// When the client was last heard from.
     liveness: Liveness,
+    /// The client's IP, for per-IP budgets (`None`: exempt or unknown).
+    ip: Option<IpAddr>,
+    /// This socket's message budget.
     budget: TokenBucket,
+    /// The budget started from what the identity left behind (done at the first
+    /// charge after the hello).
+    inherited: bool,
+    /// Pings, apart from messages: a client pings once per heartbeat interval at
+    /// most, so only a ping flood ever meets this one.
+    pings: TokenBucket,
 }
 
 /// The server engine. See the module documentation.
@@ -100,6 +135,15 @@ pub struct ServerEngine<S: Store> {
     shutting_down: bool,
     /// A tombstone prune is scheduled (one at a time: each prune scans every user).
     prune_armed: bool,
+    /// Rate budgets per identity and per IP.
+    budgets: AllBudgets,
+    /// A budget prune is scheduled.
+    budget_prune_armed: bool,
+    /// The status last sent to watchers, per identity (cleared while nobody watches).
+    presence_sent: HashMap<UserId, PresenceStatus>,
+    /// Identities whose status may have changed since the last flush.
+    presence_dirty: BTreeSet<UserId>,
+    presence_flush_armed: bool,
 }
 
 /// The outcome of one client message: `Err` is answered with a non-fatal error.
@@ -116,6 +160,7 @@ impl<S: Store> ServerEngine<S> {
         auth: Box<dyn Authenticator>,
         entropy: Box<dyn Entropy>,
     ) -> Self {
+        let budgets = config.budgets();
         Self {
             config,
             store,
@@ -129,6 +174,11 @@ impl<S: Store> ServerEngine<S> {
             metrics: Metrics::default(),
             shutting_down: false,
             prune_armed: false,
+            budgets,
+            budget_prune_armed: false,
+            presence_sent: HashMap::new(),
+            presence_dirty: BTreeSet::new(),
+            presence_flush_armed: false,
         }
     }
 
@@ -182,6 +232,11 @@ impl<S: Store> ServerEngine<S> {
     /// A socket opened. Returns its id; the client must say hello within the heartbeat
     /// timeout.
     pub fn handle_open(&mut self, now: u64) -> ConnId {
+        self.handle_open_from(None, now)
+    }
+
+    /// A socket opened from `ip` (`None` where per-IP limits do not apply).
+    pub fn handle_open_from(&mut self, ip: Option<IpAddr>, now: u64) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -189,7 +244,10 @@ impl<S: Store> ServerEngine<S> {
             Conn {
                 session: None,
                 liveness: self.new_liveness(now),
+                ip,
                 budget: TokenBucket::full(&self.config.rate_limit(), now),
+                inherited: false,
+                pings: TokenBucket::full(&self.ping_limit(), now),
             },
         );
         self.metrics.connections_opened += 1;
@@ -245,7 +303,18 @@ impl<S: Store> ServerEngine<S> {
         self.metrics.frames_in += 1;
         let session = c.session.clone();
         match (session, frame) {
-            (None, ClientFrame::Hello(hello)) => self.hello(conn, hello, now),
+            (None, ClientFrame::Hello(hello)) => {
+                if self.charge_hello(conn, now) {
+                    self.hello(conn, hello, now);
+                } else {
+                    self.fatal(
+                        conn,
+                        ErrorCode::RateLimited,
+                        "too many hellos from this address; retry shortly",
+                        now,
+                    );
+                }
+            }
             (None, _) => self.fatal(
                 conn,
                 ErrorCode::NotAuthenticated,
@@ -259,7 +328,16 @@ impl<S: Store> ServerEngine<S> {
                         s.prev_secret_hash = None;
                     }
                 }
-                if !self.charge(conn, now) {
+                // Acks answer the server's own traffic and pings keep the link: they
+                // never count against the message budget, so what others send a
+                // session can never get it rate-limited. Acks are free; a flood of
+                // pings meets its own budget.
+                let allowed = match frame {
+                    ClientFrame::Ack { .. } => true,
+                    ClientFrame::Ping { .. } => self.charge_ping(conn, now),
+                    _ => self.charge(conn, now),
+                };
+                if !allowed {
                     self.refused_frame(conn, &sid, frame, now);
                     self.store.commit();
                     return;
@@ -279,8 +357,9 @@ impl<S: Store> ServerEngine<S> {
     }
 
     /// Graceful shutdown: unless the store is durable, every call ends with
-    /// `server-shutdown` at both ends; then every socket gets a fatal `server-shutdown`
-    /// error and is closed.
+    /// `server-shutdown` at both ends; then every socket gets a fatal error and is
+    /// closed: `server-restarting` with a durable store (the client resumes at once),
+    /// `server-shutdown` otherwise.
     pub fn shutdown(&mut self, now: u64) {
         self.shutting_down = true;
         if !self.store.durable() {
@@ -288,25 +367,70 @@ impl<S: Store> ServerEngine<S> {
                 self.end_call(&id, EndReason::ServerShutdown, now);
             }
         }
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        // A durable store keeps the sessions: tell clients to come back at once.
+        let (code, message) = if self.store.durable() {
+            (
+                ErrorCode::ServerRestarting,
+                "the server is restarting and keeps your session; resume now",
+            )
+        } else {
+            (
+                ErrorCode::ServerShutdown,
+                "the server is shutting down; reconnect shortly",
+            )
+        };
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
         for conn in conns {
             self.send(
                 conn,
                 ServerFrame::Error(ErrorBody {
-                    code: ErrorCode::ServerShutdown,
-                    message: "the server is shutting down; reconnect shortly".into(),
+                    code,
+                    message: message.into(),
                     re: None,
                     fatal: true,
                 }),
             );
             self.out.push_back(Output::Close {
                 conn,
-                reason: CloseReason::Error(ErrorCode::ServerShutdown),
+                reason: CloseReason::Error(code),
             });
         }
         self.conns.clear();
         self.timers.clear();
         self.store.commit();
+    }
+
+    /// A logout delivered outside the socket: the page's fallback request when its
+    /// socket could not carry the `bye` (see [`ClientFrame::Bye`]). It proves the session
+    /// the way a resume does: the token names the session's identity (expiry is not
+    /// checked) and the secret is its current (or just rotated) resume secret. Then the
+    /// same happens as for a `bye`. Nothing changes unless the proof holds.
+    pub fn handle_bye_request(
+        &mut self,
+        token: &str,
+        session: &str,
+        secret: &str,
+        now: u64,
+    ) -> ByeOutcome {
+        let Ok(user) = self.auth.authenticate(token, now, false) else {
+            return ByeOutcome::Refused;
+        };
+        let Some(s) = self.store.session(session) else {
+            // The socket's `bye` got there first (a page sends both at once), or the
+            // session expired: either way it is over, which is what was asked.
+            return ByeOutcome::AlreadyGone;
+        };
+        let proven = s.user.id == user.id
+            && (crate::engine::secret_matches(secret, &s.secret_hash)
+                | s.prev_secret_hash
+                    .is_some_and(|h| crate::engine::secret_matches(secret, &h)));
+        if !proven {
+            return ByeOutcome::Refused;
+        }
+        self.bye_without_socket(session, now);
+        self.store.commit();
+        ByeOutcome::Ended
     }
 
     /// Test and operations hook: close a user's sockets as if the network dropped them
@@ -322,14 +446,33 @@ impl<S: Store> ServerEngine<S> {
 
     // -------------------------------------------------------------- internals
 
-    /// Takes one frame from the socket's budget. Returns false when the frame must be
-    /// refused; closes the socket when refusals persist.
+    /// Takes one frame from the socket's budget, which started from the most depleted
+    /// budget its identity left (so reconnecting refills nothing). Returns false when
+    /// the frame must be refused; closes the socket when refusals persist.
     fn charge(&mut self, conn: ConnId, now: u64) -> bool {
         let limit = self.config.rate_limit();
+        let Some(user) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.session.as_ref())
+            .and_then(|sid| self.store.session(sid))
+            .map(|s| s.user.id.clone())
+        else {
+            return false;
+        };
+        self.arm_budget_prune(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        match c.budget.charge(&limit, now) {
+        if !c.inherited {
+            c.inherited = true;
+            if let Some(left) = self.budgets.messages.get(&user) {
+                c.budget = c.budget.more_depleted(left, &limit, now);
+            }
+        }
+        let charge = c.budget.charge(&limit, now);
+        self.budgets.messages.carry(&user, &c.budget, now);
+        match charge {
             Charge::Allowed => true,
             Charge::Refused => false,
             Charge::Flood => {
@@ -341,6 +484,80 @@ impl<S: Store> ServerEngine<S> {
                 );
                 false
             }
+        }
+    }
+
+    /// What a socket may ping: far above the one ping per heartbeat interval a client
+    /// sends.
+    fn ping_limit(&self) -> RateLimit {
+        RateLimit {
+            per_sec: PINGS_PER_SEC,
+            burst: PING_BURST,
+            max_violations: self.config.max_violations,
+        }
+    }
+
+    fn charge_ping(&mut self, conn: ConnId, now: u64) -> bool {
+        let limit = self.ping_limit();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        match c.pings.charge(&limit, now) {
+            Charge::Allowed => true,
+            Charge::Refused => false,
+            Charge::Flood => {
+                self.fatal(
+                    conn,
+                    ErrorCode::RateLimited,
+                    "ping flood; closing the socket",
+                    now,
+                );
+                false
+            }
+        }
+    }
+
+    /// Takes one hello from the budget of the socket's IP.
+    fn charge_hello(&mut self, conn: ConnId, now: u64) -> bool {
+        let Some(ip) = self.conns.get(&conn).and_then(|c| c.ip) else {
+            return true;
+        };
+        self.arm_budget_prune(now);
+        self.budgets.hellos.charge(&ip, now) == Charge::Allowed
+    }
+
+    /// Takes one rejoin attempt from the budgets of the identity and of the socket's IP.
+    fn charge_rejoin(&mut self, sid: &str, user: &str, now: u64) -> bool {
+        let ip = self
+            .store
+            .session(sid)
+            .and_then(|s| s.conn)
+            .and_then(|conn| self.conns.get(&conn))
+            .and_then(|c| c.ip);
+        self.arm_budget_prune(now);
+        let by_user = self
+            .budgets
+            .rejoins_by_user
+            .charge(&RejoinKey::User(user.to_owned()), now);
+        let by_ip = ip.map_or(Charge::Allowed, |ip| {
+            self.budgets.rejoins_by_ip.charge(&RejoinKey::Ip(ip), now)
+        });
+        by_user == Charge::Allowed && by_ip == Charge::Allowed
+    }
+
+    fn arm_budget_prune(&mut self, now: u64) {
+        if !self.budget_prune_armed {
+            self.budget_prune_armed = true;
+            self.timers
+                .schedule(now + BUDGET_PRUNE_MS, Timer::BudgetPrune);
+        }
+    }
+
+    fn budget_prune_due(&mut self, now: u64) {
+        self.budgets.prune(now);
+        self.budget_prune_armed = false;
+        if !self.budgets.is_empty() {
+            self.arm_budget_prune(now);
         }
     }
 
@@ -415,6 +632,7 @@ impl<S: Store> ServerEngine<S> {
                 self.send(conn, ServerFrame::Pong { ack });
             }
             ClientFrame::Bye => self.bye(conn, &sid, now),
+            ClientFrame::Leave => self.leave(conn, &sid, now),
             ClientFrame::Unknown => self.conn_error(
                 conn,
                 ErrorCode::UnknownMessage,
@@ -453,8 +671,8 @@ impl<S: Store> ServerEngine<S> {
             ClientMsg::Cancel { call } => self.cancel(sid, &user, &call, now),
             ClientMsg::Hangup { call } => self.hangup(&user, &call, now),
             ClientMsg::Signal { call, payload } => self.signal(sid, &user, &call, payload),
-            ClientMsg::Rejoin { call, token } => self.rejoin(sid, &user, &call, &token),
-            ClientMsg::SetStatus { status } => self.set_status(&user, status),
+            ClientMsg::Rejoin { call, token } => self.rejoin(sid, &user, &call, &token, now),
+            ClientMsg::SetStatus { status } => self.set_status(&user, status, now),
             ClientMsg::Unknown => refuse(ErrorCode::UnknownMessage, "unknown message type"),
         }
     }
@@ -468,6 +686,8 @@ impl<S: Store> ServerEngine<S> {
             Timer::RingDetach(id) => self.ring_detach_due(&id, now),
             Timer::Grace(id) => self.grace_due(&id, now),
             Timer::Tombstones => self.prune_due(now),
+            Timer::PresenceFlush => self.presence_flush_due(),
+            Timer::BudgetPrune => self.budget_prune_due(now),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Presence: who is online and whether they are available, for sessions that asked.
 
-use super::{refuse, Handled, ServerEngine};
+use super::{refuse, Handled, ServerEngine, Timer};
 use crate::engine::store::Store;
 use crate::protocol::*;
 
@@ -31,43 +31,81 @@ impl<S: Store> ServerEngine<S> {
         list
     }
 
-    /// Tells every attached watcher the current status of `user`.
-    pub(super) fn broadcast_presence(&mut self, user: &str) {
+    /// The status of `user` may have changed: watchers hear of it once the coalescing
+    /// window passes, and only if it differs from what they were last told. So a
+    /// repeated `set-status` costs them nothing, and a flapping one one push per window.
+    pub(super) fn broadcast_presence(&mut self, user: &str, now: u64) {
         if self.watchers.is_empty() {
+            // Nobody to tell; whoever starts watching gets the full list.
+            self.presence_sent.clear();
+            self.presence_dirty.clear();
             return;
         }
-        let peer = self
-            .store
-            .sessions_of(user)
-            .first()
-            .and_then(|s| self.store.session(s))
-            .map(|s| s.user.clone())
-            .unwrap_or_else(|| Peer {
-                id: user.to_owned(),
-                name: user.to_owned(),
-            });
-        let entry = PresenceEntry {
-            user: peer,
-            status: self.status_of(user),
-        };
+        self.presence_dirty.insert(user.to_owned());
+        if self.config.presence_coalesce_ms == 0 {
+            self.presence_flush_due();
+        } else if !self.presence_flush_armed {
+            self.presence_flush_armed = true;
+            self.timers
+                .schedule(now + self.config.presence_coalesce_ms, Timer::PresenceFlush);
+        }
+    }
+
+    /// Sends every changed status to every attached watcher.
+    pub(super) fn presence_flush_due(&mut self) {
+        self.presence_flush_armed = false;
+        let dirty = std::mem::take(&mut self.presence_dirty);
+        if self.watchers.is_empty() {
+            self.presence_sent.clear();
+            return;
+        }
+        let mut entries = Vec::new();
+        for user in dirty {
+            let status = self.status_of(&user);
+            let last = self.presence_sent.get(&user).copied();
+            if last == Some(status) || (last.is_none() && status == PresenceStatus::Offline) {
+                continue;
+            }
+            if status == PresenceStatus::Offline {
+                self.presence_sent.remove(&user);
+            } else {
+                self.presence_sent.insert(user.clone(), status);
+            }
+            let peer = self
+                .store
+                .sessions_of(&user)
+                .first()
+                .and_then(|s| self.store.session(s))
+                .map(|s| s.user.clone())
+                .unwrap_or_else(|| Peer {
+                    id: user.clone(),
+                    name: user.clone(),
+                });
+            entries.push(PresenceEntry { user: peer, status });
+        }
+        if entries.is_empty() {
+            return;
+        }
         let mut watchers: Vec<SessionId> = self.watchers.iter().cloned().collect();
         watchers.sort();
         for w in watchers {
             // Detached watchers get a full list when they resume instead of a backlog.
             let attached = self.store.session(&w).is_some_and(|s| s.conn.is_some());
             if attached {
-                self.push(
-                    &w,
-                    ServerMsg::PresenceChanged {
-                        entry: entry.clone(),
-                    },
-                );
+                for entry in &entries {
+                    self.push(
+                        &w,
+                        ServerMsg::PresenceChanged {
+                            entry: entry.clone(),
+                        },
+                    );
+                }
             }
         }
     }
 
     /// `set-status`: available or busy (offline is not a choice).
-    pub(super) fn set_status(&mut self, user: &Peer, status: PresenceStatus) -> Handled {
+    pub(super) fn set_status(&mut self, user: &Peer, status: PresenceStatus, now: u64) -> Handled {
         if status == PresenceStatus::Offline {
             return refuse(
                 ErrorCode::InvalidArgument,
@@ -75,7 +113,7 @@ impl<S: Store> ServerEngine<S> {
             );
         }
         self.store.set_chosen_status(&user.id, status);
-        self.broadcast_presence(&user.id);
+        self.broadcast_presence(&user.id, now);
         Ok(())
     }
 }

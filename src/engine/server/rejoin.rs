@@ -31,11 +31,25 @@ impl<S: Store> ServerEngine<S> {
     /// `user`'s session `sid` takes back its side of `call_id` with `token`. The token
     /// is rotated; a previous holder learns the call moved; the other side learns the
     /// participant is back (and renegotiates media).
-    pub(super) fn rejoin(&mut self, sid: &str, user: &Peer, call_id: &str, token: &str) -> Handled {
+    pub(super) fn rejoin(
+        &mut self,
+        sid: &str,
+        user: &Peer,
+        call_id: &str,
+        token: &str,
+        now: u64,
+    ) -> Handled {
         let denied = |engine: &mut Self, why: &str| {
             engine.metrics.rejoins_denied += 1;
             refuse(ErrorCode::RejoinDenied, why)
         };
+        if !self.charge_rejoin(sid, &user.id, now) {
+            self.metrics.rejoins_denied += 1;
+            return refuse(
+                ErrorCode::RateLimited,
+                "too many rejoin attempts; wait a minute",
+            );
+        }
         let Some(c) = self.store.call(call_id) else {
             self.metrics.rejoins_denied += 1;
             return refuse(ErrorCode::UnknownCall, "no such call (it may have ended)");
@@ -47,6 +61,22 @@ impl<S: Store> ServerEngine<S> {
             return denied(self, "only an active call can be rejoined");
         }
         if !token_matches(slot, token) {
+            // The usual way to get here: two tabs (or devices) of this person rejoined
+            // with one token and the other one won. Say so, so that this one can offer
+            // to move the call (with the token the winner now holds).
+            let live_elsewhere = slot
+                .session
+                .as_deref()
+                .filter(|holder| *holder != sid)
+                .and_then(|holder| self.store.session(holder))
+                .is_some_and(|s| s.conn.is_some());
+            if live_elsewhere {
+                self.metrics.rejoins_denied += 1;
+                return refuse(
+                    ErrorCode::HeldElsewhere,
+                    "another tab or device of yours holds this call now",
+                );
+            }
             return denied(self, "the rejoin token is wrong or already used");
         }
         let previous = slot.session.clone();

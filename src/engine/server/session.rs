@@ -48,6 +48,15 @@ impl<S: Store> ServerEngine<S> {
             }
         }
         let user = match self.auth.authenticate(&hello.token, now, true) {
+            Ok(user) if !is_displayable(&user.id) || !is_displayable(&user.name) => {
+                self.fatal(
+                    conn,
+                    ErrorCode::InvalidArgument,
+                    "the identity and display name may not contain control characters or bidi overrides",
+                    now,
+                );
+                return;
+            }
             Ok(user) => user,
             Err(AuthError::Expired) => {
                 self.metrics.auth_failures += 1;
@@ -96,7 +105,33 @@ impl<S: Store> ServerEngine<S> {
         }
     }
 
+    /// A reload's new session supersedes its tab's detached leftover (whose `leave` was
+    /// lost): forgotten now, not after the resume window.
+    fn supersede_tab(&mut self, user: &str, tab: &str, now: u64) {
+        let leftovers: Vec<SessionId> = self
+            .store
+            .sessions_of(user)
+            .iter()
+            .filter(|s| {
+                self.store
+                    .session(s)
+                    .is_some_and(|sess| sess.conn.is_none() && sess.tab.as_deref() == Some(tab))
+            })
+            .cloned()
+            .collect();
+        for old in leftovers {
+            self.expire_session(&old, now);
+        }
+    }
+
     fn new_session(&mut self, conn: ConnId, user: Peer, hello: &Hello, now: u64) {
+        let tab = hello
+            .tab
+            .clone()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TAB_ID_LEN);
+        if let Some(tab) = &tab {
+            self.supersede_tab(&user.id, tab, now);
+        }
         if !self.make_room_for_session(conn, &user.id, now) {
             return;
         }
@@ -114,6 +149,7 @@ impl<S: Store> ServerEngine<S> {
             inbox: Inbox::new(),
             overflowed: false,
             presence: hello.presence,
+            tab,
             call_waiting: hello.call_waiting,
             created_at: now,
         });
@@ -141,7 +177,7 @@ impl<S: Store> ServerEngine<S> {
         );
         self.schedule_heartbeat(conn);
         if !was_online {
-            self.broadcast_presence(&user.id);
+            self.broadcast_presence(&user.id, now);
         }
     }
 
@@ -215,14 +251,55 @@ impl<S: Store> ServerEngine<S> {
             self.end_call(&id, EndReason::Cancelled, now);
         }
         if self.store.sessions_of(&user).is_empty() {
-            self.broadcast_presence(&user);
+            self.broadcast_presence(&user, now);
         }
     }
 
     /// Logout: the calls this session holds end, then the session is forgotten.
     pub(super) fn bye(&mut self, conn: ConnId, sid: &str, now: u64) {
-        let Some(user) = self.store.session(sid).map(|s| s.user.id.clone()) else {
+        if !self.end_session(sid, now) {
             return;
+        }
+        // The acknowledgement: the calls have ended and the session is gone. The page
+        // may go away now (it waits for this before unloading).
+        self.out.push_back(Output::Send {
+            conn,
+            frame: ServerFrame::Bye,
+        });
+        self.conns.remove(&conn);
+        self.out.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Bye,
+        });
+    }
+
+    /// A logout that could not go over the socket (the page's fallback request, see
+    /// [`ServerEngine::handle_bye_request`]): the same as a `bye`, and the session's
+    /// socket, if one is still attached, is closed.
+    pub(super) fn bye_without_socket(&mut self, sid: &str, now: u64) {
+        let conn = self.store.session(sid).and_then(|s| s.conn);
+        if !self.end_session(sid, now) {
+            return;
+        }
+        if let Some(conn) = conn {
+            // A socket that only lost its way up can still carry the answer down.
+            self.out.push_back(Output::Send {
+                conn,
+                frame: ServerFrame::Bye,
+            });
+            self.conns.remove(&conn);
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Bye,
+            });
+        }
+    }
+
+    /// Logout: ends the calls this session holds (and a ringing call offered to no
+    /// other session of the user) and forgets the session. False if it is unknown.
+    fn end_session(&mut self, sid: &str, now: u64) -> bool {
+        let Some(user) = self.store.session(sid).map(|s| s.user.id.clone()) else {
+            return false;
         };
         let calls: Vec<CallId> = self.store.calls_of(&user).to_vec();
         for id in calls {
@@ -245,6 +322,16 @@ impl<S: Store> ServerEngine<S> {
                 self.end_call(&id, reason, now);
             }
         }
+        if let Some(s) = self.store.session_mut(sid) {
+            s.conn = None;
+        }
+        self.expire_session(sid, now);
+        true
+    }
+
+    /// The page went away (`leave`): forget the session now. Its calls do not end: each
+    /// waits for a rejoin for its grace window, as after a dropped link.
+    pub(super) fn leave(&mut self, conn: ConnId, sid: &str, now: u64) {
         self.conns.remove(&conn);
         self.out.push_back(Output::Close {
             conn,

@@ -16,7 +16,7 @@ ack: number,
 /**
  * The message.
  */
-body: ClientMsg, } | { "t": "ack", ack: number, } | { "t": "ping", ack: number, } | { "t": "bye" };
+body: ClientMsg, } | { "t": "ack", ack: number, } | { "t": "ping", ack: number, } | { "t": "bye" } | { "t": "leave" };
 
 /**
  * The opening frame of a socket.
@@ -45,7 +45,15 @@ presence: boolean,
  * Accept incoming calls while already in a call (call waiting). Otherwise a second
  * caller gets `busy`.
  */
-call_waiting: boolean, };
+call_waiting: boolean, 
+/**
+ * The browser tab's own id (kept in its sessionStorage, so it outlives a reload),
+ * at most [`MAX_TAB_ID_LEN`] bytes. A new session from a tab supersedes that tab's
+ * detached session (a reloaded page whose `leave` was lost) instead of leaving it
+ * to the resume window. A live session with the same id (a duplicated tab copies
+ * sessionStorage) is left alone.
+ */
+tab?: string | null, };
 
 /**
  * Proof that the client owns a session it wants to resume.
@@ -84,7 +92,7 @@ export type ServerFrame = { "t": "welcome" } & Welcome | { "t": "msg", seq: numb
 /**
  * Highest client sequence the server has handled.
  */
-ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody;
+ack: number, body: ServerMsg, } | { "t": "ack", ack: number, } | { "t": "pong", ack: number, } | { "t": "error" } & ErrorBody | { "t": "bye" };
 
 /**
  * Opens or resumes a session.
@@ -186,7 +194,15 @@ export type EndedCall = { call: string, reason: EndReason, };
 /**
  * An identity with its display name.
  */
-export type Peer = { id: string, name: string, };
+export type Peer = { 
+/**
+ * The stable identity (the token's `sub`).
+ */
+id: string, 
+/**
+ * The display name (the token's `name`).
+ */
+name: string, };
 
 /**
  * The state of a call as the server sees it.
@@ -234,12 +250,20 @@ export type PresenceStatus = "available" | "busy" | "offline";
 /**
  * Who is online.
  */
-export type PresenceEntry = { user: Peer, status: PresenceStatus, };
+export type PresenceEntry = { 
+/**
+ * Who.
+ */
+user: Peer, 
+/**
+ * Whether they are online, and whether in a call.
+ */
+status: PresenceStatus, };
 
 /**
  * Why a call ended. Every end reaches both participants with the same reason.
  */
-export type EndReason = "hangup" | "declined" | "cancelled" | "no-answer" | "busy" | "reconnect-failed" | "server-shutdown";
+export type EndReason = "hangup" | "declined" | "cancelled" | "no-answer" | "busy" | "reconnect-failed" | "server-shutdown" | "server-lost";
 
 /**
  * Sequenced application messages from the server. Tagged by `"type"`.
@@ -274,6 +298,6 @@ fatal: boolean, };
 /**
  * Stable machine-readable error codes.
  */
-export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "invalid-argument" | "superseded" | "server-shutdown" | "hello-timeout" | "session-lost";
+export type ErrorCode = "bad-frame" | "frame-too-large" | "unknown-message" | "unsupported-version" | "not-authenticated" | "already-authenticated" | "auth-failed" | "token-expired" | "too-many-sessions" | "rate-limited" | "bad-sequence" | "self-call" | "peer-offline" | "unknown-call" | "not-participant" | "invalid-state" | "rejoin-denied" | "held-elsewhere" | "invalid-argument" | "superseded" | "server-shutdown" | "server-restarting" | "hello-timeout" | "session-lost" | "timeout";
 
 export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;

@@ -38,6 +38,7 @@ function facts(pc: RTCPeerConnection, negotiation: Negotiation): LinkFacts {
 
 /** The media of one call. Get it from `attachMedia()`. */
 export class CallMedia {
+  /** The call whose media this is. */
   readonly callId: string;
   /** True when this side yields on offer collisions. */
   readonly polite: boolean;

@@ -6,6 +6,7 @@
 // This file is the entry: attachMedia(), getMedia(), reconnectMedia().
 
 import type { HoldfastClient } from '../client.js';
+import { HoldfastError } from '../errors.js';
 import { CallMedia, registry } from './call-media.js';
 import type { MediaOptions } from './types.js';
 
@@ -37,7 +38,7 @@ export function attachMedia(
     const me = snap.user?.id;
     const call = snap.calls.find((c) => c.id === callId);
     if (!me || !call) {
-      throw Object.assign(new Error(`no call ${callId} on this page`), { name: 'HoldfastError', code: 'unknown-call' });
+      throw new HoldfastError('unknown-call', `no call ${callId} on this page`);
     }
     media = new CallMedia(client, callId, me > call.peer.id, options);
     registry.set(callId, media);

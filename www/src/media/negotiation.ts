@@ -241,6 +241,15 @@ export class Negotiation {
     try {
       if (w.description) {
         const d = w.description;
+        // The impolite side sends its offer again when it cannot tell whether the polite
+        // side had a connection for it (a hello crossing the offer, an ICE restart while
+        // it waits). An offer already answered is a duplicate: its answer is on its way.
+        // And an answer with no offer of ours outstanding answers such a duplicate:
+        // applying either would fail ("Called in wrong state: stable").
+        if (d.type === 'answer' && pc.signalingState !== 'have-local-offer') return;
+        const repeated = d.type === 'offer' && pc.signalingState === 'stable'
+          && pc.remoteDescription?.type === 'offer' && pc.remoteDescription.sdp === d.sdp;
+        if (repeated) return;
         const collision = d.type === 'offer' && (this.offering || pc.signalingState !== 'stable');
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;

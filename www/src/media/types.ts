@@ -26,23 +26,75 @@ export type MediaRestartReason =
   | 'rejoined'
   | 'manual';
 
+/** Why a call's media closed: the call ended or moved, `logout()`, or `close()`. */
 export type MediaCloseReason = 'call-ended' | 'call-moved' | 'logged-out' | 'closed';
 
 /** Every media event, discriminated by `type`. */
 export type MediaEvent =
-  | { type: 'media-state'; call: string; state: MediaState }
-  /** The remote stream (the same object per peer connection; a fresh negotiation
-   *  after a rejoin gives a new one). Put it in a `<video>`'s `srcObject`. */
-  | { type: 'remote-stream'; call: string; stream: MediaStream }
-  | { type: 'media-reconnecting'; call: string; reason: MediaRestartReason; attempt: number }
-  /** Bytes flow again. `afterMs`: time since `media-reconnecting`. */
-  | { type: 'media-restored'; call: string; afterMs: number; attempts: number }
-  | { type: 'media-closed'; call: string; reason: MediaCloseReason }
-  | { type: 'media-error'; call: string; message: string };
+  | {
+      /** The media's state changed. */
+      type: 'media-state';
+      /** The call's id. */
+      call: string;
+      /** The new state. */
+      state: MediaState;
+    }
+  | {
+      /** The remote stream (the same object per peer connection; a fresh negotiation
+       *  after a rejoin gives a new one). Put it in a `<video>`'s `srcObject`. */
+      type: 'remote-stream';
+      /** The call's id. */
+      call: string;
+      /** The other participant's audio and video. */
+      stream: MediaStream;
+    }
+  | {
+      /** The path broke: an ICE restart (or a fresh connection) started. */
+      type: 'media-reconnecting';
+      /** The call's id. */
+      call: string;
+      /** What started it. */
+      reason: MediaRestartReason;
+      /** 1 for the first restart of this outage, counting up. */
+      attempt: number;
+    }
+  | {
+      /** Bytes flow again. */
+      type: 'media-restored';
+      /** The call's id. */
+      call: string;
+      /** Milliseconds since `media-reconnecting`. */
+      afterMs: number;
+      /** How many restarts it took. */
+      attempts: number;
+    }
+  | {
+      /** The media closed for good (the call is over, moved, or `close()` was called). */
+      type: 'media-closed';
+      /** The call's id. */
+      call: string;
+      /** Why. */
+      reason: MediaCloseReason;
+    }
+  | {
+      /** Something failed that the media cannot recover from by itself (e.g. a rejected
+       *  offer); the call goes on. */
+      type: 'media-error';
+      /** The call's id. */
+      call: string;
+      /** What failed, for logs. */
+      message: string;
+    };
 
+/** The name of every media event. */
 export type MediaEventType = MediaEvent['type'];
-export type MediaEventOf<K extends MediaEventType> = Extract<MediaEvent, { type: K }>;
+/** The media event whose `type` is `K`. */
+export type MediaEventOf<K extends MediaEventType> = Extract<MediaEvent, {
+  /** The event's name. */
+  type: K;
+}>;
 
+/** The options of `attachMedia()`. */
 export interface MediaOptions {
   /** Passed to `new RTCPeerConnection()` (ICE/TURN servers, transport policy, …). */
   rtcConfig?: RTCConfiguration;
@@ -64,11 +116,16 @@ export interface MediaStats {
   bytesReceived: number;
   /** Sum of `outbound-rtp` `bytesSent`. */
   bytesSent: number;
+  /** `bytesReceived` of the audio `inbound-rtp` streams. */
   audioBytesReceived: number;
+  /** `bytesReceived` of the video `inbound-rtp` streams. */
   videoBytesReceived: number;
   /** `inbound-rtp` video frames decoded. */
   framesDecoded: number;
+  /** The peer connection's `iceConnectionState`. */
   iceConnectionState: RTCIceConnectionState;
+  /** The peer connection's `connectionState`. */
   connectionState: RTCPeerConnectionState;
+  /** The peer connection's `signalingState`. */
   signalingState: RTCSignalingState;
 }

@@ -1,0 +1,456 @@
+//! Calls survive a server restart: the real `holdfast-server` process on a throwaway
+//! Redis, native clients running the real client engine. The server is SIGKILLed at
+//! random instants (messages in flight) or SIGTERMed, and started again on the same
+//! port; Redis itself is stopped for 5 s mid-call.
+
+mod common;
+
+use common::redis::RedisServer;
+use holdfast::engine::client::{ClientConfig, Event, RejoinRecord, RejoinWithdrawn};
+use holdfast::engine::SplitMix;
+use holdfast::native::{now_ms, NativeClient};
+use holdfast::protocol::{CallId, EndReason};
+use serde_json::json;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+const GRACE_MS: u64 = 3_000;
+
+/// The server binary, started and stopped by its process id.
+struct ServerProcess {
+    port: u16,
+    redis_url: String,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn start(redis: &RedisServer) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut server = Self {
+            port,
+            redis_url: redis.url(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfast-server"))
+            .args(["--dev", "--test-hooks", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--store", &self.redis_url])
+            .args([
+                "--heartbeat-interval",
+                "300ms",
+                "--heartbeat-timeout",
+                "900ms",
+            ])
+            .args([
+                "--resume-window",
+                "10s",
+                "--grace",
+                &format!("{GRACE_MS}ms"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("holdfast-server starts");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < WAIT, "the server never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    fn client(&self, token: &str, records: Vec<RejoinRecord>) -> NativeClient {
+        let mut config = ClientConfig::new(token);
+        config.backoff_base_ms = 50;
+        config.backoff_max_ms = 400;
+        config.connect_timeout_ms = 2_000;
+        NativeClient::start(&self.url(), config, records)
+    }
+
+    async fn get(&self, path: &str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return 0;
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf).await;
+        buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn connected(c: &mut NativeClient) {
+    c.expect(WAIT, |e| matches!(e, Event::Connected { .. }).then_some(()))
+        .await
+        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
+}
+
+async fn active_call(alice: &mut NativeClient, bob: &mut NativeClient) -> CallId {
+    connected(alice).await;
+    connected(bob).await;
+    alice
+        .with(|e, now| e.call("bob", None, None, now))
+        .await
+        .unwrap();
+    let call = bob
+        .expect(WAIT, |e| match e {
+            Event::IncomingCall { call } => Some(call.id.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let c2 = call.clone();
+    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
+    for c in [&mut *alice, &mut *bob] {
+        c.expect(WAIT, |e| {
+            matches!(e, Event::CallStarted { .. }).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    call
+}
+
+async fn send(c: &NativeClient, call: &str, n: u64) {
+    let call = call.to_owned();
+    c.with(move |e, now| e.send(&call, json!({ "n": n }), now))
+        .await
+        .unwrap();
+}
+
+/// What one side saw: the `n` of every signal in arrival order, and whether its session
+/// resumed (`recovered: true`), was lost, or saw its call end.
+#[derive(Debug, Default)]
+struct Seen {
+    signals: Vec<u64>,
+    resumed: usize,
+    lost: bool,
+    ended: Option<EndReason>,
+}
+
+/// Drains events until `count` signals arrived (or WAIT passes without one).
+async fn collect(c: &mut NativeClient, seen: &mut Seen, count: usize) {
+    while seen.signals.len() < count {
+        let Some(ev) = c.next_event(WAIT).await else {
+            panic!("stalled: {seen:?}");
+        };
+        note(seen, ev);
+    }
+}
+
+fn note(seen: &mut Seen, ev: Event) {
+    match ev {
+        Event::Signal { payload, .. } => seen.signals.extend(payload["n"].as_u64()),
+        Event::Resumed { recovered } => {
+            seen.resumed += 1;
+            seen.lost |= !recovered;
+        }
+        Event::SessionLost { .. } => seen.lost = true,
+        Event::CallEnded { reason, .. } => seen.ended = Some(reason),
+        _ => {}
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+/// A call with traffic both ways; the server stopped at a random message and started
+/// again after a random pause while both sides keep sending.
+async fn restart_under_traffic(seed: u64, stop: Stop) {
+    let redis = RedisServer::start();
+    let mut server = ServerProcess::start(&redis);
+    let mut alice = server.client("alice", vec![]);
+    let mut bob = server.client("bob", vec![]);
+    let call = active_call(&mut alice, &mut bob).await;
+    let mut rng = SplitMix(seed);
+    const N: u64 = 60;
+    let stop_at = 5 + rng.next_u64() % 50;
+    let pause_ms = rng.next_u64() % 400;
+    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+    for n in 1..=N {
+        send(&alice, &call, n).await;
+        send(&bob, &call, 1_000 + n).await;
+        if n == stop_at {
+            match stop {
+                Stop::Kill => server.kill(),
+                Stop::Term => server.terminate(),
+            }
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            server.spawn();
+        }
+        for ev in alice.drain_events() {
+            note(&mut seen_a, ev);
+        }
+        for ev in bob.drain_events() {
+            note(&mut seen_b, ev);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    collect(&mut bob, &mut seen_b, N as usize).await;
+    collect(&mut alice, &mut seen_a, N as usize).await;
+    let label = format!("seed {seed}, stopped at {stop_at}, down {pause_ms} ms");
+    assert_eq!(seen_b.signals, (1..=N).collect::<Vec<_>>(), "bob: {label}");
+    assert_eq!(
+        seen_a.signals,
+        (1_001..=1_000 + N).collect::<Vec<_>>(),
+        "alice: {label}"
+    );
+    for (who, seen) in [("alice", &seen_a), ("bob", &seen_b)] {
+        assert!(seen.resumed >= 1, "{who} never resumed: {label}");
+        assert!(!seen.lost, "{who} lost the session: {label}");
+        assert_eq!(seen.ended, None, "{who}'s call ended: {label}");
+    }
+    // Still the same call afterwards, both ways.
+    send(&alice, &call, 7_777).await;
+    let mut after = Seen::default();
+    collect(&mut bob, &mut after, 1).await;
+    assert_eq!(after.signals, [7_777]);
+}
+
+#[tokio::test]
+async fn sigkill_at_random_instants_loses_and_doubles_nothing() {
+    for seed in 1..=4 {
+        restart_under_traffic(seed, Stop::Kill).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_restart_resumes_everyone_at_once_and_loses_nothing() {
+    for seed in 11..=12 {
+        restart_under_traffic(seed, Stop::Term).await;
+    }
+}
+
+#[tokio::test]
+async fn a_grace_window_running_at_the_kill_ends_at_its_original_deadline() {
+    let redis = RedisServer::start();
+    let mut server = ServerProcess::start(&redis);
+    let mut alice = server.client("alice", vec![]);
+    let mut bob = server.client("bob", vec![]);
+    let call = active_call(&mut alice, &mut bob).await;
+    bob.close_tab().await;
+    let deadline = alice
+        .expect(WAIT, |e| match e {
+            Event::ParticipantDisconnected { user, deadline, .. } if user == "bob" => {
+                Some(*deadline)
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.spawn();
+    let ended_at = alice
+        .expect(WAIT, |e| match e {
+            Event::CallEnded {
+                call: c, reason, ..
+            } if *c == call => Some((now_ms(), *reason)),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|seen| panic!("the call never ended; saw {seen:?}"));
+    assert_eq!(ended_at.1, EndReason::ReconnectFailed);
+    // `deadline` is in alice's clock (the engine maps server time); the same machine.
+    assert!(
+        ended_at.0 + 300 >= deadline && ended_at.0 <= deadline + 1_500,
+        "ended at {} for a deadline of {deadline}",
+        ended_at.0
+    );
+}
+
+#[tokio::test]
+async fn a_rejoin_token_issued_before_the_restart_works_after_it_once() {
+    let redis = RedisServer::start();
+    let mut server = ServerProcess::start(&redis);
+    let mut alice = server.client("alice", vec![]);
+    let mut bob = server.client("bob", vec![]);
+    let call = active_call(&mut alice, &mut bob).await;
+    let records = alice.records().await;
+    assert_eq!(records.len(), 1);
+    alice.close_tab().await;
+    bob.expect(WAIT, |e| {
+        matches!(e, Event::ParticipantDisconnected { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.kill();
+    server.spawn();
+
+    let mut alice2 = server.client("alice", records.clone());
+    alice2
+        .expect(WAIT, |e| match e {
+            Event::RejoinAvailable { offer } if offer.call == call => Some(()),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|seen| panic!("no rejoin offer after the restart; saw {seen:?}"));
+    let c = call.clone();
+    alice2.with(move |e, now| e.rejoin(&c, now)).await.unwrap();
+    let rejoined = alice2
+        .expect(WAIT, |e| match e {
+            Event::CallStarted {
+                rejoined: true,
+                call,
+            } => Some(call.id.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejoined, call, "the same call");
+    send(&bob, &call, 5).await;
+    let mut seen = Seen::default();
+    collect(&mut alice2, &mut seen, 1).await;
+    assert_eq!(seen.signals, [5]);
+
+    // Spent: the same token from another page is refused. The call is live on
+    // alice2, so the refusal says so (it is held elsewhere) and nothing moves.
+    let mut thief = server.client("alice", records);
+    connected(&mut thief).await;
+    let c = call.clone();
+    thief.with(move |e, now| e.rejoin(&c, now)).await.unwrap();
+    thief
+        .expect(WAIT, |e| {
+            matches!(
+                e,
+                Event::RejoinWithdrawn {
+                    why: RejoinWithdrawn::HeldElsewhere,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_away_for_5_s_mid_call_loses_nothing_acknowledged() {
+    let mut redis = RedisServer::start_with(true);
+    let mut server = ServerProcess::start(&redis);
+    let mut alice = server.client("alice", vec![]);
+    let mut bob = server.client("bob", vec![]);
+    let call = active_call(&mut alice, &mut bob).await;
+    assert_eq!(server.get("/readyz").await, 200);
+    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+    for n in 1..=10 {
+        send(&alice, &call, n).await;
+    }
+    collect(&mut bob, &mut seen_b, 10).await;
+
+    redis.stop();
+    let down_at = std::time::Instant::now();
+    for n in 11..=30 {
+        send(&alice, &call, n).await;
+        send(&bob, &call, 1_000 + n).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing of that is durable, so nothing of it is acknowledged or delivered.
+    assert_eq!(server.get("/readyz").await, 503);
+    assert_eq!(server.get("/healthz").await, 503);
+    let unacked = alice.with(|e, _| e.unacked_len()).await;
+    assert!(unacked >= 20, "alice had {unacked} unacknowledged messages");
+    for ev in bob.drain_events() {
+        note(&mut seen_b, ev);
+    }
+    assert_eq!(
+        seen_b.signals.len(),
+        10,
+        "delivered while Redis was away: {seen_b:?}"
+    );
+    // Clients keep their links: pongs go on while Redis is away.
+    assert!(alice
+        .drain_events()
+        .iter()
+        .all(|e| !matches!(e, Event::Disconnected { .. })));
+
+    // The server dies while Redis is away: what it handled but did not store is
+    // re-sent by the clients to the next process.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down_at.elapsed())).await;
+    redis.resume();
+    server.spawn();
+    collect(&mut bob, &mut seen_b, 30).await;
+    collect(&mut alice, &mut seen_a, 20).await;
+    assert_eq!(seen_b.signals, (1..=30).collect::<Vec<_>>());
+    assert_eq!(seen_a.signals, (1_011..=1_030).collect::<Vec<_>>());
+    assert!(!seen_a.lost && !seen_b.lost);
+    assert_eq!(server.get("/readyz").await, 200);
+}
+
+#[tokio::test]
+async fn redis_away_and_back_releases_what_was_held_without_a_restart() {
+    let mut redis = RedisServer::start_with(true);
+    let server = ServerProcess::start(&redis);
+    let mut alice = server.client("alice", vec![]);
+    let mut bob = server.client("bob", vec![]);
+    let call = active_call(&mut alice, &mut bob).await;
+    redis.stop();
+    for n in 1..=20 {
+        send(&alice, &call, n).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut seen_b = Seen::default();
+    for ev in bob.drain_events() {
+        note(&mut seen_b, ev);
+    }
+    assert!(seen_b.signals.is_empty(), "released before it was durable");
+    redis.resume();
+    collect(&mut bob, &mut seen_b, 20).await;
+    assert_eq!(seen_b.signals, (1..=20).collect::<Vec<_>>());
+    assert!(!seen_b.lost);
+    let mut ready = false;
+    for _ in 0..50 {
+        if server.get("/readyz").await == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz never recovered");
+}
