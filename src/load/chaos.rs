@@ -496,7 +496,7 @@ impl Person {
                 self.saw(&call.id, true);
                 self.check_duplicates(client, &call.peer.id).await;
             }
-            Event::CallEnded { call, reason } => {
+            Event::CallEnded { call, reason, .. } => {
                 let mut l = self.ledger.lock().expect("ledger");
                 l.calls
                     .entry(call)
@@ -748,7 +748,10 @@ fn tally(
         for (call, peer) in calls {
             let q = idx_of(prefix, peer);
             if q.is_some_and(|q| !holds(q, call)) && samples.len() < 12 {
-                let ends = l.calls.get(call).map(|v| format!("{:?}", v.ends));
+                let ends = l
+                    .calls
+                    .get(call)
+                    .map(|v| format!("{:?}, seen by {:?}", v.ends, v.people));
                 samples.push(format!(
                     "{p} holds call {call} with {peer}, who does not (ends {})",
                     ends.unwrap_or_default()
@@ -772,7 +775,10 @@ fn tally(
             if c == 0 && !s.refused.contains(&n) && !s.uncertain.contains(&n) {
                 r.messages_lost += 1;
                 if samples.len() < 12 {
-                    let ends = l.calls.get(call).map(|v| format!("{:?}", v.ends));
+                    let ends = l
+                        .calls
+                        .get(call)
+                        .map(|v| format!("{:?}, seen by {:?}", v.ends, v.people));
                     samples.push(format!(
                         "payload {n} of {sender} in {call} lost (sent {}, highest arrived {}, \
                          {} refused, {} uncertain, ends {})",
