@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine (idempotent):
 #   scripts/setup.sh          Rust target + wasm-bindgen-cli + npm packages (build, demo)
-#   scripts/setup.sh --test   also Chromium, ChromeDriver and redis-server (browser, end-to-end and restart tests)
+#   scripts/setup.sh --test   also Chromium, ChromeDriver, redis-server and wasm-pack (browser, end-to-end and restart tests)
 #   scripts/setup.sh --redis  also redis-server (scripts/demo.sh --redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,10 @@ if [ "${1:-}" = "--test" ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver redis-server >/dev/null
   fi
+fi
+if [ "${1:-}" = "--test" ] && ! wasm-pack --version 2>/dev/null | grep -q " 0.15.1\$"; then
+  step "wasm-pack 0.15.1 (a few minutes, once): the tests also run through wasm-pack test"
+  cargo install wasm-pack --locked --version 0.15.1
 fi
 if [ "${1:-}" = "--redis" ] && ! command -v redis-server >/dev/null; then
   step "Redis (Debian package)"

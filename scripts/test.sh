@@ -30,6 +30,11 @@ step "what npm publish ships: README, licences, changelog, API reference (TypeDo
 step "browser tests of the wasm driver (wasm-bindgen-test, headless Chromium, real server)"
 scripts/test-browser.sh
 
+step "the same browser tests through wasm-pack test; wasm-pack build makes a usable package"
+scripts/test-browser.sh --wasm-pack
+wasm-pack build --target web --out-dir target/wasm-pack/pkg
+node www/scripts/check-wasm-pack.mjs target/wasm-pack/pkg
+
 step "the packed tarball built by Vite 5-8 and webpack 5 (fixture apps for Playwright)"
 node www/fixtures/bundlers/build.mjs
 

@@ -109,6 +109,20 @@
 //! a call missing from the new session's snapshot without a recorded end reason is
 //! reported ended `server-shutdown` (the server went away), never `cancelled`.
 //!
+//! # Probing the socket URL
+//!
+//! A browser's WebSocket cannot see why an upgrade failed: a server that is down and a
+//! URL where no Holdfast server listens both end in a bare `close`. So a client whose
+//! socket failed before the welcome may send a plain HTTP `GET` to the socket URL (the
+//! same URL with `http(s)://`, no upgrade headers). A Holdfast server answers it with
+//! status [`PROBE_STATUS`] (426 Upgrade Required), `Access-Control-Allow-Origin: *` (a
+//! page of any origin may read it; it tells only what is below) and a JSON body,
+//! [`ProbeAnswer`]: `{"holdfast":1,"protocol":1}`; the protocol version is also in the
+//! [`PROBE_HEADER`] header (exposed to cross-origin reads), so a page can tell without
+//! reading the body. A refused upgrade (an origin the server does not allow) gets the
+//! same mark with status 403. Any other answer (a 404, an HTML page)
+//! means no Holdfast endpoint at that URL; no answer at all means unreachable.
+//!
 //! # Errors
 //!
 //! Errors carry a stable, machine-readable [`ErrorCode`]. An error answering a sequenced
@@ -128,6 +142,32 @@ pub const RESTART_FAST_RETRY_MS: u64 = 30_000;
 /// error `unsupported-version`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The HTTP status of a Holdfast server's answer to a plain `GET` of its socket URL
+/// (see [Probing the socket URL](self#probing-the-socket-url)).
+pub const PROBE_STATUS: u16 = 426;
+
+/// The header of a Holdfast server's probe answer that carries its [`PROTOCOL_VERSION`].
+pub const PROBE_HEADER: &str = "x-holdfast-protocol";
+
+/// The body of a Holdfast server's answer to a plain `GET` of its socket URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    /// Always 1: marks the answer as Holdfast's.
+    pub holdfast: u32,
+    /// The [`PROTOCOL_VERSION`] the server speaks.
+    pub protocol: u32,
+}
+
+impl ProbeAnswer {
+    /// This build's answer.
+    pub fn this_build() -> Self {
+        Self {
+            holdfast: 1,
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+}
+
 /// A user's identity as asserted by the app's backend (the JWT `sub`).
 pub type UserId = String;
 /// A session id: 32 lowercase hex characters chosen by the server.
@@ -137,7 +177,7 @@ pub type CallId = String;
 
 /// Frames a client sends. Tagged by `"t"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(tag = "t", rename_all = "kebab-case")]
 pub enum ClientFrame {
     /// Must be the first frame on every socket; any other frame first is
@@ -179,13 +219,13 @@ pub enum ClientFrame {
     Leave,
     /// Any unrecognised `"t"`: answered with `unknown-message`, nothing else happens.
     #[serde(other)]
-    #[cfg_attr(test, ts(skip))]
+    #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(skip))]
     Unknown,
 }
 
 /// The opening frame of a socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Hello {
     /// Must equal [`PROTOCOL_VERSION`].
     pub v: u32,
@@ -218,7 +258,7 @@ pub const MAX_TAB_ID_LEN: usize = 64;
 
 /// Proof that the client owns a session it wants to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Resume {
     /// The session to resume.
     pub session: SessionId,
@@ -230,7 +270,7 @@ pub struct Resume {
 
 /// Sequenced application messages from the client. Tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ClientMsg {
     /// Call `peer`. Answered by [`ServerMsg::CallCreated`] with `re` = this message's
@@ -278,7 +318,7 @@ pub enum ClientMsg {
     SetStatus { status: PresenceStatus },
     /// Anything else: answered with `unknown-message`.
     #[serde(other)]
-    #[cfg_attr(test, ts(skip))]
+    #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(skip))]
     Unknown,
 }
 
@@ -287,7 +327,7 @@ pub enum ClientMsg {
 // send queue, so boxing would only add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(tag = "t", rename_all = "kebab-case")]
 pub enum ServerFrame {
     /// Answer to a hello (boxed: it is much larger than the frames that stream).
@@ -312,7 +352,7 @@ pub enum ServerFrame {
 
 /// Opens or resumes a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Welcome {
     pub session: SessionId,
     /// The resume secret for the *next* resume (rotated on every welcome).
@@ -337,7 +377,7 @@ pub struct Welcome {
 
 /// Timers announced in the welcome. Both sides use them so they agree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Timers {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
@@ -355,7 +395,7 @@ pub struct Timers {
 
 /// Limits announced in the welcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Limits {
     pub max_frame_bytes: usize,
     /// Sustained messages per second per session (bursts allowed up to `burst`).
@@ -365,7 +405,7 @@ pub struct Limits {
 
 /// Everything a client needs after a non-resumed welcome.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Snapshot {
     /// The user's calls that have not ended, including calls held by other sessions
     /// of the same identity (`held_here: false`) and calls whose participant slot is
@@ -381,7 +421,7 @@ pub struct Snapshot {
 
 /// A call that has ended, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct EndedCall {
     pub call: CallId,
     pub reason: EndReason,
@@ -389,7 +429,7 @@ pub struct EndedCall {
 
 /// An identity with its display name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct Peer {
     /// The stable identity (the token's `sub`).
     pub id: UserId,
@@ -399,7 +439,7 @@ pub struct Peer {
 
 /// The state of a call as the server sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum CallState {
     Ringing,
@@ -409,7 +449,7 @@ pub enum CallState {
 
 /// The link state of one participant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkState {
     /// A live session holds this participant's side.
@@ -422,7 +462,7 @@ pub enum LinkState {
 
 /// One side of a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct ParticipantInfo {
     pub user: Peer,
     pub link: LinkState,
@@ -433,7 +473,7 @@ pub struct ParticipantInfo {
 
 /// A call as described to a participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct CallInfo {
     pub id: CallId,
     pub kind: Option<String>,
@@ -455,7 +495,7 @@ pub struct CallInfo {
 
 /// Presence status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum PresenceStatus {
     Available,
@@ -465,7 +505,7 @@ pub enum PresenceStatus {
 
 /// Who is online.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct PresenceEntry {
     /// Who.
     pub user: Peer,
@@ -475,7 +515,7 @@ pub struct PresenceEntry {
 
 /// Why a call ended. Every end reaches both participants with the same reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum EndReason {
     /// A participant hung up (or logged out).
@@ -530,7 +570,7 @@ impl EndReason {
 
 /// Sequenced application messages from the server. Tagged by `"type"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ServerMsg {
     /// Answer to an invite (`re` = the invite's seq): the new call, or the existing call
@@ -582,7 +622,7 @@ pub enum ServerMsg {
 
 /// An error with a stable code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -596,7 +636,7 @@ pub struct ErrorBody {
 
 /// Stable machine-readable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
     /// Not JSON, a binary frame, or a JSON shape that is not a frame.
@@ -769,10 +809,12 @@ mod json {
 #[cfg(not(target_arch = "wasm32"))]
 pub use json::{decode_client, decode_server, encode};
 
-#[cfg(test)]
+// Native only: ts-rs and serde_json's encoder are not in the wasm build (`wasm-pack
+// test` compiles the unit tests for wasm32 too).
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod ts_bindings;
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 

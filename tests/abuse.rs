@@ -2,15 +2,18 @@
 //! and an honest call side by side. The honest call must stay up and relay every
 //! payload exactly once while the hostile client does its worst. Real server on port 0,
 //! real sockets, native clients running the real client engine.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
+#[path = "common/native.rs"]
+mod native_steps;
 use futures_util::{SinkExt, StreamExt};
 use holdfast::engine::client::{ClientConfig, Event};
 use holdfast::engine::server::ServerConfig;
 use holdfast::native::NativeClient;
-use holdfast::protocol::CallId;
 use holdfast::server::{
     run, run_with_metrics_listener, AuthMode, NetLimits, RunConfig, ServerError,
 };
+use native_steps::{active_call, connected, fast};
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -59,19 +62,6 @@ impl TestServer {
             let _ = tx.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
-    }
-}
-
-/// Fast timers: a socket that never says hello is closed after 0.9 s.
-fn fast() -> ServerConfig {
-    ServerConfig {
-        heartbeat_interval_ms: 300,
-        heartbeat_timeout_ms: 900,
-        resume_window_ms: 5_000,
-        default_grace_ms: 4_000,
-        ring_timeout_ms: 3_000,
-        ring_detach_grace_ms: 700,
-        ..ServerConfig::default()
     }
 }
 
@@ -159,39 +149,6 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-async fn connected(c: &mut NativeClient) {
-    c.expect(WAIT, |e| matches!(e, Event::Connected { .. }).then_some(()))
-        .await
-        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
-}
-
-/// Alice calls Bob, Bob accepts; returns the call id.
-async fn active_call(alice: &mut NativeClient, bob: &mut NativeClient) -> CallId {
-    connected(alice).await;
-    connected(bob).await;
-    alice
-        .with(|e, now| e.call("bob", None, None, now))
-        .await
-        .unwrap();
-    let call = bob
-        .expect(WAIT, |e| match e {
-            Event::IncomingCall { call } => Some(call.id.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    let c2 = call.clone();
-    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
-    for c in [&mut *alice, &mut *bob] {
-        c.expect(WAIT, |e| {
-            matches!(e, Event::CallStarted { .. }).then_some(())
-        })
-        .await
-        .unwrap();
-    }
-    call
-}
-
 /// Alice sends `range` to Bob; Bob must get each exactly once, in order, and nothing
 /// else; and neither of them may have lost the link meanwhile.
 async fn relays_exactly_once(
@@ -247,7 +204,7 @@ async fn slowloris_and_idle_connections_are_capped_per_ip_and_cut() {
     .await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // 60 hostile connections: half say nothing, half send half a request and stall.
     let mut hostile = Vec::new();
@@ -276,7 +233,7 @@ async fn slowloris_and_idle_connections_are_capped_per_ip_and_cut() {
     assert_eq!(get(server.addr, "/healthz").await, (200, "ok".into()));
     // Honest clients are not affected: a new one connects, the call relays.
     let mut carol = server.client("carol");
-    connected(&mut carol).await;
+    connected(&mut carol, WAIT).await;
     relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
 
     // Every hostile connection is cut once the header-read timeout has passed.
@@ -313,7 +270,7 @@ async fn the_global_connection_cap_keeps_healthz_and_calls_alive() {
     .await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let mut hostile = Vec::new();
     for _ in 0..120 {
         hostile.push(connect_from(HOSTILE_IP, server.addr).await.unwrap());
@@ -338,7 +295,7 @@ async fn the_global_connection_cap_keeps_healthz_and_calls_alive() {
     drop(hostile);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut carol = server.client("carol");
-    connected(&mut carol).await;
+    connected(&mut carol, WAIT).await;
     server.stop().await;
 }
 
@@ -349,7 +306,7 @@ async fn an_oversized_frame_gets_frame_too_large_then_close_1009() {
     let server = TestServer::start(config(NetLimits::default())).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     for say_hello in [false, true] {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
@@ -400,7 +357,7 @@ async fn an_oversized_frame_gets_frame_too_large_then_close_1009() {
 async fn an_engine_panic_fails_healthz_and_stops_the_server() {
     let mut server = TestServer::start(config(NetLimits::default())).await;
     let mut alice = server.client("alice");
-    connected(&mut alice).await;
+    connected(&mut alice, WAIT).await;
     assert_eq!(get(server.addr, "/healthz").await, (200, "ok".into()));
     let (status, _) = {
         let mut s = TcpStream::connect(server.addr).await.unwrap();
@@ -493,7 +450,7 @@ async fn jwt_secrets_must_be_long_and_claims_are_checked() {
         assert!(refused, "a token with {what} was accepted");
     }
     let mut alice = server.client(&token(json!({})));
-    connected(&mut alice).await;
+    connected(&mut alice, WAIT).await;
     server.stop().await;
 }
 
@@ -631,7 +588,7 @@ async fn a_presence_flood_by_one_identity_disconnects_nobody_else() {
     let server = TestServer::start(config(NetLimits::default())).await;
     let mut alice = watcher(&server, "alice");
     let mut bob = watcher(&server, "bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     // Four sessions of Mallory, each at 40 messages a second: under the old limit of 50
     // per socket.
     let mut mallory = Vec::new();
@@ -702,7 +659,7 @@ async fn rate_limits_survive_reconnects() {
     .await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // Mallory reconnects every 20 messages for 2 s: 20 + 2 s × 10/s = 40 may pass.
     // Each is an invite of someone offline, which the server answers `peer-offline`
@@ -779,7 +736,7 @@ async fn control_and_bidi_characters_are_refused_at_the_boundary() {
     let server = TestServer::start(config(NetLimits::default())).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     for name in [
         "Mal\u{202E}lory",
         "Mal\u{7}lory",

@@ -3,6 +3,7 @@
 //! calls between one pair, and every call that ends, ends at both ends with one reason.
 //!
 //! `PROPTEST_CASES` changes the number of cases, `HOLDFAST_PROP_SEED` the seed.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The Redis store against a throwaway redis-server: what is written reloads as the
 //! same records, replay buffers are appended and trimmed in place, windows become
 //! expiries, deletions delete, and a write that failed is repaired by the next one.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 mod common;
 

@@ -2,14 +2,16 @@
 //! Redis, native clients running the real client engine. The server is SIGKILLed at
 //! random instants (messages in flight) or SIGTERMed, and started again on the same
 //! port; Redis itself is stopped for 5 s mid-call.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 mod common;
 
+use common::native::{active_call, connected};
 use common::redis::RedisServer;
 use holdfast::engine::client::{ClientConfig, Event, RejoinRecord, RejoinWithdrawn};
 use holdfast::engine::SplitMix;
 use holdfast::native::{now_ms, NativeClient};
-use holdfast::protocol::{CallId, EndReason};
+use holdfast::protocol::EndReason;
 use serde_json::json;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -119,38 +121,6 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn connected(c: &mut NativeClient) {
-    c.expect(WAIT, |e| matches!(e, Event::Connected { .. }).then_some(()))
-        .await
-        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
-}
-
-async fn active_call(alice: &mut NativeClient, bob: &mut NativeClient) -> CallId {
-    connected(alice).await;
-    connected(bob).await;
-    alice
-        .with(|e, now| e.call("bob", None, None, now))
-        .await
-        .unwrap();
-    let call = bob
-        .expect(WAIT, |e| match e {
-            Event::IncomingCall { call } => Some(call.id.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    let c2 = call.clone();
-    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
-    for c in [&mut *alice, &mut *bob] {
-        c.expect(WAIT, |e| {
-            matches!(e, Event::CallStarted { .. }).then_some(())
-        })
-        .await
-        .unwrap();
-    }
-    call
-}
-
 async fn send(c: &NativeClient, call: &str, n: u64) {
     let call = call.to_owned();
     c.with(move |e, now| e.send(&call, json!({ "n": n }), now))
@@ -204,7 +174,7 @@ async fn restart_under_traffic(seed: u64, stop: Stop) {
     let mut server = ServerProcess::start(&redis);
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let mut rng = SplitMix(seed);
     const N: u64 = 60;
     let stop_at = 5 + rng.next_u64() % 50;
@@ -270,7 +240,7 @@ async fn a_grace_window_running_at_the_kill_ends_at_its_original_deadline() {
     let mut server = ServerProcess::start(&redis);
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     bob.close_tab().await;
     let deadline = alice
         .expect(WAIT, |e| match e {
@@ -309,7 +279,7 @@ async fn a_rejoin_token_issued_before_the_restart_works_after_it_once() {
     let mut server = ServerProcess::start(&redis);
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     assert_eq!(records.len(), 1);
     alice.close_tab().await;
@@ -351,7 +321,7 @@ async fn a_rejoin_token_issued_before_the_restart_works_after_it_once() {
     // Spent: the same token from another page is refused. The call is live on
     // alice2, so the refusal says so (it is held elsewhere) and nothing moves.
     let mut thief = server.client("alice", records);
-    connected(&mut thief).await;
+    connected(&mut thief, WAIT).await;
     let c = call.clone();
     thief.with(move |e, now| e.rejoin(&c, now)).await.unwrap();
     thief
@@ -375,7 +345,7 @@ async fn redis_away_for_5_s_mid_call_loses_nothing_acknowledged() {
     let mut server = ServerProcess::start(&redis);
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     assert_eq!(server.get("/readyz").await, 200);
     let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
     for n in 1..=10 {
@@ -429,7 +399,7 @@ async fn redis_away_and_back_releases_what_was_held_without_a_restart() {
     let server = ServerProcess::start(&redis);
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     redis.stop();
     for n in 1..=20 {
         send(&alice, &call, n).await;

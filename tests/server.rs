@@ -1,13 +1,17 @@
 //! The real server on port 0, driven by native clients running the real client engine.
 //! Short windows come from configuration, so these take seconds, not minutes.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
+#[path = "common/native.rs"]
+mod native_steps;
 use holdfast::engine::client::{
     ClientConfig, ConnectionState, Event, RejoinRecord, RejoinWithdrawn,
 };
 use holdfast::engine::server::ServerConfig;
 use holdfast::native::NativeClient;
-use holdfast::protocol::{CallId, EndReason, ErrorCode};
+use holdfast::protocol::{EndReason, ErrorCode};
 use holdfast::server::{run, AuthMode, RunConfig};
+use native_steps::{active_call, connected, fast};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -107,55 +111,6 @@ async fn http_with_body(addr: SocketAddr, method: &str, path: &str, body: &str) 
     (status, body)
 }
 
-/// Fast timers: dead links noticed in 0.9 s, windows of a few seconds.
-fn fast() -> ServerConfig {
-    ServerConfig {
-        heartbeat_interval_ms: 300,
-        heartbeat_timeout_ms: 900,
-        resume_window_ms: 5_000,
-        default_grace_ms: 4_000,
-        ring_timeout_ms: 3_000,
-        ring_detach_grace_ms: 700,
-        ..ServerConfig::default()
-    }
-}
-
-async fn connected(c: &mut NativeClient) {
-    c.expect(WAIT, |e| matches!(e, Event::Connected { .. }).then_some(()))
-        .await
-        .unwrap_or_else(|seen| panic!("never connected; saw {seen:?}"));
-}
-
-/// Alice calls Bob, Bob accepts; returns the call id.
-async fn active_call(alice: &mut NativeClient, bob: &mut NativeClient) -> CallId {
-    connected(alice).await;
-    connected(bob).await;
-    alice
-        .with(|e, now| e.call("bob", None, None, now))
-        .await
-        .unwrap();
-    let call = bob
-        .expect(WAIT, |e| match e {
-            Event::IncomingCall { call } => Some(call.id.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    let c2 = call.clone();
-    bob.with(move |e, now| e.accept(&c2, now)).await.unwrap();
-    for c in [&mut *alice, &mut *bob] {
-        let started = c
-            .expect(WAIT, |e| match e {
-                Event::CallStarted { call, .. } => Some(call.id.clone()),
-                _ => None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(started, call);
-    }
-    call
-}
-
 async fn send(c: &NativeClient, call: &str, n: u64) {
     let call = call.to_owned();
     c.with(move |e, now| e.send(&call, json!({ "n": n }), now))
@@ -196,8 +151,8 @@ async fn health_and_metrics_and_one_socket_per_client() {
     assert_eq!(server.get("/healthz").await, (200, "ok".into()));
     let mut a = server.client("alice");
     let mut b = server.client("bob");
-    connected(&mut a).await;
-    connected(&mut b).await;
+    connected(&mut a, WAIT).await;
+    connected(&mut b, WAIT).await;
     // Many commands, one socket each.
     for _ in 0..5 {
         a.with(|e, now| e.set_status(holdfast::protocol::PresenceStatus::Available, now))
@@ -215,7 +170,7 @@ async fn drop_and_resume_replays_both_ways_exactly_once() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // The link dies abruptly; both sides keep sending during the gap.
     alice.kill_link();
@@ -251,7 +206,7 @@ async fn half_open_link_is_noticed_and_superseded() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
 
     // Nothing passes either way, and neither socket closes.
     alice.freeze_link();
@@ -296,7 +251,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     assert_eq!(
         records.len(),
@@ -384,7 +339,7 @@ async fn closed_tab_rejoins_the_same_call_with_a_rotated_token() {
     // The spent token, replayed from another page, is refused and changes nothing. The
     // call is live on alice2, so the refusal says it is held elsewhere.
     let mut thief = server.client_with("alice", records);
-    connected(&mut thief).await;
+    connected(&mut thief, WAIT).await;
     let c = call.clone();
     thief.with(move |e, now| e.rejoin(&c, now)).await.unwrap();
     thief
@@ -420,14 +375,14 @@ async fn window_passes_call_ends_reconnect_failed_and_no_prompt() {
     .await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     alice.close_tab().await;
     assert_eq!(ended(&mut bob, &call).await, EndReason::ReconnectFailed);
 
     // A page opened afterwards is not offered the call.
     let mut alice2 = server.client_with("alice", records);
-    connected(&mut alice2).await;
+    connected(&mut alice2, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events = alice2.drain_events();
     assert!(
@@ -449,7 +404,7 @@ async fn hangup_during_window_clears_the_rejoin() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
     alice.close_tab().await;
     bob.expect(WAIT, |e| {
@@ -475,11 +430,11 @@ async fn second_session_takes_the_call_and_the_first_is_told_it_moved() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let records = alice.records().await;
 
     let mut tab2 = server.client_with("alice", records);
-    connected(&mut tab2).await;
+    connected(&mut tab2, WAIT).await;
     // Live in the first tab: not offered.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(tab2.with(|e, now| e.pending_rejoins(now)).await.is_empty());
@@ -517,9 +472,9 @@ async fn duplicates_busy_and_glare_give_one_call() {
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
     let mut carol = server.client("carol");
-    connected(&mut alice).await;
-    connected(&mut bob).await;
-    connected(&mut carol).await;
+    connected(&mut alice, WAIT).await;
+    connected(&mut bob, WAIT).await;
+    connected(&mut carol, WAIT).await;
 
     // Crossed invites at the same moment: one call, active.
     let (ra, rb) = tokio::join!(
@@ -575,8 +530,8 @@ async fn ring_timeout_and_vanished_caller() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    connected(&mut alice).await;
-    connected(&mut bob).await;
+    connected(&mut alice, WAIT).await;
+    connected(&mut bob, WAIT).await;
 
     alice
         .with(|e, now| e.call("bob", None, None, now))
@@ -619,8 +574,8 @@ async fn bad_input_gets_error_codes_and_changes_nothing() {
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
     let mut mallory = server.client("mallory");
-    let call = active_call(&mut alice, &mut bob).await;
-    connected(&mut mallory).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
+    connected(&mut mallory, WAIT).await;
 
     async fn error_code(c: &mut NativeClient) -> ErrorCode {
         c.expect(WAIT, |e| match e {
@@ -765,7 +720,7 @@ async fn graceful_shutdown_tells_clients_and_ends_calls() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     server.stop().await;
     assert_eq!(ended(&mut alice, &call).await, EndReason::ServerShutdown);
     assert_eq!(ended(&mut bob, &call).await, EndReason::ServerShutdown);
@@ -789,7 +744,7 @@ async fn test_hook_drops_links_and_clients_resume() {
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let (status, body) = http(server.addr, "POST", "/test/drop?user=alice").await;
     assert_eq!((status, body.as_str()), (200, "1"));
     bob.expect(WAIT, |e| {
@@ -821,7 +776,7 @@ async fn logout_over_http_refuses_a_bad_proof_and_takes_a_second_copy_quietly() 
     let server = TestServer::start(fast()).await;
     let mut alice = server.client("alice");
     let mut bob = server.client("bob");
-    let call = active_call(&mut alice, &mut bob).await;
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
     let session = alice.with(|e, _| e.session_id().unwrap().to_owned()).await;
     let bye = |token: &str, secret: &str| {
         json!({ "token": token, "session": session, "secret": secret }).to_string()
@@ -868,4 +823,89 @@ async fn logout_over_http_refuses_a_bad_proof_and_takes_a_second_copy_quietly() 
     .await;
     assert_eq!(status, 204, "logging out twice is not an error");
     server.stop().await;
+}
+
+/// Issue 15 item 2: a plain GET of the socket URL is Holdfast's probe answer (readable
+/// cross-origin); a native client tells a server that is down, a wrong path and a
+/// refused token apart, each within a second.
+#[tokio::test]
+async fn connection_failures_say_why() {
+    use holdfast::engine::client::{ConnectionFailure, FailureReason};
+    let server = TestServer::start(fast()).await;
+
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nOrigin: http://elsewhere.example\r\nConnection: close\r\n\r\n",
+        server.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(head.contains("x-holdfast-protocol: 1"), "{head}");
+    assert!(
+        head.contains("access-control-expose-headers: x-holdfast-protocol"),
+        "{head}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        json,
+        json!({"holdfast": 1, "protocol": holdfast::protocol::PROTOCOL_VERSION})
+    );
+
+    async fn first_failure(c: &mut NativeClient) -> (u64, ConnectionFailure) {
+        c.expect(WAIT, |e| match e {
+            Event::ConnectionFailed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .await
+        .map(|f| (holdfast::native::now_ms() - f.at, f))
+        .unwrap_or_else(|seen| panic!("no connection-failed; saw {seen:?}"))
+    }
+    let config = || {
+        let mut config = ClientConfig::new("alice");
+        config.backoff_base_ms = 50;
+        config.backoff_max_ms = 400;
+        config
+    };
+
+    // A wrong path on a real server: not found.
+    let url = format!("ws://{}/nope", server.addr);
+    let mut wrong = NativeClient::start(&url, config(), vec![]);
+    let (late, f) = first_failure(&mut wrong).await;
+    assert_eq!(f.reason, FailureReason::NotFound, "{f:?}");
+    assert!(f.message.contains("404"), "{}", f.message);
+    assert!(f.will_retry && f.next_attempt_at.is_some());
+    assert!(late < 1_000, "{late} ms");
+
+    // Nothing listening: unreachable.
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = free.local_addr().unwrap();
+    drop(free);
+    let mut down = NativeClient::start(&format!("ws://{dead}/ws"), config(), vec![]);
+    let (late, f) = first_failure(&mut down).await;
+    assert_eq!(f.reason, FailureReason::Unreachable, "{f:?}");
+    assert!(f.will_retry && f.next_attempt_at.is_some());
+    assert!(late < 1_000, "{late} ms");
+    server.stop().await;
+
+    // A refused token: auth-failed with the server's code, no retry.
+    let secret = "test-secret-of-at-least-32-bytes";
+    let jwt = TestServer::start_with(RunConfig {
+        engine: fast(),
+        auth: AuthMode::Jwt(secret.into()),
+        ..RunConfig::dev()
+    })
+    .await;
+    let mut refused = jwt.client("alice");
+    let (late, f) = first_failure(&mut refused).await;
+    assert_eq!(f.reason, FailureReason::AuthFailed, "{f:?}");
+    assert_eq!(f.code, Some(ErrorCode::AuthFailed));
+    assert!(!f.will_retry);
+    assert_eq!(f.next_attempt_at, None);
+    assert!(late < 1_000, "{late} ms");
+    jwt.stop().await;
 }

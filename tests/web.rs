@@ -140,6 +140,7 @@ fn opts(token: &str) -> ConnectOptions {
         backoff_base_ms: Some(50),
         backoff_max_ms: Some(300),
         give_up_after_ms: None,
+        connect_timeout_ms: None,
     }
 }
 

@@ -2,8 +2,8 @@
 
 use super::chaos::{chaos, ChaosReport, ChaosSettings};
 use super::{
-    dead_link, resume_latency, storm, today, DropMode, Machine, ProxyWorkers, Report, ServerSpec,
-    Settings,
+    dead_link, relay_latency, restart, resume_latency, storm, today, DropMode, Machine,
+    ProxyWorkers, Report, RestartSignal, ServerSpec, Settings,
 };
 use clap::{Parser, Subcommand};
 use std::io;
@@ -58,6 +58,17 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub target: Option<String>,
 
+    /// The store the started server keeps sessions in, passed to it as `--store`
+    /// (default: its in-memory store). `restart` needs a durable one:
+    /// `redis://127.0.0.1:PORT`; `scripts/redis.sh CMD` runs CMD next to a throwaway
+    /// redis-server and exports its URL as HOLDFAST_TEST_REDIS.
+    #[arg(long, global = true)]
+    pub store: Option<String>,
+
+    /// Steady-traffic window of the relay latency figure.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub relay_window: Duration,
+
     /// The `holdfast-server` binary to start (default: the one next to this tool).
     #[arg(long, global = true)]
     pub server_bin: Option<PathBuf>,
@@ -96,7 +107,18 @@ pub enum Figure {
     DeadLink,
     /// Time from a single session's link coming back to `resumed`.
     Resume,
-    /// All of the above.
+    /// Kill (or SIGTERM) the server under N sessions in calls with traffic and start a
+    /// new one on the same port; time from the new process listening to every session
+    /// resumed, payloads lost/doubled. Needs `--store redis://…`. Not part of `all`.
+    Restart {
+        /// How the old process is stopped.
+        #[arg(long, value_enum, default_value = "both")]
+        signal: SignalChoice,
+    },
+    /// Relay latency (send → partner's engine) with the memory store, and with
+    /// `--store` when given. Not part of `all`.
+    Relay,
+    /// Resume, dead link and storm.
     All,
     /// A soak under random faults, reloads and call churn, counted by an oracle
     /// (calls lost, duplicate, stuck; payloads lost, doubled). Not part of `all`.
@@ -133,6 +155,25 @@ pub struct ChaosArgs {
     pub settle: Duration,
 }
 
+/// Which restarts to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignalChoice {
+    Kill,
+    Term,
+    /// SIGKILL, then SIGTERM in a second run.
+    Both,
+}
+
+impl SignalChoice {
+    pub fn signals(self) -> &'static [RestartSignal] {
+        match self {
+            SignalChoice::Kill => &[RestartSignal::Kill],
+            SignalChoice::Term => &[RestartSignal::Term],
+            SignalChoice::Both => &[RestartSignal::Kill, RestartSignal::Term],
+        }
+    }
+}
+
 /// A duration flag: `1500ms`, `6s`, `30m`, `1h` (or any other humantime duration), or a
 /// bare number of milliseconds, as the server's flags take them.
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -160,21 +201,13 @@ impl Cli {
             let _ = getrandom::getrandom(&mut b);
             u64::from_le_bytes(b) >> 12
         });
-        let mut spec = self.server_spec();
-        if let (
-            Some(store),
-            ServerSpec::Spawn {
-                args: server_args, ..
-            },
-        ) = (&args.store, &mut spec)
-        {
-            server_args.push(format!("--store={store}"));
-        }
+        let store = args.store.as_deref().or(self.store.as_deref());
+        let spec = self.spec_with_store(store);
         let settings = ChaosSettings {
             sessions: self.sessions(),
             duration: args.duration,
             restarts: args.restarts,
-            store: args.store.clone(),
+            store: store.map(str::to_owned),
             nodes: args.nodes,
             seed,
             settle: args.settle,
@@ -183,15 +216,26 @@ impl Cli {
     }
 
     pub fn server_spec(&self) -> ServerSpec {
+        self.spec_with_store(self.store.as_deref())
+    }
+
+    /// The server to load, started with `store` (None: its in-memory store).
+    pub fn spec_with_store(&self, store: Option<&str>) -> ServerSpec {
         match &self.target {
             Some(url) => ServerSpec::Target { url: url.clone() },
-            None => ServerSpec::Spawn {
-                bin: self
-                    .server_bin
-                    .clone()
-                    .unwrap_or_else(ServerSpec::sibling_binary),
-                args: self.server_args.clone(),
-            },
+            None => {
+                let mut args = self.server_args.clone();
+                if let Some(store) = store {
+                    args.extend(["--store".to_owned(), store.to_owned()]);
+                }
+                ServerSpec::Spawn {
+                    bin: self
+                        .server_bin
+                        .clone()
+                        .unwrap_or_else(ServerSpec::sibling_binary),
+                    args,
+                }
+            }
         }
     }
 
@@ -226,6 +270,7 @@ impl Cli {
             proxy_workers,
             hostile: self.hostile,
             hostile_rate: self.hostile_rate,
+            relay_window: self.relay_window,
             ..Settings::default()
         }
     }
@@ -260,8 +305,45 @@ impl Cli {
             storms: Vec::new(),
             dead_link: None,
             resume_latency: None,
+            restarts: Vec::new(),
+            relay: Vec::new(),
             targets: Vec::new(),
         };
+        if let Figure::Restart { signal } = figure {
+            if self.store.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "restart needs --store redis://127.0.0.1:PORT (a durable store); \
+                     `scripts/redis.sh sh -c 'holdfast-load restart --store \"$HOLDFAST_TEST_REDIS\"'` \
+                     runs it next to a throwaway redis-server",
+                ));
+            }
+            for &sig in signal.signals() {
+                eprintln!(
+                    "holdfast-load: server restart ({}), {} sessions…",
+                    sig.as_str(),
+                    settings.sessions
+                );
+                report.restarts.push(restart(&spec, &settings, sig).await?);
+            }
+        }
+        if figure == Figure::Relay {
+            let mut stores = vec![None];
+            if self.store.is_some() {
+                stores.push(self.store.as_deref());
+            }
+            for store in stores {
+                let name = store.unwrap_or("memory");
+                eprintln!(
+                    "holdfast-load: relay latency, {} sessions, store {name}…",
+                    settings.sessions
+                );
+                let spec = self.spec_with_store(store);
+                report
+                    .relay
+                    .push(relay_latency(&spec, &settings, name).await?);
+            }
+        }
         if matches!(figure, Figure::Resume | Figure::All) {
             eprintln!(
                 "holdfast-load: single-session resume latency ({} drops)…",

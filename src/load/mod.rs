@@ -11,6 +11,12 @@
 //!   long until the client and the server notice.
 //! - [`resume_latency`]: one session loses its link again and again; the time from the
 //!   link coming back (the browser's `online` event) to `resumed`.
+//! - [`restart()`]: N sessions in calls with traffic, on a server with a durable store;
+//!   the server process is killed (or SIGTERMed) and started again on the same port;
+//!   the time from the new process listening to every session resumed, and whether
+//!   anything was lost or doubled.
+//! - [`relay_latency`]: send→receive time of payloads between paired sessions, run
+//!   once per store to see what the store adds.
 //!
 //! Links run through a small TCP proxy inside the tool ([`proxy`]), which is how links
 //! are dropped. The server is a `holdfast-server` child process started for each run
@@ -32,7 +38,9 @@ pub mod host;
 pub mod hostile;
 mod links;
 pub mod proxy;
+pub mod relay;
 pub mod report;
+pub mod restart;
 pub mod resume;
 mod session;
 pub mod settings;
@@ -45,9 +53,12 @@ pub use chaos::{chaos, ChaosReport, ChaosSettings};
 pub use dead_link::dead_link;
 pub use host::{fds_needed, raise_nofile_limit, today, tool_rss_baseline, Machine};
 pub use proxy::{Action, Proxy, Traffic};
+pub use relay::relay_latency;
 pub use report::{
-    DeadLinkReport, Report, ResumeLatencyReport, ResumeTimes, StormReport, TargetCheck,
+    DeadLinkReport, RelayLatencyReport, Report, RestartReport, ResumeLatencyReport, ResumeTimes,
+    StormReport, TargetCheck,
 };
+pub use restart::{restart, RestartSignal};
 pub use resume::resume_latency;
 pub use settings::{ProxyWorkers, Settings};
 pub use stats::Summary;

@@ -3,7 +3,7 @@
 //! types serialized as they are (field names are part of the tool's output).
 
 use super::host::Machine;
-use super::stats::Summary;
+use super::stats::{kth, Summary};
 use super::storm::DropMode;
 use serde::Serialize;
 
@@ -14,6 +14,17 @@ pub struct ResumeTimes {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p100_ms: Option<f64>,
+}
+
+impl ResumeTimes {
+    /// From the sorted times at which sessions resumed, out of `n` sessions in all.
+    pub fn of(sorted: &[f64], n: usize) -> Self {
+        Self {
+            p50_ms: kth(sorted, n.div_ceil(2)),
+            p99_ms: kth(sorted, (n * 99).div_ceil(100)),
+            p100_ms: kth(sorted, n),
+        }
+    }
 }
 
 /// One resume storm.
@@ -111,6 +122,61 @@ pub struct ResumeLatencyReport {
     pub error_samples: Vec<String>,
 }
 
+/// One server restart under load (see [`restart`](super::restart())).
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartReport {
+    pub signal: super::restart::RestartSignal,
+    pub sessions: usize,
+    pub calls: usize,
+    pub rate_per_session: f64,
+    /// From the signal until the old process exited (None: it had to be killed).
+    pub old_exit_ms: Option<u64>,
+    /// From the signal until the new process was listening.
+    pub down_ms: u64,
+    /// From the old process's exit until the new one was listening.
+    pub restart_ms: u64,
+    /// Sessions that resumed with nothing lost (`Resumed { recovered: true }`).
+    pub recovered: usize,
+    pub recovered_fraction: f64,
+    /// Resumes reported before the new process listened (against the old one while
+    /// it stopped); their time counts as 0.
+    pub resumed_before_listening: usize,
+    pub sessions_lost: usize,
+    /// From the new process listening until a share of the sessions had resumed.
+    pub resume: ResumeTimes,
+    pub msgs_sent: u64,
+    pub msgs_delivered: u64,
+    pub drained: bool,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+    pub msgs_reordered: u64,
+    pub calls_lost: usize,
+    pub duplicate_calls: usize,
+    /// The new process's counters (it started from zero).
+    pub server_resumes: Option<u64>,
+    pub server_resume_failures: Option<u64>,
+    pub session_errors: u64,
+    pub error_samples: Vec<String>,
+    pub setup_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Relay latency on one store (see [`relay_latency`](super::relay_latency)).
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayLatencyReport {
+    /// `memory` or the store URL the server was started with.
+    pub store: String,
+    pub sessions: usize,
+    pub rate_per_session: f64,
+    pub window_ms: u64,
+    /// Send→receive, every payload of the window.
+    pub latency: Option<Summary>,
+    pub msgs_sent: u64,
+    pub drained: bool,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+}
+
 /// Everything one invocation measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -120,6 +186,8 @@ pub struct Report {
     pub storms: Vec<StormReport>,
     pub dead_link: Option<DeadLinkReport>,
     pub resume_latency: Option<ResumeLatencyReport>,
+    pub restarts: Vec<RestartReport>,
+    pub relay: Vec<RelayLatencyReport>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -187,6 +255,54 @@ impl Report {
                     s.duplicate_calls
                 ),
                 met: Some(clean && s.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
+            });
+        }
+        for r in &self.restarts {
+            let clean = r.recovered == r.sessions
+                && r.msgs_lost == 0
+                && r.msgs_doubled == 0
+                && r.calls_lost == 0
+                && r.duplicate_calls == 0;
+            t.push(TargetCheck {
+                target: format!(
+                    "{} sessions, server restart ({}): 100% resumed within 1 s of the new process listening, 0 lost, 0 doubled",
+                    r.sessions,
+                    r.signal.as_str()
+                ),
+                measured: format!(
+                    "{:.2}% resumed, 100% at {}, {} lost, {} doubled, {} calls lost",
+                    r.recovered_fraction * 100.0,
+                    ms(r.resume.p100_ms),
+                    r.msgs_lost,
+                    r.msgs_doubled,
+                    r.calls_lost
+                ),
+                met: (r.sessions >= 1_000)
+                    .then_some(clean && r.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
+            });
+        }
+        if let (Some(mem), Some(other)) = (
+            self.relay.iter().find(|r| r.store == "memory"),
+            self.relay.iter().find(|r| r.store != "memory"),
+        ) {
+            let (m, o) = (
+                mem.latency.map(|s| s.p99_ms),
+                other.latency.map(|s| s.p99_ms),
+            );
+            let added = match (m, o) {
+                (Some(m), Some(o)) => Some(o - m),
+                _ => None,
+            };
+            t.push(TargetCheck {
+                target: "relay latency p99 added by the store <= 2 ms".into(),
+                measured: format!(
+                    "p99 {} with memory, {} with {} ({} ms added)",
+                    ms1(m),
+                    ms1(o),
+                    other.store,
+                    added.map_or_else(|| "—".into(), |a| format!("{a:.2}"))
+                ),
+                met: Some(added.is_some_and(|a| a <= 2.0)),
             });
         }
         if let Some(s) = self
@@ -353,6 +469,89 @@ impl Report {
                 );
             }
         }
+        if !self.restarts.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nServer restart (new process on the same port), times from the new process listening"
+            );
+            let _ = writeln!(
+                out,
+                "{:>6} {:>6} {:>8} {:>10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5}",
+                "N",
+                "signal",
+                "down",
+                "recovered",
+                "50%",
+                "99%",
+                "100%",
+                "lost",
+                "doubled",
+                "calls-",
+                "dup"
+            );
+            for r in &self.restarts {
+                let _ = writeln!(
+                    out,
+                    "{:>6} {:>6} {:>8} {:>9.2}% {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5}",
+                    r.sessions,
+                    r.signal.as_str(),
+                    format!("{} ms", r.down_ms),
+                    r.recovered_fraction * 100.0,
+                    ms(r.resume.p50_ms),
+                    ms(r.resume.p99_ms),
+                    ms(r.resume.p100_ms),
+                    r.msgs_lost,
+                    r.msgs_doubled,
+                    r.calls_lost,
+                    r.duplicate_calls,
+                );
+            }
+            for r in &self.restarts {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: old process exited after {}, new one listening {} ms later; {} msgs sent, {} delivered{}, {} reordered; {} sessions lost; new server: {} resumes, {} resume failures",
+                    r.sessions,
+                    r.signal.as_str(),
+                    r.old_exit_ms.map_or_else(|| "— (killed)".into(), |v| format!("{v} ms")),
+                    r.restart_ms,
+                    r.msgs_sent,
+                    r.msgs_delivered,
+                    if r.drained { "" } else { " (drain timed out)" },
+                    r.msgs_reordered,
+                    r.sessions_lost,
+                    opt(r.server_resumes),
+                    opt(r.server_resume_failures),
+                );
+                if !r.error_samples.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    {} session errors, e.g. {}",
+                        r.session_errors,
+                        r.error_samples.join("; ")
+                    );
+                }
+            }
+        }
+        if !self.relay.is_empty() {
+            let _ = writeln!(out, "\nRelay latency (send → partner's engine)");
+            for r in &self.relay {
+                let _ = writeln!(
+                    out,
+                    "  {}: {} sessions, {} msgs/s each, {} ms: median {}  p99 {}  max {}  ({} msgs, {} lost, {} doubled{})",
+                    r.store,
+                    r.sessions,
+                    r.rate_per_session,
+                    r.window_ms,
+                    ms1(r.latency.map(|s| s.median_ms)),
+                    ms1(r.latency.map(|s| s.p99_ms)),
+                    ms1(r.latency.map(|s| s.max_ms)),
+                    r.msgs_sent,
+                    r.msgs_lost,
+                    r.msgs_doubled,
+                    if r.drained { "" } else { ", drain timed out" },
+                );
+            }
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\nTargets");
             for t in &self.targets {
@@ -366,6 +565,10 @@ impl Report {
         }
         out
     }
+}
+
+fn ms1(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.2} ms"))
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {

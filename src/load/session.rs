@@ -92,6 +92,16 @@ pub(crate) struct SessionResult {
     pub error_samples: Vec<String>,
     /// Never got into its call.
     pub setup_failed: bool,
+    /// Send→receive time of each partner payload, in microseconds (the payload carries
+    /// its send time; both ends share this process's clock).
+    pub relay_us: Vec<u32>,
+}
+
+/// Wall-clock microseconds since the epoch (payloads carry their send time in it).
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 struct State {
@@ -239,10 +249,11 @@ pub(crate) async fn run(spec: SessionSpec, shared: Arc<Shared>) -> SessionResult
 async fn send_next(spec: &SessionSpec, shared: &Shared, client: &NativeClient, st: &mut State) {
     let Some(call) = st.call.clone() else { return };
     let n = shared.sent[spec.idx].load(Ordering::Relaxed) + 1;
+    let t = now_us();
     let payload = if shared.pad.is_empty() {
-        json!({ "n": n })
+        json!({ "n": n, "t": t })
     } else {
-        json!({ "n": n, "pad": shared.pad })
+        json!({ "n": n, "t": t, "pad": shared.pad })
     };
     match client.with(move |e, now| e.send(&call, payload, now)).await {
         Ok(_) => shared.sent[spec.idx].store(n, Ordering::Relaxed),
@@ -315,14 +326,19 @@ async fn on_event(
             if let Some(n) = payload.get("n").and_then(|n| n.as_u64()) {
                 st.payload(n, shared);
             }
+            if let Some(t) = payload.get("t").and_then(|t| t.as_u64()) {
+                let us = now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32;
+                st.result.relay_us.push(us);
+            }
         }
         Event::Error { code, message, .. } => {
             if spec.caller && st.call.is_none() && st.invite_pending {
                 st.invite_pending = false;
                 *retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(200));
             }
-            // A superseded socket is the expected end of a half-open one.
-            if code != ErrorCode::Superseded {
+            // A superseded socket is the expected end of a half-open one, and
+            // `server-restarting` the expected notice of a graceful restart.
+            if code != ErrorCode::Superseded && code != ErrorCode::ServerRestarting {
                 st.error(format!("{}: {message}", code.as_str()));
             }
         }

@@ -37,6 +37,8 @@ pub struct Settings {
     pub hostile: usize,
     /// Messages per second each hostile client sends.
     pub hostile_rate: u32,
+    /// Steady traffic over which the relay latency is measured.
+    pub relay_window: Duration,
 }
 
 /// Proxy worker processes: `count` of `bin proxy-worker` (`bin` is a `holdfast-load`).
@@ -64,6 +66,7 @@ impl Default for Settings {
             proxy_workers: None,
             hostile: 0,
             hostile_rate: 200,
+            relay_window: Duration::from_secs(10),
         }
     }
 }
@@ -82,6 +85,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(30),
             iterations: 20,
+            relay_window: Duration::from_secs(2),
             ..Self::default()
         }
     }

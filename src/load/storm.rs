@@ -12,7 +12,6 @@ use super::proxy::Action;
 use super::report::{ResumeTimes, StormReport};
 use super::session::Phase;
 use super::settings::Settings;
-use super::stats::kth;
 use super::target::{delta, metric, Server, ServerSpec};
 use crate::native::now_ms;
 use serde::Serialize;
@@ -155,11 +154,7 @@ async fn storm_on(
         recovered,
         recovered_fraction: recovered as f64 / n as f64,
         sessions_lost: o.sessions_lost,
-        resume: ResumeTimes {
-            p50_ms: kth(&times, n.div_ceil(2)),
-            p99_ms: kth(&times, (n * 99).div_ceil(100)),
-            p100_ms: kth(&times, n),
-        },
+        resume: ResumeTimes::of(&times, n),
         msgs_sent: o.sent,
         msgs_delivered: o.delivered,
         drained,

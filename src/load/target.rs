@@ -40,6 +40,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// WebSocket path.
     pub path: String,
+    /// Local epoch ms at which the child's listening line was read (0: not a child).
+    pub listening_at_ms: u64,
     child: Option<Child>,
 }
 
@@ -89,19 +91,55 @@ impl Server {
                     url: url.clone(),
                     addr,
                     path,
+                    listening_at_ms: 0,
                     child: None,
                 };
                 server.metrics().await?;
                 Ok(server)
             }
-            ServerSpec::Spawn { bin, args } => {
-                let bin = bin.clone();
-                let args = args.clone();
-                tokio::task::spawn_blocking(move || spawn_child(&bin, &args))
-                    .await
-                    .map_err(io::Error::other)?
+            ServerSpec::Spawn { .. } => {
+                Self::start_on(spec, "127.0.0.1:0".parse().expect("literal")).await
             }
         }
+    }
+
+    /// Starts a child of `spec` (which must be [`ServerSpec::Spawn`]) listening on
+    /// `listen` (a restart takes over the port of the process it replaces).
+    pub async fn start_on(spec: &ServerSpec, listen: SocketAddr) -> io::Result<Server> {
+        let ServerSpec::Spawn { bin, args } = spec else {
+            return Err(invalid("only a server the tool starts can be restarted"));
+        };
+        let bin = bin.clone();
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || spawn_child(&bin, &args, listen))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Sends `signal` to the child and waits up to `timeout` for it to exit, then
+    /// kills it. Returns how long it took to exit (None: it had to be killed).
+    pub async fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        tokio::task::spawn_blocking(move || {
+            let sent = std::time::Instant::now();
+            #[cfg(unix)]
+            // SAFETY: kill(2) with the pid of a child we own and have not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+            while sent.elapsed() < timeout {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(sent.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// The child's pid, when the tool started it.
@@ -156,9 +194,10 @@ impl Server {
     }
 }
 
-fn spawn_child(bin: &Path, args: &[String]) -> io::Result<Server> {
+fn spawn_child(bin: &Path, args: &[String], listen: SocketAddr) -> io::Result<Server> {
     let mut child = Command::new(bin)
-        .args(["--dev", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--dev", "--log-format", "json", "--listen"])
+        .arg(listen.to_string())
         .args(args)
         // The listening line is logged at info; per-connection logs are debug.
         .env("RUST_LOG", "info")
@@ -177,7 +216,7 @@ fn spawn_child(bin: &Path, args: &[String]) -> io::Result<Server> {
             let Ok(line) = line else { break };
             if let Some(addr) = tx.as_ref().and(listening_addr(&line)) {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, crate::native::now_ms()));
                 }
             }
         }
@@ -186,11 +225,13 @@ fn spawn_child(bin: &Path, args: &[String]) -> io::Result<Server> {
         url: String::new(),
         addr: "127.0.0.1:0".parse().expect("literal address"),
         path: "/ws".into(),
+        listening_at_ms: 0,
         child: Some(child),
     };
     match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(addr) => {
+        Ok((addr, at)) => {
             server.addr = addr;
+            server.listening_at_ms = at;
             server.url = format!("ws://{addr}/ws");
             Ok(server)
         }

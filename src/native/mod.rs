@@ -17,9 +17,9 @@
 //! browser's sockets they set `TCP_NODELAY`.
 
 use crate::engine::client::{
-    ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord, StorageOp,
+    ClientConfig, ClientEngine, Event, Io, LinkId, ProbeResult, RejoinRecord, StorageOp,
 };
-use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame};
+use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame, ProbeAnswer};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,7 +54,8 @@ enum Cmd {
 
 enum LinkEvent {
     Opened(LinkId, mpsc::UnboundedSender<Message>, Vec<JoinHandle<()>>),
-    Failed(LinkId),
+    /// The socket did not open; what its upgrade answer says about the endpoint.
+    Failed(LinkId, ProbeResult),
     Text(LinkId, String),
     Binary(LinkId),
     Closed(LinkId),
@@ -90,6 +91,7 @@ impl NativeClient {
             url: url.to_owned(),
             engine: ClientEngine::new(config),
             links: HashMap::new(),
+            probe_answers: HashMap::new(),
             zombies: Vec::new(),
             storage: BTreeMap::new(),
             events: ev_tx,
@@ -199,6 +201,10 @@ struct Driver {
     url: String,
     engine: ClientEngine,
     links: HashMap<LinkId, Link>,
+    /// What each failed socket's upgrade answer said, for the engine's [`Io::Probe`]:
+    /// the native driver judges from the HTTP answer to the upgrade itself (a Holdfast
+    /// server answers an upgrade it refuses like a probe), so it needs no second request.
+    probe_answers: HashMap<LinkId, ProbeResult>,
     /// Frozen sockets the engine gave up on: kept open (and silent) so the server side
     /// stays half-open, as with a real dead NAT mapping.
     zombies: Vec<Link>,
@@ -268,7 +274,12 @@ impl Driver {
                                 for t in tasks { t.abort(); }
                             }
                         }
-                        LinkEvent::Failed(id) | LinkEvent::Closed(id) => {
+                        LinkEvent::Failed(id, answer) => {
+                            self.links.remove(&id);
+                            self.probe_answers.insert(id, answer);
+                            self.engine.handle_close(id, now);
+                        }
+                        LinkEvent::Closed(id) => {
                             let frozen = self.links.get(&id).is_some_and(|l| l.frozen);
                             if !frozen {
                                 self.links.remove(&id);
@@ -304,7 +315,17 @@ impl Driver {
                 Io::Open(id) => {
                     tokio::spawn(open_link(self.url.clone(), id, link_tx.clone()));
                 }
+                Io::Probe(id) => {
+                    // A socket that opened and then closed before the welcome left no
+                    // upgrade answer: nothing more is known without a request.
+                    let answer = self
+                        .probe_answers
+                        .remove(&id)
+                        .unwrap_or(ProbeResult::Unreachable);
+                    self.engine.handle_probe_result(id, answer, now_ms());
+                }
                 Io::Close(id) => {
+                    self.probe_answers.remove(&id);
                     if let Some(link) = self.links.remove(&id) {
                         if link.frozen {
                             self.zombies.push(link);
@@ -360,9 +381,12 @@ async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEv
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
     // TCP_NODELAY, as browsers set on their sockets.
     let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
-    let Ok((ws, _)) = connect.await else {
-        let _ = events.send(LinkEvent::Failed(id));
-        return;
+    let ws = match connect.await {
+        Ok((ws, _)) => ws,
+        Err(e) => {
+            let _ = events.send(LinkEvent::Failed(id, upgrade_answer(&e)));
+            return;
+        }
     };
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -390,4 +414,27 @@ async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEv
         let _ = reader_events.send(LinkEvent::Closed(id));
     });
     let _ = events.send(LinkEvent::Opened(id, tx, vec![reader, writer]));
+}
+
+/// What a failed upgrade says about the endpoint (see [`ProbeResult`]).
+fn upgrade_answer(e: &tokio_tungstenite::tungstenite::Error) -> ProbeResult {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e {
+        WsError::Http(response) => {
+            let answer = response
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice::<ProbeAnswer>(body).ok());
+            match answer {
+                Some(a) if a.holdfast == 1 => ProbeResult::Holdfast {
+                    protocol: a.protocol,
+                },
+                _ => ProbeResult::NotHoldfast {
+                    status: Some(response.status().as_u16()),
+                },
+            }
+        }
+        // Connection refused, DNS, TLS, or the connection reset mid-handshake.
+        _ => ProbeResult::Unreachable,
+    }
 }

@@ -13,8 +13,8 @@
 
 use super::*;
 use crate::engine::client::{
-    CallPhase, ClientCall, ClientError, ClientSnapshot, ConnectionState, Event, RejoinOffer,
-    RejoinWithdrawn,
+    CallPhase, ClientCall, ClientError, ClientSnapshot, ConnectionFailure, ConnectionState, Event,
+    FailureReason, RejoinOffer, RejoinWithdrawn,
 };
 use std::collections::BTreeSet;
 use ts_rs::{Config, TS};
@@ -131,6 +131,8 @@ fn generate_client() -> String {
         decl::<ClientCall>(&cfg),
         decl::<RejoinOffer>(&cfg),
         decl::<RejoinWithdrawn>(&cfg),
+        decl::<FailureReason>(&cfg),
+        decl::<ConnectionFailure>(&cfg),
         decl::<Event>(&cfg),
         decl::<ClientSnapshot>(&cfg),
     ];
@@ -140,6 +142,8 @@ fn generate_client() -> String {
         ClientCall::ident(&cfg),
         RejoinOffer::ident(&cfg),
         RejoinWithdrawn::ident(&cfg),
+        FailureReason::ident(&cfg),
+        ConnectionFailure::ident(&cfg),
         Event::ident(&cfg),
         ClientSnapshot::ident(&cfg),
     ]
@@ -150,6 +154,8 @@ fn generate_client() -> String {
         ClientCall::dependencies(&cfg),
         RejoinOffer::dependencies(&cfg),
         RejoinWithdrawn::dependencies(&cfg),
+        FailureReason::dependencies(&cfg),
+        ConnectionFailure::dependencies(&cfg),
         Event::dependencies(&cfg),
         ClientSnapshot::dependencies(&cfg),
     ];

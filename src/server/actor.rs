@@ -77,6 +77,8 @@ pub(crate) enum Cmd {
 /// First and longest pause between two attempts to write to an unavailable store.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Most commands handled between two flushes.
+const BATCH: usize = 256;
 /// How long a graceful shutdown waits for the last writes.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -401,50 +403,9 @@ impl Actor {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
-                    let now = now_ms();
-                    match cmd {
-                        Cmd::Open { writer, ip, reply } => {
-                            let conn = self.engine.handle_open_from(ip, now);
-                            self.writers.insert(conn, writer);
-                            let _ = reply.send(conn);
-                        }
-                        Cmd::Frame(conn, Ok(frame)) => self.engine.handle_frame(conn, frame, now),
-                        Cmd::Frame(conn, Err(bad)) => self.engine.handle_bad_frame(conn, bad, now),
-                        Cmd::Closed(conn) => {
-                            self.writers.remove(&conn);
-                            self.engine.handle_close(conn, now);
-                        }
-                        Cmd::Metrics(reply) => {
-                            let _ = reply.send(MetricsSnapshot {
-                                counters: self.engine.metrics().clone(),
-                                counts: self.engine.counts(),
-                                connections: self.engine.connection_count(),
-                                store: self.durable.as_ref().map(|d| d.stats.clone()),
-                            });
-                        }
-                        Cmd::Bye { request, reply } => {
-                            let r = request;
-                            let outcome =
-                                self.engine
-                                    .handle_bye_request(&r.token, &r.session, &r.secret, now);
-                            self.flush();
-                            self.answer_bye_when_durable(reply, outcome);
-                        }
-                        Cmd::DropUser(user, reply) => {
-                            let n = self.engine.drop_links_of(&user, now);
-                            tracing::info!(%user, sockets = n, "test hook: dropped links");
-                            let _ = reply.send(n);
-                        }
-                        Cmd::Crash => panic!("test hook: engine crash requested"),
-                        Cmd::Shutdown(reply) => {
-                            self.engine.shutdown(now);
-                            self.flush();
-                            self.drain().await;
-                            let _ = reply.send(());
-                            return;
-                        }
+                    if self.handle_batch(cmd, &mut rx).await.is_break() {
+                        return;
                     }
-                    self.flush();
                 }
                 (no, batch, result) = write_done(inflight) => self.written(no, batch, result),
                 _ = retry => self.flush(),
@@ -454,5 +415,86 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Handles `first` and whatever else is already queued (up to [`BATCH`]), then
+    /// flushes once and fires the timers that came due meanwhile. Under a storm of
+    /// reconnects the queue is long: one flush and one timer re-arm per batch instead of
+    /// per command is what keeps the engine ahead of it, so a hello waiting in the queue
+    /// is not overtaken by its own timeout.
+    async fn handle_batch(
+        &mut self,
+        first: Cmd,
+        rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    ) -> std::ops::ControlFlow<()> {
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(cmd) = next.take() {
+            if self.handle_cmd(cmd).await.is_break() {
+                return std::ops::ControlFlow::Break(());
+            }
+            handled += 1;
+            if handled < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        self.flush();
+        let now = now_ms();
+        if self.engine.poll_timeout().is_some_and(|at| at <= now) {
+            self.engine.handle_timeout(now);
+            self.flush();
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    /// One command from a socket task or an HTTP handler. `Break` after a shutdown.
+    async fn handle_cmd(&mut self, cmd: Cmd) -> std::ops::ControlFlow<()> {
+        let now = now_ms();
+        match cmd {
+            Cmd::Open { writer, ip, reply } => {
+                let conn = self.engine.handle_open_from(ip, now);
+                self.writers.insert(conn, writer);
+                let _ = reply.send(conn);
+            }
+            Cmd::Frame(conn, Ok(frame)) => self.engine.handle_frame(conn, frame, now),
+            Cmd::Frame(conn, Err(bad)) => self.engine.handle_bad_frame(conn, bad, now),
+            Cmd::Closed(conn) => {
+                // What the engine said to this socket earlier in the batch (an error
+                // before the close, say) goes out before its writer is dropped.
+                self.flush();
+                self.writers.remove(&conn);
+                self.engine.handle_close(conn, now);
+            }
+            Cmd::Metrics(reply) => {
+                let _ = reply.send(MetricsSnapshot {
+                    counters: self.engine.metrics().clone(),
+                    counts: self.engine.counts(),
+                    connections: self.engine.connection_count(),
+                    store: self.durable.as_ref().map(|d| d.stats.clone()),
+                });
+            }
+            Cmd::Bye { request, reply } => {
+                let r = request;
+                let outcome = self
+                    .engine
+                    .handle_bye_request(&r.token, &r.session, &r.secret, now);
+                self.flush();
+                self.answer_bye_when_durable(reply, outcome);
+            }
+            Cmd::DropUser(user, reply) => {
+                let n = self.engine.drop_links_of(&user, now);
+                tracing::info!(%user, sockets = n, "test hook: dropped links");
+                let _ = reply.send(n);
+            }
+            Cmd::Crash => panic!("test hook: engine crash requested"),
+            Cmd::Shutdown(reply) => {
+                self.engine.shutdown(now);
+                self.flush();
+                self.drain().await;
+                let _ = reply.send(());
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
     }
 }

@@ -3,7 +3,10 @@
 
 use super::actor::{Cmd, Outbound};
 use super::http::AppState;
-use crate::protocol::{decode_client, encode, BadFrame};
+use crate::protocol::{
+    decode_client, encode, BadFrame, ProbeAnswer, PROBE_HEADER, PROBE_STATUS, PROTOCOL_VERSION,
+};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -509,15 +512,49 @@ fn origin_allowed(allowed: Option<&[String]>, headers: &HeaderMap) -> bool {
         .is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
 }
 
+/// The answer to a request of the socket URL that does not become a socket: a plain
+/// `GET` (a client's probe after a failed upgrade, see the protocol's "Probing the
+/// socket URL") or a refused upgrade. Holdfast's JSON mark, readable from any origin, so
+/// a client can tell this server from a wrong URL.
+fn probe_answer(status: StatusCode) -> Response {
+    use axum::http::HeaderValue;
+    let body = serde_json::to_string(&ProbeAnswer::this_build()).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(PROBE_HEADER),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(PROBE_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+    response
+}
+
 pub(crate) async fn ws_handler(
     State(state): State<AppState>,
     ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let Ok(ws) = ws else {
+        // Not an upgrade: a probe.
+        return probe_answer(
+            StatusCode::from_u16(PROBE_STATUS).unwrap_or(StatusCode::UPGRADE_REQUIRED),
+        );
+    };
     let ip = ip.and_then(|Extension(ClientIp(ip))| ip);
     if !origin_allowed(state.allowed_origins.as_deref(), &headers) {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        // Still Holdfast's mark: the client reports the server as there but refusing.
+        return probe_answer(StatusCode::FORBIDDEN);
     }
     // Let frames somewhat above the protocol limit through, so the engine can answer
     // `frame-too-large` and the socket stays open; past this one the transport stops

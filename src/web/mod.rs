@@ -15,9 +15,10 @@
 //!   with a `code`).
 
 use crate::engine::client::{
-    ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, RejoinRecord, StorageOp,
+    ClientConfig, ClientEngine, ClientSnapshot, Event, Io, LinkId, ProbeResult, RejoinRecord,
+    StorageOp,
 };
-use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, ServerFrame};
+use crate::protocol::{BadFrame, ClientFrame, PresenceStatus, ServerFrame, PROBE_HEADER};
 use gloo_events::EventListener;
 use gloo_timers::callback::Timeout;
 use serde::{Deserialize, Serialize};
@@ -42,17 +43,25 @@ thread_local! {
     static CLIENT: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
     /// Clients that logged out and wait for the server's answer before they go.
     static LEAVING: RefCell<Vec<Rc<Driver>>> = const { RefCell::new(Vec::new()) };
+    /// HTTP probes on their way. Kept here, not in their client: a callback must stay
+    /// alive until its promise settles, even if the client is gone by then.
+    static PROBES: RefCell<Vec<Probe>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Where a page's logout fallback goes: `POST <socket URL>/bye` over HTTP(S).
-fn bye_url(ws_url: &str) -> String {
-    let http = if let Some(rest) = ws_url.strip_prefix("wss://") {
+/// The same URL over HTTP(S).
+fn http_url(ws_url: &str) -> String {
+    if let Some(rest) = ws_url.strip_prefix("wss://") {
         format!("https://{rest}")
     } else if let Some(rest) = ws_url.strip_prefix("ws://") {
         format!("http://{rest}")
     } else {
         ws_url.to_owned()
-    };
+    }
+}
+
+/// Where a page's logout fallback goes: `POST <socket URL>/bye` over HTTP(S).
+fn bye_url(ws_url: &str) -> String {
+    let http = http_url(ws_url);
     match http.split_once('?') {
         Some((path, query)) => format!("{}/bye?{query}", path.trim_end_matches('/')),
         None => format!("{}/bye", http.trim_end_matches('/')),
@@ -152,6 +161,109 @@ pub struct ConnectOptions {
     pub backoff_max_ms: Option<u64>,
     #[serde(default)]
     pub give_up_after_ms: Option<u64>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// How long a probe's requests may take before the browser aborts them (the engine
+/// reports the failure sooner; this only bounds how long the callbacks are kept).
+const PROBE_ABORT_MS: u32 = 3_000;
+
+/// One HTTP probe of the socket URL after a failed attempt (see
+/// `crate::engine::client::ProbeResult`): a CORS `GET` first, whose answer carries
+/// Holdfast's header when a Holdfast server is there; if the browser refuses it (a
+/// network error, or an answer without CORS headers, which no Holdfast server sends), a
+/// `no-cors` `GET` tells an answer that is not Holdfast's (opaque) from no answer at all.
+struct Probe {
+    done: Rc<Cell<bool>>,
+    _on_answer: Closure<dyn FnMut(JsValue)>,
+    _on_refused: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Probe {
+    fn start(driver: Weak<Driver>, url: &str, link: LinkId) {
+        let Some(window) = web_sys::window() else {
+            return report_probe(&driver, link, ProbeResult::Unreachable);
+        };
+        let url = http_url(url);
+        let done = Rc::new(Cell::new(false));
+        let settle = {
+            let done = done.clone();
+            let driver = driver.clone();
+            move |result: ProbeResult| {
+                if !done.replace(true) {
+                    report_probe(&driver, link, result);
+                }
+            }
+        };
+        let on_answer = Closure::<dyn FnMut(JsValue)>::new({
+            let settle = settle.clone();
+            move |response: JsValue| {
+                let Some(response) = response.dyn_ref::<web_sys::Response>() else {
+                    return settle(ProbeResult::Unreachable);
+                };
+                let protocol = response
+                    .headers()
+                    .get(PROBE_HEADER)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.trim().parse().ok());
+                settle(match protocol {
+                    Some(protocol) => ProbeResult::Holdfast { protocol },
+                    None => ProbeResult::NotHoldfast {
+                        status: Some(response.status()),
+                    },
+                });
+            }
+        });
+        // The CORS request failed: ask again without CORS, whose answer is opaque.
+        let on_opaque = Closure::<dyn FnMut(JsValue)>::new({
+            let settle = settle.clone();
+            move |_| settle(ProbeResult::NotHoldfast { status: None })
+        });
+        let on_nothing = Closure::<dyn FnMut(JsValue)>::new({
+            let settle = settle.clone();
+            move |_| settle(ProbeResult::Unreachable)
+        });
+        let on_refused = Closure::<dyn FnMut(JsValue)>::new({
+            let (window, url) = (window.clone(), url.clone());
+            move |_| {
+                let _ = probe_request(&window, &url, web_sys::RequestMode::NoCors)
+                    .then2(&on_opaque, &on_nothing);
+            }
+        });
+        let _ =
+            probe_request(&window, &url, web_sys::RequestMode::Cors).then2(&on_answer, &on_refused);
+        PROBES.with(|p| {
+            let mut probes = p.borrow_mut();
+            probes.retain(|p| !p.done.get());
+            probes.push(Probe {
+                done,
+                _on_answer: on_answer,
+                _on_refused: on_refused,
+            });
+        });
+    }
+}
+
+fn probe_request(
+    window: &web_sys::Window,
+    url: &str,
+    mode: web_sys::RequestMode,
+) -> js_sys::Promise {
+    let init = web_sys::RequestInit::new();
+    init.set_mode(mode);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(
+        PROBE_ABORT_MS,
+    )));
+    window.fetch_with_str_and_init(url, &init)
+}
+
+fn report_probe(driver: &Weak<Driver>, link: LinkId, result: ProbeResult) {
+    if let Some(d) = driver.upgrade() {
+        d.input(|e, t| e.handle_probe_result(link, result, t));
+    }
 }
 
 struct Socket {
@@ -219,6 +331,9 @@ impl Driver {
         }
         if let Some(v) = opts.give_up_after_ms {
             config.give_up_after_ms = v;
+        }
+        if let Some(v) = opts.connect_timeout_ms {
+            config.connect_timeout_ms = v;
         }
         let window = web_sys::window().ok_or_else(|| js_error("unsupported", "no window"))?;
         let storage = window.local_storage().ok().flatten();
@@ -521,6 +636,7 @@ impl Driver {
             for io in ios {
                 match io {
                     Io::Open(link) => self.open_socket(link),
+                    Io::Probe(link) => Probe::start(self.weak(), &self.url, link),
                     Io::Close(link) => {
                         let mut sock = self.socket.borrow_mut();
                         if sock.as_ref().is_some_and(|s| s.link == link) {
@@ -666,6 +782,7 @@ impl Driver {
             calls: engine.calls().cloned().collect(),
             presence: engine.presence().cloned().collect(),
             pending_rejoins: engine.pending_rejoins(t),
+            last_failure: engine.last_failure().cloned(),
             now: t,
         };
         to_js(&snap)
@@ -774,6 +891,25 @@ pub fn rejoin(call: String) -> Result<f64, JsValue> {
         c.command(|e, t| {
             if let Some(r) = stored {
                 e.handle_stored_record(r);
+            }
+            e.rejoin(&call, t)
+        })?
+        .map(|r| r as f64)
+        .map_err(engine_error)
+    })
+}
+
+/// Moves here a call this identity holds in another tab of this origin (or on another
+/// device): the stored record is loaded first, the current holder's with its token, even
+/// if this page never saw the call (it started in another tab after this page loaded).
+/// The holder is told `call-moved`.
+#[wasm_bindgen(js_name = moveHere)]
+pub fn move_here(call: String) -> Result<f64, JsValue> {
+    with_client(|c| {
+        let stored = c.stored_record(&call);
+        c.command(|e, t| {
+            if let Some(r) = stored {
+                e.load_rejoin_records(vec![r], t);
             }
             e.rejoin(&call, t)
         })?

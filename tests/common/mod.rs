@@ -1,4 +1,5 @@
 //! Shared test support.
 
+pub mod native;
 pub mod redis;
 pub mod sim;

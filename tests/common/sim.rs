@@ -12,7 +12,12 @@
 //!   close) are discarded, both sides keep it open until their heartbeats notice.
 //! - [`Sim::set_net`] with [`Net::Blackhole`]: the client's network swallows everything:
 //!   its current link becomes half-open and new sockets never open. [`Net::Refuse`]:
-//!   new sockets fail at once (server unreachable).
+//!   new sockets fail at once (server unreachable). [`Net::NotFound`]: new sockets fail
+//!   at once and the HTTP probe of the URL gets a 404 (no Holdfast server there).
+//!
+//! A page's HTTP probe of a failed socket ([`Io::Probe`]) is answered one round trip
+//! later: by the Holdfast server when the network is up, `unreachable` when refused,
+//! never when blackholed; [`Node::probe_answer`] overrides that.
 //!
 //! Stores: with `HOLDFAST_TEST_REDIS=redis://…` set (scripts/test.sh runs the engine
 //! suite a second time that way), the server engine's changes are written to that
@@ -21,7 +26,9 @@
 //! against both stores, and any state Redis would not keep fails the scenario.
 #![allow(dead_code)]
 
-use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io, LinkId, RejoinRecord};
+use holdfast::engine::client::{
+    ClientConfig, ClientEngine, Event, Io, LinkId, ProbeResult, RejoinRecord,
+};
 use holdfast::engine::client::{ConnectionState, Goodbye, StorageOp};
 use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig, ServerEngine};
 use holdfast::engine::store::MemoryStore;
@@ -46,6 +53,8 @@ pub enum Net {
     Blackhole,
     /// Sockets fail to open at once.
     Refuse,
+    /// Sockets fail to open at once; something that is not Holdfast answers HTTP (404).
+    NotFound,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,6 +112,9 @@ pub struct Node {
     down_ms: u64,
     /// The socket the driver sends on (the last one opened and not closed).
     link: Option<LinkId>,
+    /// How this page's HTTP probes are answered, if not as its network says: after this
+    /// many ms, with this result (`None`: no answer ever).
+    pub probe_answer: Option<(u64, Option<ProbeResult>)>,
     /// How far this page's clock is ahead of the simulation's (negative: behind). Every
     /// time the page's engine is handed, and every deadline it asks for, is on its clock.
     pub clock_skew: i64,
@@ -219,6 +231,8 @@ pub struct Sim {
     raw_closed: Vec<ConnId>,
     wires: BTreeMap<(u64, u64), Delivery>,
     wire_seq: u64,
+    /// Probe answers on their way: (due, seq) -> (page, link, answer).
+    probes: BTreeMap<(u64, u64), (C, LinkId, ProbeResult)>,
     seed: u64,
     /// Delay per direction for new clients.
     pub default_delay_ms: u64,
@@ -252,6 +266,7 @@ impl Sim {
             raw_closed: Vec::new(),
             wires: BTreeMap::new(),
             wire_seq: 0,
+            probes: BTreeMap::new(),
             seed,
             default_delay_ms: 5,
         }
@@ -280,6 +295,7 @@ impl Sim {
             up_ms: self.default_delay_ms,
             down_ms: self.default_delay_ms,
             link: None,
+            probe_answer: None,
             clock_skew: 0,
         });
         self.nodes.len() - 1
@@ -577,7 +593,8 @@ impl Sim {
             .filter_map(|n| n.next_timer())
             .chain(self.server.poll_timeout());
         let wire = self.wires.keys().next().map(|(at, _)| *at);
-        timers.chain(wire).min()
+        let probe = self.probes.keys().next().map(|(at, _)| *at);
+        timers.chain(wire).chain(probe).min()
     }
 
     /// Do everything due at the current time, until nothing more is.
@@ -592,6 +609,17 @@ impl Sim {
                     let key = (*at, *seq);
                     let d = self.wires.remove(&key).expect("present");
                     self.deliver(d);
+                    continue;
+                }
+            }
+            if let Some(((at, seq), _)) = self.probes.first_key_value() {
+                if *at <= now {
+                    let key = (*at, *seq);
+                    let (c, link, answer) = self.probes.remove(&key).expect("present");
+                    let local = self.nodes[c].local(now);
+                    self.nodes[c]
+                        .engine
+                        .handle_probe_result(link, answer, local);
                     continue;
                 }
             }
@@ -629,6 +657,7 @@ impl Sim {
                 self.nodes[c].io_log.push((now, io));
                 match io {
                     Io::Open(link) => self.open(c, link),
+                    Io::Probe(link) => self.probe(c, link),
                     Io::Close(link) => {
                         if self.nodes[c].link == Some(link) {
                             self.nodes[c].link = None;
@@ -685,6 +714,30 @@ impl Sim {
         any
     }
 
+    fn probe(&mut self, c: C, link: LinkId) {
+        let node = &self.nodes[c];
+        let round_trip = node.up_ms + node.down_ms;
+        let (delay, answer) = node.probe_answer.unwrap_or(match node.net {
+            Net::Up => (
+                round_trip,
+                Some(ProbeResult::Holdfast {
+                    protocol: holdfast::protocol::PROTOCOL_VERSION,
+                }),
+            ),
+            Net::Refuse => (round_trip, Some(ProbeResult::Unreachable)),
+            Net::NotFound => (
+                round_trip,
+                Some(ProbeResult::NotHoldfast { status: Some(404) }),
+            ),
+            Net::Blackhole => (0, None),
+        });
+        if let Some(answer) = answer {
+            self.wire_seq += 1;
+            self.probes
+                .insert((self.now + delay, self.wire_seq), (c, link, answer));
+        }
+    }
+
     fn open(&mut self, c: C, link: LinkId) {
         let now = self.now;
         let node = &mut self.nodes[c];
@@ -711,7 +764,7 @@ impl Sim {
                 l.dead = true;
                 self.links.insert((c, link), l);
             }
-            Net::Refuse => {
+            Net::Refuse | Net::NotFound => {
                 node.link = None;
                 let local = node.local(now);
                 node.engine.handle_close(link, local);

@@ -2,6 +2,7 @@
 //! would notice (events, call states, end reasons, deadlines). Nothing sleeps.
 //!
 //! One test binary, one module per behaviour; shared scenario helpers live in `helpers`.
+#![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -10,6 +11,7 @@ mod helpers;
 mod backoff;
 mod bad_input;
 mod call;
+mod connection_failed;
 mod dedup;
 mod grace;
 mod limits;

@@ -6,10 +6,6 @@
 import { connect, getClient, attachMedia, getMedia } from '/dist/index.js';
 
 const IDENTITY_KEY = 'holdfast-demo:identity';
-// What the client keeps in this origin's storage and locks (used to show "in a call in
-// another tab"): a rejoin record per call, and a Web Lock per call held live.
-const RECORD_PREFIX = 'holdfast:v1:rejoin:';
-const LOCK_PREFIX = 'holdfast:call:';
 const params = new URLSearchParams(location.search);
 /** Call kind for outgoing calls (selects the server's grace window), e.g. `?kind=support`. */
 const KIND = params.get('kind') || undefined;
@@ -89,8 +85,6 @@ const app = {
   startedAt: new Map(),
   /** callId → [{ t, text }] */
   logs: new Map(),
-  /** calls this person holds live in another tab: [{ call, peer }] */
-  elsewhere: [],
   /** a rejoin this page lost to another tab of this person: { call, peer } */
   movable: null,
   /** peers being invited right now (a double click calls once) */
@@ -474,7 +468,8 @@ function contactsView() {
             h('button', { class: `btn ${call ? '' : 'primary'}`, type: 'button', onclick: () => callPeer(p.user.id) }, label));
         })));
     }
-    const elsewhere = app.elsewhere[0];
+    // Calls this person holds live in another tab of this browser (the client's own list).
+    const elsewhere = snap?.elsewhere?.[0];
     banner.hidden = !elsewhere;
     if (elsewhere) {
       banner.replaceChildren(
@@ -483,7 +478,7 @@ function contactsView() {
           class: 'btn primary', type: 'button',
           onclick: () => {
             try {
-              app.client.rejoin(elsewhere.call);
+              app.client.moveHere(elsewhere.call);
             } catch (e) {
               toast(`Could not move the call: ${e.message}`, 'bad');
             }
@@ -492,31 +487,6 @@ function contactsView() {
     }
   };
   return { el, update };
-}
-
-/** Calls this person holds live in another tab of this browser (their rejoin records
- *  are in this origin's storage and their Web Lock is held). Offered as "Move here". */
-async function scanElsewhere() {
-  const me = app.snap?.user?.id;
-  if (!me || !navigator.locks) return;
-  const held = new Set(((await navigator.locks.query()).held ?? []).map((l) => l.name));
-  const here = new Set((app.snap.calls ?? []).map((c) => c.id));
-  const found = [];
-  for (let i = 0; i < localStorage.length; i++) {
-    const key = localStorage.key(i);
-    if (!key?.startsWith(RECORD_PREFIX)) continue;
-    try {
-      const r = JSON.parse(localStorage.getItem(key));
-      if (r.user === me && !here.has(r.call) && held.has(LOCK_PREFIX + r.call)) found.push({ call: r.call, peer: r.peer });
-    } catch {
-      /* not ours to judge */
-    }
-  }
-  const key = JSON.stringify(found);
-  if (key !== JSON.stringify(app.elsewhere)) {
-    app.elsewhere = found;
-    app.view?.update?.();
-  }
 }
 
 // ---------------------------------------------------------------- call view
@@ -772,7 +742,7 @@ function renderDialogs() {
                 e.currentTarget.disabled = true;
                 localStream();
                 try {
-                  app.client.rejoin(movable.call);
+                  app.client.moveHere(movable.call);
                 } catch (err) {
                   toast(`Could not move the call: ${err.message}`, 'bad');
                 }
@@ -838,7 +808,6 @@ function tick() {
   }
 }
 setInterval(tick, 250);
-setInterval(() => void scanElsewhere(), 1000);
 
 // ---------------------------------------------------------------- boot
 

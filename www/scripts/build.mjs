@@ -45,8 +45,28 @@ const fixtures = join(www, 'fixtures');
 rmSync(join(fixtures, 'dist'), { recursive: true, force: true });
 run(bin('tsc'), ['-p', join(fixtures, 'tsconfig.json')]);
 const esbuild = await import('esbuild');
+// The Vue video-call fixture is the README's single-file component: compiled here with
+// Vue's own compiler (which the `vue` package ships), as a Vue bundler plugin would.
+const { parse: parseSfc, compileScript } = (await import('@vue/compiler-sfc')).default;
+const vueSfc = {
+  name: 'vue-sfc',
+  setup(build) {
+    build.onLoad({ filter: /\.vue$/ }, (args) => {
+      const { descriptor, errors } = parseSfc(readFileSync(args.path, 'utf8'), { filename: args.path });
+      if (errors.length) return { errors: errors.map((e) => ({ text: String(e.message ?? e) })) };
+      const script = compileScript(descriptor, { id: args.path, inlineTemplate: true });
+      return { contents: script.content, loader: script.lang === 'ts' ? 'ts' : 'js', resolveDir: dirname(args.path) };
+    });
+  },
+};
 const bundled = await esbuild.build({
-  entryPoints: { react: join(fixtures, 'react', 'main.tsx'), vue: join(fixtures, 'vue', 'main.ts') },
+  entryPoints: {
+    react: join(fixtures, 'react', 'main.tsx'),
+    vue: join(fixtures, 'vue', 'main.ts'),
+    'video-react': join(fixtures, 'video-react', 'main.tsx'),
+    'video-vue': join(fixtures, 'video-vue', 'main.ts'),
+  },
+  plugins: [vueSfc],
   outdir: join(fixtures, 'dist'),
   bundle: true,
   format: 'esm',
@@ -70,7 +90,7 @@ for (const [out, meta] of Object.entries(bundled.metafile.outputs)) {
   const leak = other && inputs.find((i) => other.test(i));
   if (leak) throw new Error(`${out} bundles ${leak}`);
 }
-console.log('fixture apps: fixtures/dist/react.js, fixtures/dist/vue.js');
+console.log('fixture apps: fixtures/dist/{react,vue,video-react,video-vue}.js');
 
 // 6. Size report: what an app downloads (wasm + the JS of the core entry point).
 const sized = (f) => {
@@ -120,7 +140,7 @@ console.log(`  ${'total'.padEnd(30)} ${String(raw).padStart(8)} B raw ${String(g
   console.log(`  ${'(facade + media, minified)'.padEnd(30)} ${String(bytes.length).padStart(8)} B raw ${String(gzMin).padStart(8)} B gzip`);
 }
 const extra = (names) => names.map((n) => sized(join(dist, n))).reduce((a, s) => ({ raw: a.raw + s.raw, gz: a.gz + s.gz }), { raw: 0, gz: 0 });
-for (const [name, files] of [['holdfast/react (optional)', ['react.js', 'bindings.js']], ['holdfast/vue (optional)', ['vue.js', 'bindings.js']]]) {
+for (const [name, files] of [['holdfast/react (optional)', ['react.js', 'bindings.js', 'media-bindings.js']], ['holdfast/vue (optional)', ['vue.js', 'bindings.js', 'media-bindings.js']]]) {
   const s = extra(files);
   console.log(`  ${('+ ' + name).padEnd(30)} ${String(s.raw).padStart(8)} B raw ${String(s.gz).padStart(8)} B gzip`);
 }

@@ -39,6 +39,8 @@ export const IDLE_STATE: HoldfastState = Object.freeze({
   presence: Object.freeze([]),
   pendingRejoins: Object.freeze([]),
   pendingRejoin: null,
+  elsewhere: Object.freeze([]),
+  lastFailure: null,
   now: 0,
   client: null,
 });

@@ -4,7 +4,7 @@
 import * as raw from './wasm/holdfast.js';
 import { Emitter } from './emitter.js';
 import { HoldfastError, wrap } from './errors.js';
-import { CallLocks } from './locks.js';
+import { CallLocks, ElsewhereWatch } from './locks.js';
 import type { Call, CallOptions, ConnectionState, EventOf, EventType, HoldfastEvent, Snapshot } from './types.js';
 
 /** The page's client. Get it from `connect()`. */
@@ -16,6 +16,14 @@ export class HoldfastClient {
   private outgoing = new Map<number, { resolve: (c: Call) => void; reject: (e: HoldfastError) => void }>();
   private locks = new CallLocks();
   private closed = false;
+  private elsewhere = new ElsewhereWatch(
+    () => this.getSnapshot().user?.id ?? null,
+    () => new Set(this.getSnapshot().calls.map((c) => c.id)),
+    () => {
+      this.snapshot = null;
+      this.queueNotify();
+    },
+  );
 
   /** @internal `loggedOut` runs once, when `logout()` closed this client.
    *  @param url The server's WebSocket URL.
@@ -46,12 +54,21 @@ export class HoldfastClient {
       }
       case 'call-started':
         this.locks.hold(ev.call.id);
+        this.elsewhere.scan();
         break;
       case 'call-ended':
       case 'call-moved':
         this.locks.release(ev.call);
+        this.elsewhere.scan();
+        break;
+      case 'connected':
+      case 'incoming-call':
+      case 'outgoing-call':
+      case 'rejoin-withdrawn':
+        this.elsewhere.scan();
         break;
       case 'logged-out':
+        this.elsewhere.stop();
         this.locks.releaseAll();
         for (const p of this.outgoing.values()) p.reject(new HoldfastError('logged-out', 'logged out'));
         this.outgoing.clear();
@@ -124,6 +141,16 @@ export class HoldfastClient {
     this.command(() => raw.rejoin(callId));
   }
 
+  /** Moves here a call this person holds in another tab of this browser (one of the
+   *  snapshot's `elsewhere`), or on another device: that tab or device is told
+   *  `call-moved`, this page gets `call-started`. Does nothing if the call is already
+   *  here; throws `no-rejoin` if this browser holds no token for it. */
+  moveHere(callId: string): void {
+    this.guard();
+    if (this.getSnapshot().calls.some((c) => c.id === callId)) return;
+    this.command(() => raw.moveHere(callId));
+  }
+
   /** The user does not want the call back: forget the offer. */
   declineRejoin(callId: string): void {
     this.guard();
@@ -153,6 +180,7 @@ export class HoldfastClient {
     const done = new Promise<void>((resolve) => (delivered = resolve));
     wrap(() => raw.logout(() => delivered()));
     this.closed = true;
+    this.elsewhere.stop();
     this.snapshot = null;
     this.loggedOut();
     this.queueNotify();
@@ -181,8 +209,8 @@ export class HoldfastClient {
       this.snapshot = freeze(emptySnapshot('logged-out'));
       return this.snapshot;
     }
-    const s = wrap(() => raw.snapshot()) as Omit<Snapshot, 'pendingRejoin'>;
-    this.snapshot = freeze({ ...s, pendingRejoin: s.pendingRejoins[0] ?? null });
+    const s = wrap(() => raw.snapshot()) as Omit<Snapshot, 'pendingRejoin' | 'elsewhere'>;
+    this.snapshot = freeze({ ...s, pendingRejoin: s.pendingRejoins[0] ?? null, elsewhere: this.elsewhere.list });
     return this.snapshot;
   };
 
@@ -195,7 +223,7 @@ export class HoldfastClient {
 function emptySnapshot(state: ConnectionState): Snapshot {
   return {
     state, user: null, session: null, nextAttemptAt: null, calls: [], presence: [],
-    pendingRejoins: [], pendingRejoin: null, now: Date.now(),
+    pendingRejoins: [], pendingRejoin: null, elsewhere: [], lastFailure: null, now: Date.now(),
   };
 }
 

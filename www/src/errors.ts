@@ -17,6 +17,10 @@ export type LocalErrorCode =
   | 'unsupported'
   /** The client's WebAssembly could not be downloaded or compiled (`connect()` again to retry). */
   | 'wasm-load-failed'
+  /** No camera or microphone could be opened (none there, or permission refused). */
+  | 'media-unavailable'
+  /** A step of a call's media failed that it cannot recover from by itself. */
+  | 'media-failed'
   /** A bug in this package. */
   | 'internal';
 

@@ -4,21 +4,24 @@
 //   errors.ts     HoldfastError
 //   client.ts     HoldfastClient: commands, events, snapshots
 //   page.ts       connect() / getClient(): one client per page
-//   locks.ts      Web Locks: which calls another tab holds
+//   locks.ts      Web Locks: which calls another tab holds (`snapshot.elsewhere`)
 //   emitter.ts    the event emitter of the client and of media
 //   media/        attachMedia(): the call's RTCPeerConnection
 
 export type {
   Call,
+  CallElsewhere,
   CallOptions,
   CallPhase,
   ClientErrorCode,
   ConnectOptions,
+  ConnectionFailure,
   ConnectionState,
   EndReason,
   ErrorCode,
   EventOf,
   EventType,
+  FailureReason,
   HoldfastEvent,
   LinkState,
   Peer,

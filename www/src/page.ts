@@ -114,6 +114,7 @@ export function connect(options: ConnectOptions): Promise<HoldfastClient> {
       backoffBaseMs: options.backoffBaseMs,
       backoffMaxMs: options.backoffMaxMs,
       giveUpAfterMs: options.giveUpAfterMs,
+      connectTimeoutMs: options.connectTimeoutMs,
     }, (ev: HoldfastEvent) => client.dispatch(ev)));
     for (const call of held) watchHeld(call, () => releasedElsewhere(call));
     setGlobal(client);

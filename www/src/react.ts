@@ -3,7 +3,17 @@
 // component removes exactly what it added (StrictMode, HMR and route changes never
 // open a second socket or close the first).
 
-import { useCallback, useEffect, useLayoutEffect, useRef, useState, useSyncExternalStore } from 'react';
+import {
+  createElement,
+  useCallback,
+  useEffect,
+  useLayoutEffect,
+  useRef,
+  useState,
+  useSyncExternalStore,
+  type ReactElement,
+  type VideoHTMLAttributes,
+} from 'react';
 import {
   callActions,
   declineRejoinCall,
@@ -23,9 +33,19 @@ import {
   type EventName,
   type HoldfastState,
 } from './bindings.js';
+import {
+  NO_MEDIA,
+  holdMedia,
+  mediaControls,
+  type MediaControls,
+  type MediaHold,
+  type MediaSnapshot,
+  type UseMediaOptions,
+} from './media-bindings.js';
 import type { Call, Peer, RejoinOffer } from './index.js';
 
 export type { CallActions, CallEndReason, CallStatus, EventFor, EventName, HoldfastState } from './bindings.js';
+export type { MediaControls, MediaSnapshot, MediaViewState, UseMediaOptions } from './media-bindings.js';
 
 /** The page's client state: connection `state` (`idle` until `connect()` resolves),
  *  `user`, `calls`, `presence`, `pendingRejoin`, and the `client` for actions. The same
@@ -158,4 +178,73 @@ export function useHoldfastEvent<K extends EventName>(name: K, handler: (event: 
     latest.current = handler;
   });
   useEffect(() => onEvent(name, (ev) => latest.current(ev)), [name]);
+}
+
+/** A call's media as a view shows it, with its controls. */
+export interface MediaView extends MediaSnapshot, MediaControls {}
+
+const noSubscription = () => () => {};
+const noMedia = () => NO_MEDIA;
+
+/** The media of the active call `callId` (or of the page's active call): it opens the
+ *  camera and microphone when the call is active (also after a rejoin), attaches them
+ *  (`attachMedia()`), and gives the `localStream`, the `remoteStream`, the media `state`,
+ *  mute and device choice, and `reconnectMedia()`. Every component showing the same call
+ *  shares one session; when the last unmounts, or the call ends, the media closes and the
+ *  tracks it opened stop. `options` are read when a call's media starts. */
+export function useMedia(callId?: string | null, options: UseMediaOptions = {}): MediaView {
+  const { calls } = useHoldfast();
+  const call = pickCall(calls, callId);
+  const active = call?.phase === 'active' ? call.id : null;
+  const activeRef = useRef(active);
+  activeRef.current = active;
+  const optionsRef = useRef(options);
+  optionsRef.current = options;
+
+  const [hold, setHold] = useState<MediaHold | null>(null);
+  useEffect(() => {
+    if (!active) return undefined;
+    const h = holdMedia(active, optionsRef.current);
+    setHold(h);
+    return () => {
+      h.release();
+      setHold((current) => (current === h ? null : current));
+    };
+  }, [active]);
+  const current = hold && hold.call === active ? hold : null;
+  const subscribe = useCallback((l: () => void) => (current ? current.subscribe(l) : noSubscription()), [current]);
+  const getSnapshot = useCallback(() => (current ? current.snapshot() : NO_MEDIA), [current]);
+  const snapshot = useSyncExternalStore(subscribe, getSnapshot, noMedia);
+  const [controls] = useState(() => mediaControls(() => activeRef.current));
+  return { ...snapshot, ...controls };
+}
+
+/** The props of `<CallVideo>`: a `<video>`'s, plus which call and which side. */
+export interface CallVideoProps extends VideoHTMLAttributes<HTMLVideoElement> {
+  /** The call (default: the page's active call). */
+  callId?: string | null;
+  /** Show this page's camera (muted, a preview) instead of the other participant. */
+  local?: boolean;
+}
+
+/** A `<video>` playing the other participant of the active call (or, with `local`, this
+ *  page's camera). It starts the call's media like `useMedia()`. */
+export function CallVideo({ callId, local = false, ...props }: CallVideoProps): ReactElement {
+  const { localStream, remoteStream } = useMedia(callId);
+  const stream = local ? localStream : remoteStream;
+  const ref = useRef<HTMLVideoElement>(null);
+  useIsomorphicLayoutEffect(() => {
+    const video = ref.current;
+    if (!video) return;
+    if (local) video.muted = true;
+    if (video.srcObject !== stream) video.srcObject = stream;
+  }, [stream, local]);
+  return createElement('video', {
+    autoPlay: true,
+    playsInline: true,
+    ...props,
+    muted: local || props.muted,
+    ref,
+    'data-holdfast-video': local ? 'local' : 'remote',
+  });
 }

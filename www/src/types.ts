@@ -6,13 +6,19 @@
 // with a comment on every field (ts-rs keeps no comments on enum variants), which
 // `fixtures/types/events-match.ts` checks is exactly the generated one.
 
-import type { Call, ClientSnapshot, ConnectionState, RejoinOffer, RejoinWithdrawn } from './generated/client.js';
+import type {
+  Call, ClientSnapshot, ConnectionState, FailureReason, RejoinOffer, RejoinWithdrawn,
+} from './generated/client.js';
 import type { EndReason, ErrorCode, Peer, PresenceEntry } from './generated/protocol.js';
+import type { CallElsewhere } from './locks.js';
+
+export type { CallElsewhere } from './locks.js';
 
 export type { EndReason, ErrorCode, LinkState, Peer, PresenceEntry, PresenceStatus } from './generated/protocol.js';
 
 export type {
-  Call, CallPhase, ClientErrorCode, ConnectionState, RejoinOffer, RejoinWithdrawn,
+  Call, CallPhase, ClientErrorCode, ConnectionFailure, ConnectionState, FailureReason, RejoinOffer,
+  RejoinWithdrawn,
 } from './generated/client.js';
 
 /** Every event, discriminated by `type`; `client.on(type, handler)` gets one kind. */
@@ -55,6 +61,31 @@ export type HoldfastEvent =
       type: 'session-lost';
       /** Sent messages the server may or may not have handled, which were dropped. */
       unconfirmed: number;
+    }
+  | {
+      /** A connection attempt failed before the server's welcome, and why; reported once
+       *  per attempt, within about a second. The snapshot's `lastFailure` holds the same
+       *  fields until the next connect. */
+      type: 'connection-failed';
+      /** `unreachable` (nothing answered), `not-found` (no Holdfast server at that URL),
+       *  `auth-failed` (the token was refused), `version` (another protocol version),
+       *  `timeout` (no socket or welcome within `connectTimeoutMs`) or `refused` (the
+       *  server refused with another `code`). */
+      reason: FailureReason;
+      /** The server's error code, when it gave one (`auth-failed`, `token-expired`,
+       *  `unsupported-version`, `too-many-sessions`, …). */
+      code: ErrorCode | null;
+      /** What happened, for people (match on `reason` and `code`). */
+      message: string;
+      /** Which attempt failed (1 for the first of a streak). */
+      attempt: number;
+      /** When it failed (epoch ms). */
+      at: number;
+      /** Whether the client tries again by itself (`false` after `auth-failed` or
+       *  `version`, or when it gave up). */
+      willRetry: boolean;
+      /** When the next attempt goes (epoch ms), if one is scheduled. */
+      nextAttemptAt: number | null;
     }
   | {
       /** The browser went offline; the client reconnects when it is back online. */
@@ -217,6 +248,9 @@ type Frozen<T> = { readonly [K in keyof T]: T[K] extends Array<infer U> ? readon
 export interface Snapshot extends Frozen<ClientSnapshot> {
   /** The first pending rejoin, for the common one-call case. */
   readonly pendingRejoin: RejoinOffer | null;
+  /** Calls this person holds live in another tab of this browser (`moveHere()` takes
+   *  one), sorted by id. */
+  readonly elsewhere: readonly CallElsewhere[];
 }
 
 /** The options of `connect()`. */
@@ -237,6 +271,9 @@ export interface ConnectOptions {
   /** Stop reconnecting (state `gave-up`) after this long without a session (default
    *  120000 ms). */
   giveUpAfterMs?: number;
+  /** How long one attempt may take to open the socket and get the server's welcome
+   *  before it fails with `connection-failed` reason `timeout` (default 5000 ms). */
+  connectTimeoutMs?: number;
   /** Where the `.wasm` file is, if not next to this package's files. */
   wasmUrl?: string | URL;
 }

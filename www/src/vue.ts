@@ -5,11 +5,14 @@
 
 import {
   computed,
+  defineComponent,
+  h,
   isRef,
   onScopeDispose,
   shallowRef,
   watch,
   type ComputedRef,
+  type DefineComponent,
   type Ref,
   type ShallowRef,
 } from 'vue';
@@ -32,9 +35,20 @@ import {
   type EventName,
   type HoldfastState,
 } from './bindings.js';
+import {
+  NO_MEDIA,
+  holdMedia,
+  mediaControls,
+  type MediaControls,
+  type MediaHold,
+  type MediaSnapshot,
+  type MediaViewState,
+  type UseMediaOptions,
+} from './media-bindings.js';
 import type { Call, Peer, RejoinOffer } from './index.js';
 
 export type { CallActions, CallEndReason, CallStatus, EventFor, EventName, HoldfastState } from './bindings.js';
+export type { MediaControls, MediaSnapshot, MediaViewState, UseMediaOptions } from './media-bindings.js';
 
 /** The page's client state as a shallow ref: connection `state` (`idle` until
  *  `connect()` resolves), `user`, `calls`, `presence`, `pendingRejoin`, and the
@@ -180,3 +194,124 @@ export function useRejoinPrompt(): RejoinPromptRefs {
 export function useHoldfastEvent<K extends EventName>(name: K, handler: (event: EventFor<K>) => void): void {
   if (inBrowser) onScopeDispose(onEvent(name, handler));
 }
+
+/** A call's media as refs, with its controls; destructure freely. */
+export interface MediaRefs extends MediaControls {
+  /** The call whose media this is (`null`: no active call). */
+  call: ComputedRef<string | null>;
+  /** `none` without an active call, else the media's state. */
+  state: ComputedRef<MediaViewState>;
+  /** The camera and microphone being sent. */
+  localStream: ComputedRef<MediaStream | null>;
+  /** The other participant's audio and video, once a track arrived. */
+  remoteStream: ComputedRef<MediaStream | null>;
+  /** The microphone is muted. */
+  audioMuted: ComputedRef<boolean>;
+  /** The camera is off. */
+  videoMuted: ComputedRef<boolean>;
+  /** The cameras the browser lists. */
+  cameras: ComputedRef<readonly MediaDeviceInfo[]>;
+  /** The microphones the browser lists. */
+  microphones: ComputedRef<readonly MediaDeviceInfo[]>;
+  /** The `deviceId` of the camera being sent. */
+  camera: ComputedRef<string | null>;
+  /** The `deviceId` of the microphone being sent. */
+  microphone: ComputedRef<string | null>;
+  /** The last failure (`media-unavailable`, `media-failed`, …). */
+  error: ComputedRef<MediaSnapshot['error']>;
+}
+
+/** The media of the active call `callId` (a value, ref or getter; default: the page's
+ *  active call): it opens the camera and microphone when the call is active (also after a
+ *  rejoin), attaches them (`attachMedia()`), and gives the `localStream`, the
+ *  `remoteStream`, the media `state`, mute and device choice, and `reconnectMedia()`.
+ *  Every component showing the same call shares one session; when the last scope ends,
+ *  or the call ends, the media closes and the tracks it opened stop. */
+export function useMedia(callId?: CallIdSource, options: UseMediaOptions = {}): MediaRefs {
+  const hf = useHoldfast();
+  const active = computed(() => {
+    const c = pickCall(hf.value.calls, read(callId));
+    return c?.phase === 'active' ? c.id : null;
+  });
+  const snap = shallowRef<MediaSnapshot>(NO_MEDIA);
+  if (inBrowser) {
+    let hold: MediaHold | null = null;
+    let unsubscribe = () => {};
+    const drop = () => {
+      unsubscribe();
+      unsubscribe = () => {};
+      hold?.release();
+      hold = null;
+    };
+    watch(
+      active,
+      (id) => {
+        drop();
+        snap.value = NO_MEDIA;
+        if (!id) return;
+        const held = holdMedia(id, options);
+        hold = held;
+        snap.value = held.snapshot();
+        unsubscribe = held.subscribe(() => (snap.value = held.snapshot()));
+      },
+      { immediate: true, flush: 'sync' },
+    );
+    onScopeDispose(drop);
+  }
+  const field = <K extends keyof MediaSnapshot>(k: K) => computed(() => snap.value[k]);
+  return {
+    ...mediaControls(() => active.value),
+    call: field('call'),
+    state: field('state'),
+    localStream: field('localStream'),
+    remoteStream: field('remoteStream'),
+    audioMuted: field('audioMuted'),
+    videoMuted: field('videoMuted'),
+    cameras: field('cameras'),
+    microphones: field('microphones'),
+    camera: field('camera'),
+    microphone: field('microphone'),
+    error: field('error'),
+  };
+}
+
+/** The props of `<CallVideo>`. */
+export interface CallVideoProps {
+  /** The call (default: the page's active call). */
+  callId?: string;
+  /** Show this page's camera (muted, a preview) instead of the other participant. */
+  local?: boolean;
+}
+
+/** A `<video>` playing the other participant of the active call (or, with `local`, this
+ *  page's camera). It starts the call's media like `useMedia()`. */
+export const CallVideo: DefineComponent<CallVideoProps> = defineComponent({
+  name: 'CallVideo',
+  props: {
+    /** The call (default: the page's active call). */
+    callId: { type: String, default: undefined },
+    /** Show this page's camera (muted, a preview) instead of the other participant. */
+    local: { type: Boolean, default: false },
+  },
+  setup(props) {
+    const { localStream, remoteStream } = useMedia(() => props.callId);
+    const el = shallowRef<HTMLVideoElement | null>(null);
+    watch(
+      [() => (props.local ? localStream.value : remoteStream.value), el],
+      ([stream, video]) => {
+        if (!video) return;
+        if (props.local) video.muted = true;
+        if (video.srcObject !== stream) video.srcObject = stream;
+      },
+      { flush: 'post', immediate: true },
+    );
+    return () =>
+      h('video', {
+        ref: el,
+        autoplay: true,
+        playsinline: true,
+        muted: props.local,
+        'data-holdfast-video': props.local ? 'local' : 'remote',
+      });
+  },
+});

@@ -99,22 +99,59 @@ export async function storedRecord(page: Page, call: string, who: Person): Promi
 
 // ------------------------------------------------------------ own server
 
-/** A holdfast-server process of the test's own (in-memory store, the same short windows
- *  as playwright.config.ts), that the test can kill and start again on the same port. */
+/** A free TCP port on 127.0.0.1 (the kernel's choice). */
+async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise<number>((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as import('node:net').AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** A throwaway `redis-server` of the test's own: loopback, a free port, nothing saved. */
+export class ThrowawayRedis {
+  private constructor(
+    private readonly proc: import('node:child_process').ChildProcess,
+    readonly port: number,
+  ) {}
+
+  static async start(): Promise<ThrowawayRedis> {
+    const { spawn } = await import('node:child_process');
+    const port = await freePort();
+    const proc = spawn('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    ], { stdio: 'ignore' });
+    const net = await import('node:net');
+    await expect.poll(() => new Promise<boolean>((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); resolve(true); });
+      c.on('error', () => resolve(false));
+    }), { timeout: 10_000, message: 'redis-server up' }).toBe(true);
+    return new ThrowawayRedis(proc, port);
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async stop(): Promise<void> {
+    const gone = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGKILL');
+    await gone;
+  }
+}
+
+/** A holdfast-server process of the test's own (the same short windows as
+ *  playwright.config.ts; in-memory state unless `store` names a Redis), that the test
+ *  can kill or stop and start again on the same port. */
 export class OwnServer {
   private proc: import('node:child_process').ChildProcess | null = null;
-  private constructor(readonly port: number) {}
+  private constructor(readonly port: number, private readonly store: string) {}
 
-  static async start(): Promise<OwnServer> {
-    const net = await import('node:net');
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as import('node:net').AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
-    const server = new OwnServer(port);
+  static async start(opts: { store?: string } = {}): Promise<OwnServer> {
+    const server = new OwnServer(await freePort(), opts.store ?? 'memory');
     await server.spawn();
     return server;
   }
@@ -132,11 +169,11 @@ export class OwnServer {
       '--dev', '--test-hooks', '--listen', `127.0.0.1:${this.port}`, '--static-dir', root,
       '--heartbeat-interval', '500ms', '--heartbeat-timeout', '1500ms', '--resume-window', '20s',
       '--grace', '8s', '--grace-kinds', 'quick=3s,long=20s', '--ring-timeout', '6s',
-      '--ring-detach-grace', '1500ms',
+      '--ring-detach-grace', '1500ms', '--store', this.store,
     ], { stdio: 'ignore' });
     await expect.poll(async () => {
       try {
-        return (await fetch(`${this.url}/healthz`)).ok;
+        return (await fetch(`${this.url}/readyz`)).ok; // with Redis: once the state is loaded
       } catch {
         return false;
       }
@@ -150,6 +187,17 @@ export class OwnServer {
     this.proc = null;
     const gone = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGKILL');
+    await gone;
+  }
+
+  /** SIGTERM: a graceful restart (with a durable store, clients are told to resume at
+   *  once and no call ends). Waits for the process to exit. */
+  async terminate(): Promise<void> {
+    const proc = this.proc;
+    if (!proc) return;
+    this.proc = null;
+    const gone = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
     await gone;
   }
 

@@ -1,5 +1,6 @@
 //! What the client engine tells the app.
 
+use super::failure::ConnectionFailure;
 use super::rejoin::{RejoinOffer, RejoinWithdrawn};
 use super::types::ClientCall;
 use crate::protocol::*;
@@ -8,7 +9,11 @@ use serde::Serialize;
 /// Something the app should know. Serialises to the JS event objects
 /// (`{ type: "call-ended", call, reason }`, fields in camelCase).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "HoldfastEvent"))]
+#[cfg_attr(
+    all(test, not(target_arch = "wasm32")),
+    derive(ts_rs::TS),
+    ts(rename = "HoldfastEvent")
+)]
 #[serde(
     tag = "type",
     rename_all = "kebab-case",
@@ -42,6 +47,10 @@ pub enum Event {
     SessionLost {
         unconfirmed: usize,
     },
+    /// A connection attempt failed before the server's welcome, and why. Every such
+    /// attempt is reported once, within about a second (see
+    /// [`super::ClientConfig::probe_timeout_ms`]).
+    ConnectionFailed(ConnectionFailure),
     Offline,
     GaveUp,
     AuthFailed {
@@ -92,7 +101,7 @@ pub enum Event {
     Signal {
         call: CallId,
         from: UserId,
-        #[cfg_attr(test, ts(type = "unknown"))]
+        #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(type = "unknown"))]
         payload: serde_json::Value,
     },
     RejoinAvailable {

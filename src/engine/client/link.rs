@@ -2,7 +2,7 @@
 //! the browser going offline and coming back, the page waking, the heartbeat that
 //! finds a dead link, and fatal errors from the server.
 
-use super::{CallPhase, ConnectionState};
+use super::{CallPhase, ConnectionState, FailureReason};
 use super::{ClientEngine, Event, Io, LinkId, Timer};
 use crate::engine::liveness::Check;
 use crate::engine::reliable::Received;
@@ -165,8 +165,17 @@ impl ClientEngine {
         if self.logout_pending() {
             return self.bye_link_gone();
         }
+        let before_welcome = self.link.is_some_and(|(_, p)| p != LinkPhase::Ready);
+        let attempting = matches!(
+            self.state,
+            ConnectionState::Connecting | ConnectionState::Reconnecting
+        );
+        let attempt = self.backoff.attempt;
         self.link = None;
         self.link_lost(now);
+        if before_welcome && attempting {
+            self.attempt_failed(link, attempt, now);
+        }
     }
 
     /// A frame that could not be decoded arrived on `link`.
@@ -405,6 +414,9 @@ impl ClientEngine {
             });
             return;
         }
+        let before_welcome = !self.ready();
+        let attempt = self.backoff.attempt;
+        let refusal = before_welcome.then(|| e.message.clone());
         self.abandon_link();
         match code {
             ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::UnsupportedVersion => {
@@ -412,8 +424,15 @@ impl ClientEngine {
                 self.next_attempt_at = None;
                 self.events.push_back(Event::AuthFailed {
                     code,
-                    message: e.message,
+                    message: e.message.clone(),
                 });
+                let reason = if code == ErrorCode::UnsupportedVersion {
+                    FailureReason::Version
+                } else {
+                    FailureReason::AuthFailed
+                };
+                self.attempt_refused(reason, Some(code), e.message, attempt, now);
+                return;
             }
             ErrorCode::ServerRestarting => {
                 // The server keeps our session and is coming straight back: resume at
@@ -452,6 +471,9 @@ impl ClientEngine {
                     self.link_lost(now);
                 }
             }
+        }
+        if let Some(message) = refusal {
+            self.attempt_refused(FailureReason::Refused, Some(code), message, attempt, now);
         }
     }
 }

@@ -65,6 +65,8 @@ impl ClientEngine {
         self.timers.clear();
         self.session = None;
         self.state = ConnectionState::LoggedOut;
+        // A failed attempt's probe no longer matters.
+        self.probe = None;
         self.events.push_back(Event::LoggedOut);
         match (ready, goodbye) {
             (Some(link), Some(goodbye)) => {

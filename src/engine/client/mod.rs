@@ -5,13 +5,14 @@
 //! - socket life: [`ClientEngine::handle_open`], [`ClientEngine::handle_frame`],
 //!   [`ClientEngine::handle_bad_frame`], [`ClientEngine::handle_close`], each tagged with
 //!   the [`LinkId`] the engine asked for, so late events of an abandoned socket are ignored;
+//! - the answer to an HTTP probe of a failed attempt: [`ClientEngine::handle_probe_result`];
 //! - time: [`ClientEngine::handle_timeout`];
 //! - the page: [`ClientEngine::handle_online`], [`ClientEngine::handle_wake`] (visible /
 //!   pageshow), [`ClientEngine::handle_pagehide`];
 //! - stored rejoin records at start-up: [`ClientEngine::load_rejoin_records`];
 //! - the app's commands: [`ClientEngine::call`], [`ClientEngine::accept`], …
 //!
-//! and drains [`ClientEngine::poll_io`] (open/close a socket), [`ClientEngine::poll_transmit`]
+//! and drains [`ClientEngine::poll_io`] (open/close a socket, probe a failed one), [`ClientEngine::poll_transmit`]
 //! (frames for the current socket), [`ClientEngine::poll_event`] (for the app),
 //! [`ClientEngine::poll_storage`] (rejoin records to write or delete) and
 //! [`ClientEngine::poll_timeout`].
@@ -20,7 +21,7 @@
 //! rejoin deadlines written to storage stay meaningful after a reload.
 //!
 //! One file per behaviour: `link.rs` (the socket's life, reconnecting, the heartbeat),
-//! `backoff.rs` (when the next attempt goes), `session.rs` (hello, welcome, resume or a
+//! `backoff.rs` (when the next attempt goes), `failure.rs` (why an attempt failed), `session.rs` (hello, welcome, resume or a
 //! new session reconciled from the server's snapshot, and the exactly-once message
 //! flow), `calls.rs` (the active-call map and the commands on it), `rejoin.rs` (rejoin
 //! records, offers and their countdown) and `presence.rs`. Public types live in
@@ -29,6 +30,7 @@
 mod backoff;
 mod calls;
 mod events;
+mod failure;
 mod link;
 mod logout;
 mod presence;
@@ -37,6 +39,7 @@ mod session;
 mod types;
 
 pub use events::Event;
+pub use failure::{ConnectionFailure, FailureReason, ProbeResult};
 pub use logout::Goodbye;
 pub use rejoin::{RejoinOffer, RejoinRecord, RejoinWithdrawn, REJOIN_RECORD_VERSION};
 pub use types::{
@@ -66,6 +69,8 @@ enum Timer {
     ByeAnswer,
     /// An invite's answer is due.
     Request,
+    /// The driver's probe of a failed attempt is due.
+    Probe,
 }
 
 /// The client engine. See the module documentation.
@@ -99,6 +104,10 @@ pub struct ClientEngine {
     rejoins: Rejoins,
     logout: logout::Logout,
     presence: BTreeMap<UserId, PresenceEntry>,
+    /// A failed attempt waiting for the driver's HTTP probe.
+    probe: Option<failure::PendingProbe>,
+    /// The last failed attempt, until the next welcome.
+    last_failure: Option<ConnectionFailure>,
     timers: TimerQueue<Timer>,
     io: VecDeque<Io>,
     transmit: VecDeque<ClientFrame>,
@@ -128,6 +137,8 @@ impl ClientEngine {
             rejoins: Rejoins::default(),
             logout: logout::Logout::default(),
             presence: BTreeMap::new(),
+            probe: None,
+            last_failure: None,
             timers: TimerQueue::default(),
             io: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -227,11 +238,26 @@ impl ClientEngine {
                         if phase != LinkPhase::Ready
                             && now >= self.liveness.last_heard() + self.config.connect_timeout_ms
                         {
+                            let attempt = self.backoff.attempt;
                             self.abandon_link();
                             self.link_lost(now);
+                            let waited = self.config.connect_timeout_ms;
+                            let message = if phase == LinkPhase::Opening {
+                                format!("the socket did not open within {waited} ms")
+                            } else {
+                                format!("the server's welcome did not arrive within {waited} ms")
+                            };
+                            self.attempt_refused(
+                                FailureReason::Timeout,
+                                None,
+                                message,
+                                attempt,
+                                now,
+                            );
                         }
                     }
                 }
+                Timer::Probe => self.probe_timed_out(now),
                 Timer::Heartbeat => self.heartbeat(now),
                 Timer::Countdown => self.countdown(now),
                 Timer::ByeAnswer => self.bye_by_other_means(now),

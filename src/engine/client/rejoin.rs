@@ -36,7 +36,7 @@ pub const REJOIN_RECORD_VERSION: u32 = 1;
 
 /// A rejoin the app may offer to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct RejoinOffer {
     /// The call's id.
@@ -53,7 +53,7 @@ pub struct RejoinOffer {
 
 /// Why a rejoin offer went away without the user choosing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum RejoinWithdrawn {
     /// The call ended while we were away (see the call-ended event's reason).

@@ -183,6 +183,7 @@ impl ClientEngine {
             return;
         };
         self.link = Some((link, LinkPhase::Ready));
+        self.clear_failure();
         // The server read its clock somewhere between our hello and this welcome: the
         // midpoint keeps the error within half a round trip, so both sides count down
         // to (nearly) the same instant.

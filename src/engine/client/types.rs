@@ -1,6 +1,7 @@
 //! The client engine's public types, except its events (see `events.rs`) and the
 //! rejoin records (see `rejoin.rs`).
 
+use super::failure::ConnectionFailure;
 use super::rejoin::{RejoinOffer, RejoinRecord};
 use crate::protocol::*;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub struct ClientConfig {
     pub give_up_after_ms: u64,
     /// How long to wait for a socket to open and the welcome to arrive.
     pub connect_timeout_ms: u64,
+    /// How long the driver's HTTP probe of a failed attempt ([`Io::Probe`]) may take
+    /// before the failure is reported as `unreachable` anyway.
+    pub probe_timeout_ms: u64,
     /// Heartbeat timers used until a welcome announces the server's.
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
@@ -61,6 +65,7 @@ impl ClientConfig {
             backoff_max_ms: 5_000,
             give_up_after_ms: 120_000,
             connect_timeout_ms: 5_000,
+            probe_timeout_ms: 800,
             heartbeat_interval_ms: 1_500,
             heartbeat_timeout_ms: 4_500,
             rejoin_refresh_ms: 5_000,
@@ -101,7 +106,7 @@ fn json_bytes(_: &ClientMsg) -> usize {
 
 /// The connection state the app sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum ConnectionState {
     /// `connect()` not called yet.
@@ -129,6 +134,10 @@ pub enum Io {
     Open(LinkId),
     /// Close this socket. No more events for it are needed.
     Close(LinkId),
+    /// This socket failed before the server's welcome: find out over HTTP why (see
+    /// [`super::ProbeResult`]) and report it with
+    /// [`super::ClientEngine::handle_probe_result`].
+    Probe(LinkId),
 }
 
 /// A storage change the driver must persist.
@@ -140,7 +149,7 @@ pub enum StorageOp {
 
 /// This page's role and view of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum CallPhase {
     /// We invited; the peer's phone is ringing.
@@ -164,7 +173,11 @@ impl CallPhase {
 
 /// A call in this page's active-call map. Times are epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Call"))]
+#[cfg_attr(
+    all(test, not(target_arch = "wasm32")),
+    derive(ts_rs::TS),
+    ts(rename = "Call")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCall {
     /// The call's id (the same at both ends).
@@ -176,7 +189,7 @@ pub struct ClientCall {
     /// The app's call kind from the invite (it picks the grace window), or `null`.
     pub kind: Option<String>,
     /// The app's JSON data from the invite (`null` when none was given).
-    #[cfg_attr(test, ts(type = "unknown"))]
+    #[cfg_attr(all(test, not(target_arch = "wasm32")), ts(type = "unknown"))]
     pub metadata: Option<serde_json::Value>,
     /// How long either side may be away before the call ends `reconnect-failed`.
     pub grace_ms: u64,
@@ -191,7 +204,7 @@ pub struct ClientCall {
 /// What the browser driver hands to JavaScript as the client's state (the facade adds
 /// `pendingRejoin` and freezes it).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[cfg_attr(test, derive(ts_rs::TS))]
+#[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ClientSnapshot {
     /// The connection's state.
@@ -208,6 +221,9 @@ pub struct ClientSnapshot {
     pub presence: Vec<PresenceEntry>,
     /// Calls this page may rejoin, soonest deadline first.
     pub pending_rejoins: Vec<RejoinOffer>,
+    /// The last failed connection attempt (as in its `connection-failed` event), until
+    /// the next welcome.
+    pub last_failure: Option<ConnectionFailure>,
     /// When the snapshot was taken (epoch ms).
     pub now: u64,
 }

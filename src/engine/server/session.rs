@@ -257,11 +257,28 @@ impl<S: Store> ServerEngine<S> {
 
     /// Logout: the calls this session holds end, then the session is forgotten.
     pub(super) fn bye(&mut self, conn: ConnId, sid: &str, now: u64) {
-        if !self.end_session(sid, now) {
-            return;
+        if self.end_session(sid, now) {
+            self.answer_bye(conn);
         }
-        // The acknowledgement: the calls have ended and the session is gone. The page
-        // may go away now (it waits for this before unloading).
+    }
+
+    /// A logout that could not go over the socket (the page's fallback request, see
+    /// [`ServerEngine::handle_bye_request`]): the same as a `bye`, and the session's
+    /// socket, if one is still attached, is closed.
+    pub(super) fn bye_without_socket(&mut self, sid: &str, now: u64) {
+        let conn = self.store.session(sid).and_then(|s| s.conn);
+        if self.end_session(sid, now) {
+            // A socket that only lost its way up can still carry the answer down.
+            if let Some(conn) = conn {
+                self.answer_bye(conn);
+            }
+        }
+    }
+
+    /// The acknowledgement of a logout: the calls have ended and the session is gone,
+    /// so the page may go away now (it waits for this before unloading); then the
+    /// socket closes.
+    fn answer_bye(&mut self, conn: ConnId) {
         self.out.push_back(Output::Send {
             conn,
             frame: ServerFrame::Bye,
@@ -271,28 +288,6 @@ impl<S: Store> ServerEngine<S> {
             conn,
             reason: CloseReason::Bye,
         });
-    }
-
-    /// A logout that could not go over the socket (the page's fallback request, see
-    /// [`ServerEngine::handle_bye_request`]): the same as a `bye`, and the session's
-    /// socket, if one is still attached, is closed.
-    pub(super) fn bye_without_socket(&mut self, sid: &str, now: u64) {
-        let conn = self.store.session(sid).and_then(|s| s.conn);
-        if !self.end_session(sid, now) {
-            return;
-        }
-        if let Some(conn) = conn {
-            // A socket that only lost its way up can still carry the answer down.
-            self.out.push_back(Output::Send {
-                conn,
-                frame: ServerFrame::Bye,
-            });
-            self.conns.remove(&conn);
-            self.out.push_back(Output::Close {
-                conn,
-                reason: CloseReason::Bye,
-            });
-        }
     }
 
     /// Logout: ends the calls this session holds (and a ringing call offered to no

@@ -85,10 +85,51 @@ remainingMs: number, };
 export type RejoinWithdrawn = "call-ended" | "held-elsewhere" | "declined" | "denied";
 
 /**
+ * Why a connection attempt failed.
+ */
+export type FailureReason = "unreachable" | "not-found" | "auth-failed" | "version" | "timeout" | "refused";
+
+/**
+ * One failed connection attempt, as the app sees it (the `connection-failed` event and
+ * the snapshot's `lastFailure`). Times are local epoch milliseconds.
+ */
+export type ConnectionFailure = { 
+/**
+ * Why it failed (see [`FailureReason`]).
+ */
+reason: FailureReason, 
+/**
+ * The server's error code, when it gave one (`auth-failed`, `token-expired`,
+ * `unsupported-version`, `too-many-sessions`, …).
+ */
+code: ErrorCode | null, 
+/**
+ * What happened, for people (not for matching: use `reason` and `code`).
+ */
+message: string, 
+/**
+ * Which attempt failed (1 for the first of a streak).
+ */
+attempt: number, 
+/**
+ * When it failed.
+ */
+at: number, 
+/**
+ * Whether the client will try again by itself (false after `auth-failed`,
+ * `version`, or when it gave up; true while offline: it tries when back online).
+ */
+willRetry: boolean, 
+/**
+ * When the next attempt goes, if one is scheduled.
+ */
+nextAttemptAt: number | null, };
+
+/**
  * Something the app should know. Serialises to the JS event objects
  * (`{ type: "call-ended", call, reason }`, fields in camelCase).
  */
-export type HoldfastEvent = { "type": "connecting", attempt: number, } | { "type": "reconnecting", attempt: number, } | { "type": "connected", session: string, user: Peer, } | { "type": "resumed", recovered: boolean, } | { "type": "disconnected", nextAttemptAt: number | null, } | { "type": "session-lost", unconfirmed: number, } | { "type": "offline" } | { "type": "gave-up" } | { "type": "auth-failed", code: ErrorCode, message: string, } | { "type": "logged-out" } | { "type": "presence", entries: Array<PresenceEntry>, } | { "type": "presence-changed", entry: PresenceEntry, } | { "type": "outgoing-call", re: number, call: Call, existing: boolean, } | { "type": "incoming-call", call: Call, } | { "type": "call-started", call: Call, rejoined: boolean, } | { "type": "participant-disconnected", call: string, user: string, deadline: number, remainingMs: number, } | { "type": "participant-reconnected", call: string, user: string, } | { "type": "call-ended", call: string, reason: EndReason, peer: Peer, } | { "type": "call-moved", call: string, } | { "type": "signal", call: string, from: string, payload: unknown, } | { "type": "rejoin-available", offer: RejoinOffer, } | { "type": "rejoin-countdown", call: string, remainingMs: number, } | { "type": "rejoin-expired", call: string, } | { "type": "rejoin-withdrawn", call: string, why: RejoinWithdrawn, } | { "type": "error", code: ErrorCode, message: string, re: number | null, };
+export type HoldfastEvent = { "type": "connecting", attempt: number, } | { "type": "reconnecting", attempt: number, } | { "type": "connected", session: string, user: Peer, } | { "type": "resumed", recovered: boolean, } | { "type": "disconnected", nextAttemptAt: number | null, } | { "type": "session-lost", unconfirmed: number, } | { "type": "connection-failed" } & ConnectionFailure | { "type": "offline" } | { "type": "gave-up" } | { "type": "auth-failed", code: ErrorCode, message: string, } | { "type": "logged-out" } | { "type": "presence", entries: Array<PresenceEntry>, } | { "type": "presence-changed", entry: PresenceEntry, } | { "type": "outgoing-call", re: number, call: Call, existing: boolean, } | { "type": "incoming-call", call: Call, } | { "type": "call-started", call: Call, rejoined: boolean, } | { "type": "participant-disconnected", call: string, user: string, deadline: number, remainingMs: number, } | { "type": "participant-reconnected", call: string, user: string, } | { "type": "call-ended", call: string, reason: EndReason, peer: Peer, } | { "type": "call-moved", call: string, } | { "type": "signal", call: string, from: string, payload: unknown, } | { "type": "rejoin-available", offer: RejoinOffer, } | { "type": "rejoin-countdown", call: string, remainingMs: number, } | { "type": "rejoin-expired", call: string, } | { "type": "rejoin-withdrawn", call: string, why: RejoinWithdrawn, } | { "type": "error", code: ErrorCode, message: string, re: number | null, };
 
 /**
  * What the browser driver hands to JavaScript as the client's state (the facade adds
@@ -123,6 +164,11 @@ presence: Array<PresenceEntry>,
  * Calls this page may rejoin, soonest deadline first.
  */
 pendingRejoins: Array<RejoinOffer>, 
+/**
+ * The last failed connection attempt (as in its `connection-failed` event), until
+ * the next welcome.
+ */
+lastFailure: ConnectionFailure | null, 
 /**
  * When the snapshot was taken (epoch ms).
  */
