@@ -100,6 +100,9 @@ pub struct ChaosReport {
     pub messages_lost: u64,
     pub messages_doubled: u64,
     pub ends_by_reason: BTreeMap<String, u64>,
+    /// Calls a page left by reloading while they rang (no rejoin token yet) and did not
+    /// take back: not counted as lost or stuck (see [`Ledger::abandoned`]).
+    pub calls_abandoned_by_reload: u64,
     /// Faults injected, by kind (link faults and reloads).
     pub faults: BTreeMap<String, u64>,
     /// A few examples of what the oracle counted, to start a diagnosis from.
@@ -134,6 +137,10 @@ impl ChaosReport {
         for (k, v) in rows {
             s += &format!("  {k:<18} {v}\n");
         }
+        s += &format!(
+            "  (calls left by a reload while ringing, not owed: {})\n",
+            self.calls_abandoned_by_reload
+        );
         s += "  ends by reason:\n";
         for (k, v) in &self.ends_by_reason {
             s += &format!("    {k:<16} {v}\n");
@@ -179,6 +186,22 @@ struct Ledger {
     faults: BTreeMap<String, u64>,
     samples: Vec<String>,
     sessions_lost: u64,
+    /// Per call: what each person did and saw with it, in order (to explain a count).
+    history: HashMap<CallId, Vec<String>>,
+    /// Per person: link-level happenings (faults, reloads, resumes, session losses).
+    person_log: HashMap<usize, Vec<String>>,
+    /// When the run started (history times are relative to it).
+    start: Option<Instant>,
+    /// (call, person): the person's page was reloaded and the new page does not hold
+    /// the call (yet): what the peer sends meanwhile goes to the dead page.
+    away: HashSet<(CallId, usize)>,
+    /// (call, person): reloaded while the call rang, so the new page has no rejoin
+    /// token for it (a ringing call has none), or soon after ending it while messages
+    /// were unacknowledged (the end may have died in the old page's outbox). Unless
+    /// that page takes it back by inviting the same person again, the call ends
+    /// `reconnect-failed` (or `cancelled`) when the server's window runs out: the
+    /// page never came back to it.
+    abandoned: HashSet<(CallId, usize)>,
 }
 
 impl Ledger {
@@ -187,6 +210,63 @@ impl Ledger {
             self.samples.push(s);
         }
     }
+
+    fn ms(&self) -> u128 {
+        self.start.map_or(0, |t| t.elapsed().as_millis())
+    }
+
+    /// Notes what happened to one call.
+    fn note(&mut self, call: &str, who: usize, generation: u64, what: String) {
+        let line = format!("{:>6} ms  {who}/g{generation}  {what}", self.ms());
+        let h = self.history.entry(call.to_owned()).or_default();
+        if h.len() < 400 {
+            h.push(line);
+        }
+    }
+
+    /// Notes what happened to one person's link or page.
+    fn note_person(&mut self, who: usize, generation: u64, what: String) {
+        let line = format!("{:>6} ms  {who}/g{generation}  {what}", self.ms());
+        let h = self.person_log.entry(who).or_default();
+        if h.len() < 2_000 {
+            h.push(line);
+        }
+    }
+
+    /// The history of one call and of both people's links, for a diagnosis.
+    fn explain(&self, call: &str) -> String {
+        let mut s = format!("history of call {call}:\n");
+        for line in self.history.get(call).into_iter().flatten() {
+            s += &format!("  {line}\n");
+        }
+        if let Some(v) = self.calls.get(call) {
+            for p in v.people.keys() {
+                s += &format!(" person {p}:\n");
+                for line in self.person_log.get(p).into_iter().flatten() {
+                    s += &format!("  {line}\n");
+                }
+            }
+        }
+        s
+    }
+}
+
+/// The call an event is about, if any.
+fn call_of(ev: &Event) -> Option<&str> {
+    Some(match ev {
+        Event::OutgoingCall { call, .. }
+        | Event::IncomingCall { call }
+        | Event::CallStarted { call, .. } => &call.id,
+        Event::ParticipantDisconnected { call, .. }
+        | Event::ParticipantReconnected { call, .. }
+        | Event::CallEnded { call, .. }
+        | Event::CallMoved { call }
+        | Event::RejoinCountdown { call, .. }
+        | Event::RejoinExpired { call }
+        | Event::RejoinWithdrawn { call, .. } => call,
+        Event::RejoinAvailable { offer } => &offer.call,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +286,11 @@ struct Person {
     ledger: Arc<Mutex<Ledger>>,
     people: usize,
     prefix: String,
+    /// How many times this person's tab was reloaded (the engine's generation).
+    generation: u64,
+    /// Calls this page ended itself (hang-up, cancel, decline), and when: a reload
+    /// with unacknowledged messages may have thrown the end away before it was sent.
+    local_ends: Vec<(CallId, Instant)>,
 }
 
 fn user_of(prefix: &str, idx: usize) -> String {
@@ -232,18 +317,20 @@ impl Person {
     }
 
     fn fault(&self, what: &str) {
-        *self
-            .ledger
+        let mut l = self.ledger.lock().expect("ledger");
+        *l.faults.entry(what.into()).or_default() += 1;
+        l.note_person(self.idx, self.generation, format!("fault: {what}"));
+    }
+
+    fn note(&self, call: &str, what: String) {
+        self.ledger
             .lock()
             .expect("ledger")
-            .faults
-            .entry(what.into())
-            .or_default() += 1;
+            .note(call, self.idx, self.generation, what);
     }
 
     async fn run(mut self, mut stage: watch::Receiver<Stage>) -> NativeClient {
-        let mut generation = 0;
-        let mut client = NativeClient::start(&self.url, self.config(generation), Vec::new());
+        let mut client = NativeClient::start(&self.url, self.config(0), Vec::new());
         // Numbered payload requests in flight: request seq -> (call, n).
         let mut requests: HashMap<u64, (CallId, u64)> = HashMap::new();
         let mut unblock_at: Option<Instant> = None;
@@ -253,7 +340,7 @@ impl Person {
         loop {
             if reload {
                 reload = false;
-                client = self.reload(client, &mut generation, &mut requests).await;
+                client = self.reload(client, &mut requests).await;
             }
             let now_stage = *stage.borrow_and_update();
             if now_stage == Stage::Stop {
@@ -341,22 +428,30 @@ impl Person {
             _ => {
                 for (id, phase) in calls.iter() {
                     let id = id.clone();
+                    let id2 = id.clone();
                     match phase {
                         CallPhase::Incoming => {
                             let r = self.pick(10);
                             if r < 7 {
-                                let _ = client.with(move |e, now| e.accept(&id, now)).await;
+                                let r = client.with(move |e, now| e.accept(&id, now)).await;
+                                self.note(&id2, format!("accept: {r:?}"));
                             } else if r < 9 {
-                                let _ = client.with(move |e, now| e.decline(&id, now)).await;
+                                let r = client.with(move |e, now| e.decline(&id, now)).await;
+                                self.note(&id2, format!("decline: {r:?}"));
+                                self.local_ends.push((id2, Instant::now()));
                             } // else: let it ring out (no-answer)
                             return false;
                         }
                         CallPhase::Outgoing if self.chance(0.1) => {
-                            let _ = client.with(move |e, now| e.hangup(&id, now)).await;
+                            let r = client.with(move |e, now| e.hangup(&id, now)).await;
+                            self.note(&id2, format!("cancel: {r:?}"));
+                            self.local_ends.push((id2, Instant::now()));
                             return false;
                         }
                         CallPhase::Active if self.chance(0.06) => {
-                            let _ = client.with(move |e, now| e.hangup(&id, now)).await;
+                            let r = client.with(move |e, now| e.hangup(&id, now)).await;
+                            self.note(&id2, format!("hang up: {r:?}"));
+                            self.local_ends.push((id2, Instant::now()));
                             return false;
                         }
                         _ => {}
@@ -369,10 +464,13 @@ impl Person {
                         self.pick(self.people as u64) as usize
                     };
                     if peer != self.idx {
+                        let who = peer;
                         let peer = user_of(&self.prefix, peer);
-                        let _ = client
+                        let r = client
                             .with(move |e, now| e.call(&peer, None, None, now))
                             .await;
+                        let mut l = self.ledger.lock().expect("ledger");
+                        l.note_person(self.idx, self.generation, format!("invite {who}: {r:?}"));
                     }
                 }
                 false
@@ -384,15 +482,30 @@ impl Person {
     async fn reload(
         &mut self,
         client: NativeClient,
-        generation: &mut u64,
         requests: &mut HashMap<u64, (CallId, u64)>,
     ) -> NativeClient {
         let me = self.idx;
         let records: Vec<RejoinRecord> = client.records().await;
+        let held: Vec<(CallId, String)> = client
+            .with(|e, _| {
+                e.calls()
+                    .map(|c| (c.id.clone(), c.peer.id.clone()))
+                    .collect()
+            })
+            .await;
         let unacked = client.with(|e, _| e.unacked_len()).await;
         client.close_tab().await;
         {
             let mut l = self.ledger.lock().expect("ledger");
+            let calls: Vec<&str> = records.iter().map(|r| r.call.as_str()).collect();
+            l.note_person(
+                me,
+                self.generation,
+                format!("reload with records {calls:?}, {unacked} unacknowledged"),
+            );
+            for r in &records {
+                l.note(&r.call, me, self.generation, "reload: record kept".into());
+            }
             // Payloads still in the old engine's outbox may or may not have reached
             // the server (the newest `unacked` requests).
             let mut mine: Vec<(u64, (CallId, u64))> = requests.drain().collect();
@@ -402,20 +515,58 @@ impl Person {
                     s.uncertain.insert(*n);
                 }
             }
-            // Payloads relayed to the old page may have died with it: the peer's,
-            // from the first not yet seen up to what it sends until the rejoin lands
-            // (generous: a peer sends about two a second).
-            for r in &records {
-                if let Some(peer) = idx_of(&self.prefix, &r.peer.id) {
-                    let s = l.streams.entry((r.call.clone(), peer)).or_default();
-                    for n in s.highest + 1..=s.sent + 40 {
-                        s.uncertain.insert(n);
+            // Payloads relayed to the old page may have died with it: the peer's
+            // not yet seen, and (see `send_payloads`) what it sends until the new page
+            // holds the call again.
+            let mut calls: Vec<(CallId, String, bool)> = records
+                .iter()
+                .map(|r| (r.call.clone(), r.peer.id.clone(), true))
+                .collect();
+            for (call, peer) in held {
+                if !calls.iter().any(|(c, _, _)| *c == call) {
+                    calls.push((call, peer, false));
+                }
+            }
+            // Ends this page sent lately that may still have been in its outbox: the
+            // server (and the peer) may never hear them.
+            self.local_ends
+                .retain(|(_, at)| at.elapsed() < Duration::from_secs(30));
+            if unacked > 0 {
+                for (call, _) in &self.local_ends {
+                    let peer = l
+                        .calls
+                        .get(call)
+                        .and_then(|v| v.people.keys().find(|p| **p != me).copied());
+                    if let Some(peer) = peer {
+                        if !calls.iter().any(|(c, _, _)| c == call) {
+                            calls.push((call.clone(), user_of(&self.prefix, peer), false));
+                        }
                     }
                 }
             }
+            self.local_ends.clear();
+            for (call, peer, recorded) in calls {
+                let Some(peer) = idx_of(&self.prefix, &peer) else {
+                    continue;
+                };
+                let s = l.streams.entry((call.clone(), peer)).or_default();
+                for n in s.highest + 1..=s.sent {
+                    s.uncertain.insert(n);
+                }
+                l.away.insert((call.clone(), me));
+                if !recorded {
+                    l.note(
+                        &call,
+                        me,
+                        self.generation,
+                        "reload: no record (it rang, or its end may not have been sent)".into(),
+                    );
+                    l.abandoned.insert((call, me));
+                }
+            }
         }
-        *generation += 1;
-        NativeClient::start(&self.url, self.config(*generation), records)
+        self.generation += 1;
+        NativeClient::start(&self.url, self.config(self.generation), records)
     }
 
     async fn send_payloads(
@@ -423,15 +574,16 @@ impl Person {
         client: &NativeClient,
         requests: &mut HashMap<u64, (CallId, u64)>,
     ) {
-        let active: Vec<CallId> = client
+        let active: Vec<(CallId, String)> = client
             .with(|e, _| {
                 e.calls()
                     .filter(|c| c.phase == CallPhase::Active)
-                    .map(|c| c.id.clone())
+                    .map(|c| (c.id.clone(), c.peer.id.clone()))
                     .collect()
             })
             .await;
-        for call in active {
+        for (call, peer) in active {
+            let peer = idx_of(&self.prefix, &peer);
             let n = {
                 let mut l = self.ledger.lock().expect("ledger");
                 let s = l.streams.entry((call.clone(), self.idx)).or_default();
@@ -441,9 +593,20 @@ impl Person {
             let sent = client
                 .with(move |e, now| e.send(&id, json!({ "n": n }), now))
                 .await;
+            let mut l = self.ledger.lock().expect("ledger");
+            l.note(
+                &call,
+                self.idx,
+                self.generation,
+                format!("send {n}: {sent:?}"),
+            );
             if let Ok(re) = sent {
-                let mut l = self.ledger.lock().expect("ledger");
-                l.streams.entry((call.clone(), self.idx)).or_default().sent = n;
+                let away = peer.is_some_and(|p| l.away.contains(&(call.clone(), p)));
+                let s = l.streams.entry((call.clone(), self.idx)).or_default();
+                s.sent = n;
+                if away {
+                    s.uncertain.insert(n);
+                }
                 requests.insert(re, (call, n));
                 if requests.len() > 512 {
                     // Old requests were answered long ago; keep the map small.
@@ -477,6 +640,43 @@ impl Person {
         stage: Stage,
     ) {
         let me = self.idx;
+        {
+            let mut l = self.ledger.lock().expect("ledger");
+            let g = self.generation;
+            match &ev {
+                Event::Signal {
+                    call,
+                    from,
+                    payload,
+                } => {
+                    let n = payload.get("n");
+                    l.note(call, me, g, format!("got {n:?} from {from}"));
+                }
+                Event::Error {
+                    re: Some(re), code, ..
+                } => {
+                    if let Some((call, n)) = requests.get(re) {
+                        l.note(call, me, g, format!("send {n} refused: {code:?}"));
+                    } else {
+                        l.note_person(me, g, format!("{ev:?}"));
+                    }
+                }
+                ev => match call_of(ev) {
+                    Some(call) => {
+                        let mut what = format!("{ev:?}");
+                        what.truncate(300);
+                        l.note(call, me, g, what);
+                    }
+                    None => {
+                        if !matches!(ev, Event::Presence { .. } | Event::PresenceChanged { .. }) {
+                            let mut what = format!("{ev:?}");
+                            what.truncate(300);
+                            l.note_person(me, g, what);
+                        }
+                    }
+                },
+            }
+        }
         match ev {
             Event::RejoinAvailable { offer } => {
                 let id = offer.call.clone();
@@ -488,11 +688,19 @@ impl Person {
                 self.saw(&call.id, false);
             }
             Event::IncomingCall { call } | Event::OutgoingCall { call, .. } => {
-                let active = call.phase == CallPhase::Active;
+                // An answer about a call held by another session is not this page's.
+                let id = call.id.clone();
+                let held = client.with(move |e, _| e.call_info(&id).is_some()).await;
+                let active = call.phase == CallPhase::Active && held;
                 self.saw(&call.id, active);
                 self.check_duplicates(client, &call.peer.id).await;
             }
             Event::CallStarted { call, .. } => {
+                {
+                    let mut l = self.ledger.lock().expect("ledger");
+                    l.away.remove(&(call.id.clone(), me));
+                    l.abandoned.remove(&(call.id.clone(), me));
+                }
                 self.saw(&call.id, true);
                 self.check_duplicates(client, &call.peer.id).await;
             }
@@ -589,7 +797,10 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
     );
     let server = Server::start(spec).await?;
     let prefix = super::fleet::run_prefix("chaos");
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let ledger = Arc::new(Mutex::new(Ledger {
+        start: Some(Instant::now()),
+        ..Ledger::default()
+    }));
     let (stage_tx, stage_rx) = watch::channel(Stage::Run);
     let n = settings.sessions.div_ceil(2) * 2;
     let mut master = SplitMix(settings.seed);
@@ -607,6 +818,8 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
             ledger: ledger.clone(),
             people: n,
             prefix: prefix.clone(),
+            generation: 0,
+            local_ends: Vec::new(),
         };
         tasks.push(tokio::spawn(person.run(stage_rx.clone())));
     }
@@ -656,7 +869,13 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
     });
     let mut report = {
         let l = ledger.lock().expect("ledger");
-        tally(&l, &held, &prefix, server_calls)
+        let (report, bad) = tally(&l, &held, &prefix, server_calls);
+        // The first few calls the oracle counted, with their histories, to start a
+        // diagnosis from (a rerun with the same seed makes the same choices).
+        for call in bad.iter().take(3) {
+            eprintln!("{}", l.explain(call));
+        }
+        report
     };
     report.seed = settings.seed;
     report.sessions = n;
@@ -687,7 +906,8 @@ fn tally(
     held: &[Vec<(CallId, String)>],
     prefix: &str,
     server_calls: Option<f64>,
-) -> ChaosReport {
+) -> (ChaosReport, std::collections::BTreeSet<CallId>) {
+    let mut bad = std::collections::BTreeSet::new();
     let mut r = ChaosReport {
         duplicate_calls: l.duplicates,
         faults: l.faults.clone(),
@@ -699,10 +919,27 @@ fn tally(
             .is_some_and(|h| h.iter().any(|(c, _)| c == call))
     };
     let mut samples = Vec::new();
+    let abandoned = |id: &str, v: &CallView| {
+        v.people
+            .keys()
+            .any(|p| l.abandoned.contains(&(id.to_owned(), *p)))
+    };
+    // Abandoned calls the server may still hold (until its window runs out).
+    let mut abandoned_open = 0usize;
     for (id, v) in &l.calls {
         let both_active = v.people.values().filter(|a| **a).count() >= 2;
         if both_active {
             r.calls_started += 1;
+        }
+        if abandoned(id, v) {
+            r.calls_abandoned_by_reload += 1;
+            if v.ends.is_empty() {
+                abandoned_open += 1;
+            }
+            if let Some(reason) = v.ends.values().next() {
+                *r.ends_by_reason.entry((*reason).into()).or_default() += 1;
+            }
+            continue;
         }
         if let Some(reason) = v.ends.values().next() {
             *r.ends_by_reason.entry((*reason).into()).or_default() += 1;
@@ -713,11 +950,13 @@ fn tally(
             ];
             if unchosen.contains(reason) {
                 r.calls_lost += 1;
+                bad.insert(id.clone());
                 samples.push(format!("call {id} lost: {reason}"));
             }
             // One side ended it; anyone who still holds it is stuck.
             if v.people.keys().any(|p| holds(*p, id)) {
                 r.stuck_calls += 1;
+                bad.insert(id.clone());
                 samples.push(format!("call {id} ended ({reason}) but still held"));
             }
         }
@@ -747,6 +986,10 @@ fn tally(
     for (p, calls) in held.iter().enumerate() {
         for (call, peer) in calls {
             let q = idx_of(prefix, peer);
+            let left = l.calls.get(call).is_some_and(|v| abandoned(call, v));
+            if q.is_some_and(|q| !holds(q, call)) && !left {
+                bad.insert(call.clone());
+            }
             if q.is_some_and(|q| !holds(q, call)) && samples.len() < 12 {
                 let ends = l
                     .calls
@@ -760,7 +1003,7 @@ fn tally(
         }
     }
     if let Some(server) = server_calls {
-        let extra = (server as usize).saturating_sub(held_by_both) as u64;
+        let extra = (server as usize).saturating_sub(held_by_both + abandoned_open) as u64;
         if extra > 0 {
             r.stuck_calls += extra;
             samples.push(format!(
@@ -774,6 +1017,7 @@ fn tally(
             let c = s.counts.get(&n).copied().unwrap_or(0);
             if c == 0 && !s.refused.contains(&n) && !s.uncertain.contains(&n) {
                 r.messages_lost += 1;
+                bad.insert(call.clone());
                 if samples.len() < 12 {
                     let ends = l
                         .calls
@@ -807,5 +1051,5 @@ fn tally(
             r.samples.push(x);
         }
     }
-    r
+    (r, bad)
 }

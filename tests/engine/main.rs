@@ -23,6 +23,7 @@ mod rejoin_clock;
 mod rejoin_confirmed;
 mod rejoin_countdown;
 mod rejoin_race;
+mod reload_while_ringing;
 mod replay_overflow;
 mod requests;
 mod restart;
