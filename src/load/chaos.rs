@@ -5,7 +5,7 @@
 //! (double and crossed invites happen by themselves, as both sides of a pair pick
 //! invites), invite a stranger (busy), accept, decline, ignore (no-answer), cancel,
 //! hang up, change presence, send numbered payloads in every active call, lose the link
-//! (clean close, reset, half-open, black hole of 2–8 s) or reload the tab (the engine
+//! (clean close, reset, half-open, black hole of 2–8 s, latency spike of 0.3–2.5 s for 2–8 s) or reload the tab (the engine
 //! is thrown away and a new one starts from its rejoin records and rejoins).
 //!
 //! Every person writes what it saw into one [`Ledger`]. After the run, faults stop,
@@ -23,10 +23,12 @@
 //!   number counts as lost). Payloads whose fate a reload made unknowable (still in the
 //!   thrown-away engine's outbox, or relayed to the thrown-away page) are not owed.
 //!
-//! Restarts (`--restarts`) need a durable store (`--store`), which this build's server
-//! does not have yet; `--nodes` above 1 needs several server processes.
+//! Restarts (`--restarts K`) are spread evenly over the run, SIGKILL and SIGTERM
+//! alternating; they need a durable store (`--store redis://…`) for calls to outlive
+//! them. `--nodes` above 1 needs several server processes.
 
 use super::proxy::{Action, Proxy};
+use super::restart::RestartSignal;
 use super::target::{metric, Server, ServerSpec};
 use crate::engine::client::{CallPhase, ClientConfig, Event, RejoinRecord};
 use crate::engine::SplitMix;
@@ -71,13 +73,6 @@ impl ChaosSettings {
                 self.restarts
             ));
         }
-        if self.restarts > 0 {
-            return Err(format!(
-                "--restarts {}: this build's server has no durable store yet \
-                 (issue 9), so calls cannot outlive a restart",
-                self.restarts
-            ));
-        }
         if self.sessions < 2 {
             return Err("--sessions must be at least 2".into());
         }
@@ -100,9 +95,13 @@ pub struct ChaosReport {
     pub messages_lost: u64,
     pub messages_doubled: u64,
     pub ends_by_reason: BTreeMap<String, u64>,
-    /// Calls a page left by reloading while they rang (no rejoin token yet) and did not
-    /// take back: not counted as lost or stuck (see [`Ledger::abandoned`]).
+    /// Calls a page left by reloading before the server could know (while they rang,
+    /// so with no rejoin token yet, or with its own end still unsent) and did not take
+    /// back: not counted as lost or stuck (see [`Ledger::abandoned`]).
     pub calls_abandoned_by_reload: u64,
+    /// Errors the server reported outside any request (e.g. `bad-frame`), by code:
+    /// not counted by the oracle (what they cost shows in the five counts).
+    pub errors_by_code: BTreeMap<String, u64>,
     /// Faults injected, by kind (link faults and reloads).
     pub faults: BTreeMap<String, u64>,
     /// A few examples of what the oracle counted, to start a diagnosis from.
@@ -138,9 +137,15 @@ impl ChaosReport {
             s += &format!("  {k:<18} {v}\n");
         }
         s += &format!(
-            "  (calls left by a reload while ringing, not owed: {})\n",
+            "  (calls a reload left before the server knew, not owed: {})\n",
             self.calls_abandoned_by_reload
         );
+        if !self.errors_by_code.is_empty() {
+            s += "  errors outside requests (not counted):\n";
+            for (k, v) in &self.errors_by_code {
+                s += &format!("    {k:<16} {v}\n");
+            }
+        }
         s += "  ends by reason:\n";
         for (k, v) in &self.ends_by_reason {
             s += &format!("    {k:<16} {v}\n");
@@ -184,6 +189,7 @@ struct Ledger {
     streams: HashMap<(CallId, usize), Stream>,
     duplicates: u64,
     faults: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
     samples: Vec<String>,
     sessions_lost: u64,
     /// Per call: what each person did and saw with it, in order (to explain a count).
@@ -334,6 +340,7 @@ impl Person {
         // Numbered payload requests in flight: request seq -> (call, n).
         let mut requests: HashMap<u64, (CallId, u64)> = HashMap::new();
         let mut unblock_at: Option<Instant> = None;
+        let mut delay_until: Option<Instant> = None;
         let mut next_act = Instant::now() + Duration::from_millis(200 + self.pick(800));
         let mut next_send = Instant::now() + Duration::from_millis(300);
         let mut reload = false;
@@ -346,7 +353,7 @@ impl Person {
             if now_stage == Stage::Stop {
                 break;
             }
-            let wake = [Some(next_act), Some(next_send), unblock_at]
+            let wake = [Some(next_act), Some(next_send), unblock_at, delay_until]
                 .into_iter()
                 .flatten()
                 .min()
@@ -360,6 +367,8 @@ impl Person {
                     if *stage.borrow() == Stage::Settle {
                         self.proxy.set_blackhole_new(false);
                         unblock_at = None;
+                        self.proxy.set_delay(Duration::ZERO);
+                        delay_until = None;
                         self.withdraw_ringing(&client).await;
                     }
                 }
@@ -368,6 +377,10 @@ impl Person {
                     if unblock_at.is_some_and(|t| t <= now) {
                         self.proxy.set_blackhole_new(false);
                         unblock_at = None;
+                    }
+                    if delay_until.is_some_and(|t| t <= now) {
+                        self.proxy.set_delay(Duration::ZERO);
+                        delay_until = None;
                     }
                     if next_send <= now {
                         next_send = now + Duration::from_millis(250 + self.pick(500));
@@ -378,7 +391,7 @@ impl Person {
                     if next_act <= now {
                         next_act = now + Duration::from_millis(300 + self.pick(1_200));
                         if now_stage == Stage::Run {
-                            reload = self.act(&client, &mut unblock_at).await;
+                            reload = self.act(&client, &mut unblock_at, &mut delay_until).await;
                         }
                     }
                 }
@@ -388,14 +401,29 @@ impl Person {
     }
 
     /// One random action. True: reload the tab.
-    async fn act(&mut self, client: &NativeClient, unblock_at: &mut Option<Instant>) -> bool {
+    async fn act(
+        &mut self,
+        client: &NativeClient,
+        unblock_at: &mut Option<Instant>,
+        delay_until: &mut Option<Instant>,
+    ) -> bool {
         let calls: Vec<_> = client
             .with(|e, _| e.calls().map(|c| (c.id.clone(), c.phase)).collect())
             .await;
         let roll = self.pick(1_000);
         match roll {
+            // A latency spike: 300 ms to 2.5 s on every write for 2 to 8 s, about one
+            // every 60 s per person.
+            0..=4 => {
+                let ms = 300 + self.pick(2_200);
+                self.proxy.set_delay(Duration::from_millis(ms));
+                *delay_until =
+                    Some(Instant::now() + Duration::from_millis(2_000 + self.pick(6_000)));
+                self.fault("latency-spike");
+                false
+            }
             // Link faults: about one every 20 s per person.
-            0..=14 => {
+            5..=19 => {
                 let (action, what) = match self.pick(4) {
                     0 => (Action::Close, "close"),
                     1 => (Action::Reset, "reset"),
@@ -412,11 +440,11 @@ impl Person {
                 false
             }
             // A tab reload: about one every 60 s per person.
-            15..=19 => {
+            20..=24 => {
                 self.fault("reload");
                 true
             }
-            20..=39 => {
+            25..=44 => {
                 let status = if self.chance(0.5) {
                     PresenceStatus::Busy
                 } else {
@@ -661,6 +689,10 @@ impl Person {
                         l.note_person(me, g, format!("{ev:?}"));
                     }
                 }
+                Event::Error { re: None, code, .. } => {
+                    *l.errors.entry(code.as_str().to_owned()).or_default() += 1;
+                    l.note_person(me, g, format!("{ev:?}"));
+                }
                 ev => match call_of(ev) {
                     Some(call) => {
                         let mut what = format!("{ev:?}");
@@ -795,7 +827,7 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
         "holdfast-load chaos: seed {} ({} sessions, {:?}); rerun with --seed {} to repeat",
         settings.seed, settings.sessions, settings.duration, settings.seed
     );
-    let server = Server::start(spec).await?;
+    let mut server = Server::start(spec).await?;
     let prefix = super::fleet::run_prefix("chaos");
     let ledger = Arc::new(Mutex::new(Ledger {
         start: Some(Instant::now()),
@@ -823,7 +855,40 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
         };
         tasks.push(tokio::spawn(person.run(stage_rx.clone())));
     }
-    tokio::time::sleep(settings.duration).await;
+    // Restarts spread evenly over the run, SIGKILL and SIGTERM alternating; the new
+    // process takes over the port (the proxies connect to it) and the store.
+    let run_start = Instant::now();
+    let mut server_restarts = 0u64;
+    for i in 0..settings.restarts {
+        let at = settings
+            .duration
+            .mul_f64((i + 1) as f64 / (settings.restarts + 1) as f64);
+        tokio::time::sleep_until(run_start + at).await;
+        let signal = if i % 2 == 0 {
+            RestartSignal::Kill
+        } else {
+            RestartSignal::Term
+        };
+        eprintln!(
+            "holdfast-load chaos: restart {} of {} ({})",
+            i + 1,
+            settings.restarts,
+            signal.as_str()
+        );
+        {
+            let mut l = ledger.lock().expect("ledger");
+            let line = format!("{:>6} ms  server restart ({})", l.ms(), signal.as_str());
+            l.samples.push(line);
+        }
+        let addr = server.addr;
+        let _ = server
+            .signal_and_wait(signal.number(), Duration::from_secs(15))
+            .await;
+        drop(server);
+        server = Server::start_on(spec, addr).await?;
+        server_restarts += 1;
+    }
+    tokio::time::sleep_until(run_start + settings.duration).await;
     eprintln!("holdfast-load chaos: settling…");
     let _ = stage_tx.send(Stage::Settle);
     // Settle: wait until every owed payload arrived, or the bound.
@@ -878,6 +943,7 @@ pub async fn chaos(spec: &ServerSpec, settings: &ChaosSettings) -> io::Result<Ch
         report
     };
     report.seed = settings.seed;
+    report.server_restarts = server_restarts;
     report.sessions = n;
     report.duration_s = settings.duration.as_secs();
     for c in clients.into_iter().flatten() {
@@ -911,6 +977,7 @@ fn tally(
     let mut r = ChaosReport {
         duplicate_calls: l.duplicates,
         faults: l.faults.clone(),
+        errors_by_code: l.errors.clone(),
         samples: l.samples.clone(),
         ..ChaosReport::default()
     };

@@ -427,9 +427,15 @@ mod tests {
         assert!(nodes.check().unwrap_err().contains("--nodes 3"));
         let restarts = ChaosSettings {
             restarts: 2,
-            ..base
+            ..base.clone()
         };
         assert!(restarts.check().unwrap_err().contains("--store"));
+        let on_redis = ChaosSettings {
+            restarts: 2,
+            store: Some("redis://127.0.0.1:1".into()),
+            ..base
+        };
+        assert!(on_redis.check().is_ok());
     }
 
     #[test]
