@@ -30,3 +30,4 @@ mod restart;
 mod resume;
 mod ringing;
 mod server_lost;
+mod welcome_never_arrives;
