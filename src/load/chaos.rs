@@ -201,6 +201,11 @@ struct Ledger {
     /// (call, person): the person's page was reloaded and the new page does not hold
     /// the call (yet): what the peer sends meanwhile goes to the dead page.
     away: HashSet<(CallId, usize)>,
+    /// (call, person): the person ended the call (hang-up, cancel, decline). A page
+    /// drops what arrives for a call it ended, so the peer's payloads that had not
+    /// arrived by then (crossing the end, e.g. both queued during an outage) and any
+    /// sent after are not owed.
+    ended_by: HashSet<(CallId, usize)>,
     /// (call, person): reloaded while the call rang, so the new page has no rejoin
     /// token for it (a ringing call has none), or soon after ending it while messages
     /// were unacknowledged (the end may have died in the old page's outbox). Unless
@@ -326,6 +331,25 @@ impl Person {
         let mut l = self.ledger.lock().expect("ledger");
         *l.faults.entry(what.into()).or_default() += 1;
         l.note_person(self.idx, self.generation, format!("fault: {what}"));
+    }
+
+    /// This page ended `call`: what the peer sent that has not arrived is not owed.
+    fn ended_here(&self, call: &str) {
+        let mut l = self.ledger.lock().expect("ledger");
+        l.ended_by.insert((call.to_owned(), self.idx));
+        let peer = l
+            .calls
+            .get(call)
+            .and_then(|v| v.people.keys().find(|p| **p != self.idx).copied());
+        if let Some(peer) = peer {
+            if let Some(s) = l.streams.get_mut(&(call.to_owned(), peer)) {
+                for n in 1..=s.sent {
+                    if !s.counts.contains_key(&n) {
+                        s.uncertain.insert(n);
+                    }
+                }
+            }
+        }
     }
 
     fn note(&self, call: &str, what: String) {
@@ -466,6 +490,9 @@ impl Person {
                             } else if r < 9 {
                                 let r = client.with(move |e, now| e.decline(&id, now)).await;
                                 self.note(&id2, format!("decline: {r:?}"));
+                                if r.is_ok() {
+                                    self.ended_here(&id2);
+                                }
                                 self.local_ends.push((id2, Instant::now()));
                             } // else: let it ring out (no-answer)
                             return false;
@@ -473,12 +500,18 @@ impl Person {
                         CallPhase::Outgoing if self.chance(0.1) => {
                             let r = client.with(move |e, now| e.hangup(&id, now)).await;
                             self.note(&id2, format!("cancel: {r:?}"));
+                            if r.is_ok() {
+                                self.ended_here(&id2);
+                            }
                             self.local_ends.push((id2, Instant::now()));
                             return false;
                         }
                         CallPhase::Active if self.chance(0.06) => {
                             let r = client.with(move |e, now| e.hangup(&id, now)).await;
                             self.note(&id2, format!("hang up: {r:?}"));
+                            if r.is_ok() {
+                                self.ended_here(&id2);
+                            }
                             self.local_ends.push((id2, Instant::now()));
                             return false;
                         }
@@ -629,7 +662,9 @@ impl Person {
                 format!("send {n}: {sent:?}"),
             );
             if let Ok(re) = sent {
-                let away = peer.is_some_and(|p| l.away.contains(&(call.clone(), p)));
+                let away = peer.is_some_and(|p| {
+                    l.away.contains(&(call.clone(), p)) || l.ended_by.contains(&(call.clone(), p))
+                });
                 let s = l.streams.entry((call.clone(), self.idx)).or_default();
                 s.sent = n;
                 if away {
@@ -1057,7 +1092,7 @@ fn tally(
             if q.is_some_and(|q| !holds(q, call)) && !left {
                 bad.insert(call.clone());
             }
-            if q.is_some_and(|q| !holds(q, call)) && samples.len() < 12 {
+            if q.is_some_and(|q| !holds(q, call)) && !left && samples.len() < 12 {
                 let ends = l
                     .calls
                     .get(call)
