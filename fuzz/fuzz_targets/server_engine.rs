@@ -56,6 +56,7 @@ enum Op {
         resume: Option<(u8, bool)>,
         presence: bool,
         call_waiting: bool,
+        tab: Option<u8>,
     },
     Msg {
         conn: u8,
@@ -137,6 +138,7 @@ impl World {
                 resume,
                 presence,
                 call_waiting,
+                tab,
             } => {
                 let resume = resume.and_then(|(w, good)| {
                     let n = self.welcomes.len();
@@ -155,6 +157,9 @@ impl World {
                     resume,
                     presence,
                     call_waiting,
+                    // A tab id lets the server find a session by tab after a lost
+                    // resume; two users' worth of tabs make that path reachable.
+                    tab: tab.map(|t| format!("tab-{}", t % 2)),
                 };
                 self.send(conn, ClientFrame::Hello(hello));
             }
