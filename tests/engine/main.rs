@@ -30,4 +30,5 @@ mod restart;
 mod resume;
 mod ringing;
 mod server_lost;
+mod snapshot_two_ringing;
 mod welcome_never_arrives;
