@@ -2,8 +2,14 @@
 # Runs every fuzz target (cargo-fuzz, libFuzzer, nightly) for SECONDS each, starting
 # from the seed corpora in fuzz/seeds/; exits non-zero on a crash or an invariant
 # failure (the artifact is left in fuzz/artifacts/TARGET/).
-# Usage: scripts/fuzz.sh SECONDS [TARGET...]   (needs `scripts/setup.sh --test` first)
+# Usage: scripts/fuzz.sh SECONDS [TARGET...]
+# Installs what it needs when missing: a nightly toolchain (rustup) and cargo-fuzz
+# (crates.io). The targets build against fuzz/core (the engines and the protocol
+# only), a few minutes from scratch.
 set -euo pipefail
+rustup run nightly rustc --version >/dev/null 2>&1 ||
+  rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}"
 shift
