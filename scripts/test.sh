@@ -16,6 +16,11 @@ cargo clippy --locked --target wasm32-unknown-unknown --lib --test web --test we
 step "cargo test: engines on a simulated clock, property tests, the real server on port 0, restarts on a throwaway Redis"
 cargo test --locked
 
+step "chaos soak: 200 people for 60 s (link faults, latency spikes, reloads, call churn) on a throwaway Redis, the server restarted twice (SIGKILL, SIGTERM); the five oracle counts must be 0"
+cargo build --locked --bin holdfast-load --bin holdfast-server
+scripts/redis.sh sh -c 'nice target/debug/holdfast-load chaos --duration 60s --settle 30s \
+  --restarts 2 --store "$HOLDFAST_TEST_REDIS" --max-time 300s'
+
 step "the server-engine scenarios again, every change written to (and reloaded from) a throwaway Redis"
 scripts/redis.sh cargo test --locked --test engine
 

@@ -31,13 +31,13 @@ mod app {
         }
         // Client sockets, two proxy sockets per session, and the server child (which
         // inherits this limit).
-        let want = fds_needed(cli.sessions);
+        let want = fds_needed(cli.sessions());
         let got = raise_nofile_limit(want);
         // Short of it, the proxy moves to worker processes, unless told not to.
         if got < want && cli.proxy_workers == Some(0) {
             eprintln!(
                 "holdfast-load: warning: open-files limit is {got}, {want} wanted for {} sessions",
-                cli.sessions
+                cli.sessions()
             );
         }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +51,37 @@ mod app {
             }
         };
         let max_time = cli.max_time;
+        if let Some(Figure::Chaos(args)) = &cli.figure {
+            let result = runtime
+                .block_on(async { tokio::time::timeout(max_time, cli.run_chaos(args)).await });
+            runtime.shutdown_background();
+            return match result {
+                Ok(Ok(report)) => {
+                    if cli.json {
+                        match serde_json::to_string_pretty(&report) {
+                            Ok(json) => println!("{json}"),
+                            Err(e) => eprintln!("holdfast-load: {e}"),
+                        }
+                    } else {
+                        print!("{}", report.render());
+                    }
+                    // Exit status 3: the oracle counted a violated guarantee.
+                    if report.violations() > 0 {
+                        ExitCode::from(3)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Ok(Err(e)) => {
+                    eprintln!("holdfast-load: {e}");
+                    ExitCode::from(1)
+                }
+                Err(_) => {
+                    eprintln!("holdfast-load: stopped after --max-time {max_time:?}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         let result = runtime.block_on(async { tokio::time::timeout(max_time, cli.run(got)).await });
         // Session tasks may still be winding down; do not wait for them.
         runtime.shutdown_background();

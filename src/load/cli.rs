@@ -1,5 +1,6 @@
 //! Command line of `holdfast-load`.
 
+use super::chaos::{chaos, ChaosReport, ChaosSettings};
 use super::{
     dead_link, relay_latency, restart, resume_latency, storm, today, DropMode, Machine,
     ProxyWorkers, Report, RestartSignal, ServerSpec, Settings,
@@ -19,9 +20,10 @@ pub struct Cli {
     #[command(subcommand)]
     pub figure: Option<Figure>,
 
-    /// Sessions (paired into calls) for the storm and dead-link figures.
-    #[arg(long, short = 'n', global = true, default_value_t = 1_000)]
-    pub sessions: usize,
+    /// Sessions (paired into calls) for the storm and dead-link figures (default 1000),
+    /// or people in the chaos soak (default 200).
+    #[arg(long, short = 'n', global = true)]
+    pub sessions: Option<usize>,
 
     /// Drop modes for the storm (comma-separated; default: all three).
     #[arg(long, global = true, value_enum, value_delimiter = ',')]
@@ -96,7 +98,7 @@ pub struct Cli {
 }
 
 /// The figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Figure {
     /// Drop every link at once and measure the resume (per drop mode), server memory
     /// per idle session and heartbeat traffic.
@@ -118,12 +120,39 @@ pub enum Figure {
     Relay,
     /// Resume, dead link and storm.
     All,
+    /// A soak under random faults, reloads and call churn, counted by an oracle
+    /// (calls lost, duplicate, stuck; payloads lost, doubled). Not part of `all`.
+    Chaos(ChaosArgs),
     /// Internal: serve a proxy shard for another holdfast-load (commands on stdin).
     #[command(hide = true)]
     ProxyWorker {
         #[arg(long)]
         upstream: std::net::SocketAddr,
     },
+}
+
+/// Flags of the chaos soak.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ChaosArgs {
+    /// How long random actions and faults go on (then the settle time follows).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Server restarts spread over the run (SIGKILL and SIGTERM alternating); needs a
+    /// durable store.
+    #[arg(long, default_value_t = 0)]
+    pub restarts: usize,
+    /// The store the started server keeps its state in, e.g. `redis://127.0.0.1:6400`.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Server processes (only 1 in this build).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Seed of every random choice (printed; the same seed repeats the run's choices).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Longest wait after the run for links, calls and payloads to settle.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 /// Which restarts to run.
@@ -156,6 +185,36 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Cli {
+    /// Sessions asked for, or the figure's default.
+    pub fn sessions(&self) -> usize {
+        match (&self.sessions, &self.figure) {
+            (Some(n), _) => *n,
+            (None, Some(Figure::Chaos(_))) => 200,
+            (None, _) => 1_000,
+        }
+    }
+
+    /// The chaos soak (the `chaos` figure).
+    pub async fn run_chaos(&self, args: &ChaosArgs) -> io::Result<ChaosReport> {
+        let seed = args.seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            let _ = getrandom::getrandom(&mut b);
+            u64::from_le_bytes(b) >> 12
+        });
+        let store = args.store.as_deref().or(self.store.as_deref());
+        let spec = self.spec_with_store(store);
+        let settings = ChaosSettings {
+            sessions: self.sessions(),
+            duration: args.duration,
+            restarts: args.restarts,
+            store: store.map(str::to_owned),
+            nodes: args.nodes,
+            seed,
+            settle: args.settle,
+        };
+        chaos(&spec, &settings).await
+    }
+
     pub fn server_spec(&self) -> ServerSpec {
         self.spec_with_store(self.store.as_deref())
     }
@@ -196,13 +255,13 @@ impl Cli {
     pub fn settings(&self, nofile_limit: u64) -> Settings {
         let workers = self
             .proxy_workers
-            .unwrap_or_else(|| Self::workers_needed(self.sessions, nofile_limit));
+            .unwrap_or_else(|| Self::workers_needed(self.sessions(), nofile_limit));
         let proxy_workers = (workers > 0).then(|| ProxyWorkers {
             bin: std::env::current_exe().unwrap_or_else(|_| "holdfast-load".into()),
             count: workers,
         });
         Settings {
-            sessions: self.sessions,
+            sessions: self.sessions(),
             rate: self.rate,
             pad_bytes: self.pad,
             idle_window: self.idle_window,
@@ -221,9 +280,11 @@ impl Cli {
         super::tool_rss_baseline();
         let spec = self.server_spec();
         let settings = self.settings(nofile_limit);
-        let figure = self.figure.unwrap_or(Figure::All);
-        if let Figure::ProxyWorker { .. } = figure {
-            return Err(io::Error::other("proxy-worker is not a figure"));
+        let figure = self.figure.clone().unwrap_or(Figure::All);
+        if let Figure::ProxyWorker { .. } | Figure::Chaos(_) = figure {
+            return Err(io::Error::other(
+                "proxy-worker and chaos are not figures of the report",
+            ));
         }
         let modes = if self.mode.is_empty() {
             DropMode::ALL.to_vec()
@@ -331,6 +392,50 @@ mod tests {
         assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn chaos_takes_its_own_defaults() {
+        let cli = Cli::try_parse_from(["holdfast-load", "chaos", "--seed", "7"]).unwrap();
+        assert_eq!(cli.sessions(), 200);
+        let Some(Figure::Chaos(args)) = &cli.figure else {
+            panic!("not chaos: {:?}", cli.figure)
+        };
+        assert_eq!(args.duration, Duration::from_secs(60));
+        assert_eq!(args.seed, Some(7));
+        assert_eq!(args.nodes, 1);
+        let storm = Cli::try_parse_from(["holdfast-load", "storm"]).unwrap();
+        assert_eq!(storm.sessions(), 1_000);
+    }
+
+    #[test]
+    fn chaos_refuses_what_this_build_cannot_do() {
+        let base = ChaosSettings {
+            sessions: 10,
+            duration: Duration::from_secs(1),
+            restarts: 0,
+            store: None,
+            nodes: 1,
+            seed: 1,
+            settle: Duration::from_secs(1),
+        };
+        assert!(base.check().is_ok());
+        let nodes = ChaosSettings {
+            nodes: 3,
+            ..base.clone()
+        };
+        assert!(nodes.check().unwrap_err().contains("--nodes 3"));
+        let restarts = ChaosSettings {
+            restarts: 2,
+            ..base.clone()
+        };
+        assert!(restarts.check().unwrap_err().contains("--store"));
+        let on_redis = ChaosSettings {
+            restarts: 2,
+            store: Some("redis://127.0.0.1:1".into()),
+            ..base
+        };
+        assert!(on_redis.check().is_ok());
     }
 
     #[test]

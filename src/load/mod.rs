@@ -23,11 +23,14 @@
 //! (so its memory can be read from `/proc`), or an external one on loopback
 //! ([`ServerSpec::Target`]).
 //!
+//! A fourth, [`chaos()`], is a soak under random faults counted by an oracle.
+//!
 //! One file per part: the figures ([`storm`](mod@storm), [`dead_link`](mod@dead_link),
 //! [`resume`]), the paired sessions they drive (`fleet`, over `links`), what the
 //! run measured and how it is printed ([`report`]), and what is read from the host
 //! ([`host`]: `/proc`, the open-files limit, the date).
 
+pub mod chaos;
 pub mod cli;
 pub mod dead_link;
 mod fleet;
@@ -46,6 +49,7 @@ pub mod storm;
 pub mod target;
 pub mod worker;
 
+pub use chaos::{chaos, ChaosReport, ChaosSettings};
 pub use dead_link::dead_link;
 pub use host::{fds_needed, raise_nofile_limit, today, tool_rss_baseline, Machine};
 pub use proxy::{Action, Proxy, Traffic};

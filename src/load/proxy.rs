@@ -76,6 +76,8 @@ struct Inner {
     /// New connections are accepted and black-holed (never forwarded), as when SYNs
     /// get through but nothing else does.
     blackhole_new: AtomicBool,
+    /// Extra delay before every forwarded write, in milliseconds (a latency spike).
+    delay_ms: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     chunks_up: AtomicU64,
@@ -127,6 +129,7 @@ impl Proxy {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             blackhole_new: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             chunks_up: AtomicU64::new(0),
@@ -157,6 +160,14 @@ impl Proxy {
     /// silent) or forward them (false, the default).
     pub fn set_blackhole_new(&self, on: bool) {
         self.inner.blackhole_new.store(on, Ordering::SeqCst);
+    }
+
+    /// Delays everything forwarded from now on by `delay` (zero: no extra delay), in
+    /// order, as a congested link would: a latency spike.
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Ids of the connections alive now.
@@ -361,6 +372,7 @@ async fn serve(inner: &Inner, client: TcpStream, mut ctl: mpsc::UnboundedReceive
                         }
                     }
                     Ok(n) => {
+                        delay(inner).await;
                         if state == State::Forwarding {
                             let Some(s) = server.as_mut() else { return };
                             if s.write_all(&cbuf[..n]).await.is_err() {
@@ -393,6 +405,7 @@ async fn serve(inner: &Inner, client: TcpStream, mut ctl: mpsc::UnboundedReceive
                         }
                     }
                     Ok(n) => {
+                        delay(inner).await;
                         if state == State::Forwarding {
                             let Some(c) = client.as_mut() else { return };
                             if c.write_all(&sbuf[..n]).await.is_err() {
@@ -437,6 +450,14 @@ async fn hold(mut client: TcpStream, mut ctl: mpsc::UnboundedReceiver<Action>) {
                 }
             }
         }
+    }
+}
+
+/// A latency spike's delay, if one is on.
+async fn delay(inner: &Inner) {
+    let ms = inner.delay_ms.load(Ordering::Relaxed);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 

@@ -36,7 +36,7 @@ impl RestartSignal {
         }
     }
 
-    fn number(self) -> i32 {
+    pub(super) fn number(self) -> i32 {
         match self {
             RestartSignal::Kill => libc::SIGKILL,
             RestartSignal::Term => libc::SIGTERM,

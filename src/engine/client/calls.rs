@@ -145,6 +145,15 @@ impl ClientEngine {
         }
     }
 
+    /// Whether an incoming call must be answered busy: another call is in the map and
+    /// the app did not allow call waiting, or a call with the same person is (one call
+    /// per pair, whatever the server says).
+    pub(super) fn busy_for(&self, incoming: &ClientCall) -> bool {
+        self.calls.values().any(|c| {
+            c.id != incoming.id && (!self.config.call_waiting || c.peer.id == incoming.peer.id)
+        })
+    }
+
     pub(super) fn server_msg(&mut self, body: ServerMsg, now: u64) {
         // News that crossed this page's own hang-up: the call is over here.
         let about = match &body {
@@ -207,10 +216,8 @@ impl ClientEngine {
                 });
             }
             ServerMsg::IncomingCall { call } => {
-                let busy =
-                    !self.config.call_waiting && self.calls.values().any(|c| c.id != call.id);
                 let c = self.client_call(&call, CallPhase::Incoming);
-                if busy {
+                if self.busy_for(&c) {
                     // Already in (or being offered) a call: answer busy for the user.
                     let req = self.delivery.next_request_id();
                     self.send_sequenced(

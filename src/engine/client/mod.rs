@@ -236,9 +236,12 @@ impl ClientEngine {
                 }
                 Timer::ConnectTimeout => {
                     if let Some((_, phase)) = self.link {
-                        if phase != LinkPhase::Ready
-                            && now >= self.liveness.last_heard() + self.config.connect_timeout_ms
-                        {
+                        let due = self.liveness.last_heard() + self.config.connect_timeout_ms;
+                        if phase != LinkPhase::Ready && now < due {
+                            // Heard since the attempt began (the socket opened): the
+                            // welcome gets its own timeout from then, so look again.
+                            self.timers.schedule(due, Timer::ConnectTimeout);
+                        } else if phase != LinkPhase::Ready {
                             let attempt = self.backoff.attempt;
                             self.abandon_link();
                             self.link_lost(now);

@@ -441,6 +441,19 @@ impl ClientEngine {
                 && !self.was_ended_here(&info.id)
             {
                 let call = self.client_call(info, CallPhase::Incoming);
+                if self.busy_for(&call) {
+                    // As for an `incoming-call`: answered busy, never a second call
+                    // with one person (or a second call at all without call waiting).
+                    let req = self.delivery.next_request_id();
+                    self.delivery.pending.push_back((
+                        req,
+                        ClientMsg::Decline {
+                            call: info.id.clone(),
+                            busy: true,
+                        },
+                    ));
+                    continue;
+                }
                 self.calls.insert(info.id.clone(), call.clone());
                 self.events.push_back(Event::IncomingCall { call });
             }

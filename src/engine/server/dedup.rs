@@ -7,7 +7,7 @@
 
 use super::{Handled, ServerEngine};
 use crate::engine::store::{Call, Store, Tombstone};
-use crate::protocol::{CallState, EndReason, Peer, ServerMsg, SessionId};
+use crate::protocol::{CallState, EndReason, LinkState, Peer, ServerMsg, SessionId};
 
 /// What an invite means when the two people already share a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,7 @@ impl<S: Store> ServerEngine<S> {
         if repeat == RepeatInvite::Crossed {
             self.metrics.glare_merges += 1;
         }
+        let claimed = self.claim_abandoned_side(sid, user, existing);
         let info = self.info_for(existing, sid);
         self.push(
             sid,
@@ -64,9 +65,73 @@ impl<S: Store> ServerEngine<S> {
                 existing: true,
             },
         );
+        if let Some(token) = claimed {
+            let info = self.info_for(existing, sid);
+            self.push(
+                sid,
+                ServerMsg::CallStarted {
+                    call: info,
+                    rejoin_token: token,
+                    rejoined: true,
+                },
+            );
+            self.notify_reconnected(existing, &user.id);
+        }
         match repeat {
             RepeatInvite::Crossed => self.accept(sid, user, existing, now),
             RepeatInvite::SameCall => Ok(()),
+        }
+    }
+
+    /// A page that was reloaded (or closed) while its call rang comes back without a
+    /// rejoin token: the call had none yet. When it invites the same person again and
+    /// its side of the call is still held by a session with no live socket (the old
+    /// page, which will never come back), this session takes that side: a ringing call
+    /// rings on for it, an active one (the callee accepted meanwhile) continues here
+    /// with a fresh token (returned) instead of relaying into the dead session until
+    /// the grace window ends it. A side held by a live tab is left alone (tabs do not
+    /// fight; an explicit rejoin moves a call).
+    fn claim_abandoned_side(&mut self, sid: &str, user: &Peer, call_id: &str) -> Option<String> {
+        let c = self.store.call(call_id)?;
+        let slot = c.slot_of(&user.id)?;
+        let holder = slot.session.clone()?;
+        if holder == sid {
+            return None;
+        }
+        if self
+            .store
+            .session(&holder)
+            .is_some_and(|s| s.conn.is_some())
+        {
+            return None;
+        }
+        // Should the old session resume after all (a dropped link, not a closed page),
+        // it hears that the call moved here.
+        let moved = ServerMsg::CallMoved {
+            call: call_id.to_owned(),
+        };
+        match c.state {
+            CallState::Ringing if c.caller.user.id == user.id => {
+                let c = self.store.call_mut(call_id)?;
+                c.caller.session = Some(sid.to_owned());
+                c.caller.link = LinkState::Connected;
+                c.caller_detached_at = None;
+                self.push(&holder, moved);
+                None
+            }
+            CallState::Active => {
+                let token = self.issue_rejoin_token();
+                let c = self.store.call_mut(call_id)?;
+                let slot = c.slot_of_mut(&user.id)?;
+                slot.session = Some(sid.to_owned());
+                slot.token_hash = Some(token.hash);
+                slot.link = LinkState::Connected;
+                slot.deadline = None;
+                self.metrics.rejoins += 1;
+                self.push(&holder, moved);
+                Some(token.token)
+            }
+            _ => None,
         }
     }
 
@@ -115,7 +180,6 @@ impl<S: Store> ServerEngine<S> {
 mod tests {
     use super::*;
     use crate::engine::store::Slot;
-    use crate::protocol::LinkState;
 
     fn peer(id: &str) -> Peer {
         Peer {

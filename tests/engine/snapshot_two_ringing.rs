@@ -1,0 +1,112 @@
+//! Found by the `client_engine` fuzzer: a welcome snapshot listing two calls from one
+//! person still ringing for us put both in the active-call map (two calls with one
+//! peer). The `incoming-call` path answers a second call `busy` unless the app allows
+//! call waiting; the snapshot path now does the same, and never keeps two calls with
+//! one person even with call waiting.
+
+use holdfast::engine::client::{ClientConfig, ClientEngine, Io};
+use holdfast::engine::server::ServerConfig;
+use holdfast::protocol::*;
+
+fn peer(id: &str) -> Peer {
+    Peer {
+        id: id.into(),
+        name: id.into(),
+    }
+}
+
+fn ringing_for_me(id: &str, from: &str) -> CallInfo {
+    CallInfo {
+        id: id.into(),
+        kind: None,
+        state: CallState::Ringing,
+        caller: ParticipantInfo {
+            user: peer(from),
+            link: LinkState::Connected,
+            deadline: None,
+        },
+        callee: ParticipantInfo {
+            user: peer("ann"),
+            link: LinkState::Pending,
+            deadline: None,
+        },
+        grace_ms: 60_000,
+        ring_deadline: None,
+        metadata: None,
+        held_here: true,
+    }
+}
+
+/// A page welcomed with a snapshot of `calls`; returns the engine and what it sent.
+fn welcomed(call_waiting: bool, calls: Vec<CallInfo>) -> (ClientEngine, Vec<ClientFrame>) {
+    let mut config = ClientConfig::new("ann");
+    config.call_waiting = call_waiting;
+    let mut e = ClientEngine::new(config);
+    e.connect(1_000);
+    let Some(Io::Open(link)) = e.poll_io() else {
+        panic!("no socket asked for")
+    };
+    e.handle_open(link, 1_010);
+    let server = ServerConfig::default();
+    let welcome = Welcome {
+        session: "s1".into(),
+        secret: "secret".into(),
+        resumed: false,
+        last_seq: 0,
+        user: peer("ann"),
+        timers: server.timers(),
+        limits: server.limits(),
+        now: 1_020,
+        snapshot: Some(Snapshot {
+            calls,
+            presence: Vec::new(),
+            ended: Vec::new(),
+        }),
+    };
+    e.handle_frame(link, ServerFrame::Welcome(Box::new(welcome)), 1_020);
+    e.handle_timeout(1_030);
+    let sent = std::iter::from_fn(|| e.poll_transmit()).collect();
+    (e, sent)
+}
+
+fn declined_busy(sent: &[ClientFrame]) -> Vec<String> {
+    sent.iter()
+        .filter_map(|f| match f {
+            ClientFrame::Msg {
+                body: ClientMsg::Decline { call, busy: true },
+                ..
+            } => Some(call.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_with_two_ringing_calls_from_one_person_offers_one_and_answers_busy() {
+    for call_waiting in [false, true] {
+        let (e, sent) = welcomed(
+            call_waiting,
+            vec![ringing_for_me("c1", "cat"), ringing_for_me("c2", "cat")],
+        );
+        let calls: Vec<&str> = e.calls().map(|c| c.id.as_str()).collect();
+        assert_eq!(calls, ["c1"], "call waiting {call_waiting}");
+        assert_eq!(declined_busy(&sent), ["c2"], "call waiting {call_waiting}");
+    }
+}
+
+#[test]
+fn without_call_waiting_a_second_ringing_call_in_the_snapshot_is_busy() {
+    let (e, sent) = welcomed(
+        false,
+        vec![ringing_for_me("c1", "ben"), ringing_for_me("c2", "cat")],
+    );
+    assert_eq!(e.calls().count(), 1);
+    assert_eq!(declined_busy(&sent), ["c2"]);
+    // With call waiting both ring.
+    let (e, sent) = welcomed(
+        true,
+        vec![ringing_for_me("c1", "ben"), ringing_for_me("c2", "cat")],
+    );
+    assert_eq!(e.calls().count(), 2);
+    assert!(declined_busy(&sent).is_empty());
+}
