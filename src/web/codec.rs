@@ -131,180 +131,95 @@ fn wire_name<T: Copy>(
         .ok_or_else(|| invalid(key))
 }
 
-/// Every [`PresenceStatus`], in [`presence_status_slot`] order.
-pub const PRESENCE_STATUSES: [PresenceStatus; 3] = [
-    PresenceStatus::Available,
-    PresenceStatus::Busy,
-    PresenceStatus::Offline,
-];
+/// `NAME: Enum { A, B, … }`: a const array of the listed variants, checked at compile
+/// time against an exhaustive `match`, so a variant added to the enum does not compile
+/// until it is listed (and one listed twice is an unreachable pattern).
+macro_rules! every_variant {
+    ($(#[$doc:meta])* $list:ident: $ty:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        pub const $list: [$ty; [$(stringify!($variant)),+].len()] = [$($ty::$variant),+];
+        const _: () = {
+            #[allow(dead_code)]
+            const fn listed(x: $ty) {
+                match x {
+                    $($ty::$variant => {})+
+                }
+            }
+        };
+    };
+}
 
-/// A variant's place in [`PRESENCE_STATUSES`]: an exhaustive `match`, so a new variant does not
-/// compile until it is listed (and the check below keeps the list in this order).
-const fn presence_status_slot(x: PresenceStatus) -> usize {
-    match x {
-        PresenceStatus::Available => 0,
-        PresenceStatus::Busy => 1,
-        PresenceStatus::Offline => 2,
+every_variant! {
+    /// Every [`PresenceStatus`].
+    PRESENCE_STATUSES: PresenceStatus {
+        Available,
+        Busy,
+        Offline,
     }
 }
 
-const _: () = {
-    let mut i = 0;
-    while i < PRESENCE_STATUSES.len() {
-        assert!(presence_status_slot(PRESENCE_STATUSES[i]) == i);
-        i += 1;
-    }
-};
-
-/// Every [`LinkState`], in [`link_state_slot`] order.
-pub const LINK_STATES: [LinkState; 3] = [
-    LinkState::Connected,
-    LinkState::Reconnecting,
-    LinkState::Pending,
-];
-
-/// A variant's place in [`LINK_STATES`]: an exhaustive `match`, so a new variant does not
-/// compile until it is listed (and the check below keeps the list in this order).
-const fn link_state_slot(x: LinkState) -> usize {
-    match x {
-        LinkState::Connected => 0,
-        LinkState::Reconnecting => 1,
-        LinkState::Pending => 2,
+every_variant! {
+    /// Every [`LinkState`].
+    LINK_STATES: LinkState {
+        Connected,
+        Reconnecting,
+        Pending,
     }
 }
 
-const _: () = {
-    let mut i = 0;
-    while i < LINK_STATES.len() {
-        assert!(link_state_slot(LINK_STATES[i]) == i);
-        i += 1;
-    }
-};
-
-/// Every [`CallState`], in [`call_state_slot`] order.
-pub const CALL_STATES: [CallState; 3] = [CallState::Ringing, CallState::Active, CallState::Ended];
-
-/// A variant's place in [`CALL_STATES`]: an exhaustive `match`, so a new variant does not
-/// compile until it is listed (and the check below keeps the list in this order).
-const fn call_state_slot(x: CallState) -> usize {
-    match x {
-        CallState::Ringing => 0,
-        CallState::Active => 1,
-        CallState::Ended => 2,
+every_variant! {
+    /// Every [`CallState`].
+    CALL_STATES: CallState {
+        Ringing,
+        Active,
+        Ended,
     }
 }
 
-const _: () = {
-    let mut i = 0;
-    while i < CALL_STATES.len() {
-        assert!(call_state_slot(CALL_STATES[i]) == i);
-        i += 1;
-    }
-};
-
-/// Every [`ErrorCode`], in [`error_code_slot`] order.
-pub const ERROR_CODES: [ErrorCode; 25] = [
-    ErrorCode::BadFrame,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownMessage,
-    ErrorCode::UnsupportedVersion,
-    ErrorCode::NotAuthenticated,
-    ErrorCode::AlreadyAuthenticated,
-    ErrorCode::AuthFailed,
-    ErrorCode::TokenExpired,
-    ErrorCode::TooManySessions,
-    ErrorCode::RateLimited,
-    ErrorCode::BadSequence,
-    ErrorCode::SelfCall,
-    ErrorCode::PeerOffline,
-    ErrorCode::UnknownCall,
-    ErrorCode::NotParticipant,
-    ErrorCode::InvalidState,
-    ErrorCode::RejoinDenied,
-    ErrorCode::HeldElsewhere,
-    ErrorCode::InvalidArgument,
-    ErrorCode::Superseded,
-    ErrorCode::ServerShutdown,
-    ErrorCode::ServerRestarting,
-    ErrorCode::HelloTimeout,
-    ErrorCode::SessionLost,
-    ErrorCode::Timeout,
-];
-
-/// A variant's place in [`ERROR_CODES`]: an exhaustive `match`, so a new variant does not
-/// compile until it is listed (and the check below keeps the list in this order).
-const fn error_code_slot(x: ErrorCode) -> usize {
-    match x {
-        ErrorCode::BadFrame => 0,
-        ErrorCode::FrameTooLarge => 1,
-        ErrorCode::UnknownMessage => 2,
-        ErrorCode::UnsupportedVersion => 3,
-        ErrorCode::NotAuthenticated => 4,
-        ErrorCode::AlreadyAuthenticated => 5,
-        ErrorCode::AuthFailed => 6,
-        ErrorCode::TokenExpired => 7,
-        ErrorCode::TooManySessions => 8,
-        ErrorCode::RateLimited => 9,
-        ErrorCode::BadSequence => 10,
-        ErrorCode::SelfCall => 11,
-        ErrorCode::PeerOffline => 12,
-        ErrorCode::UnknownCall => 13,
-        ErrorCode::NotParticipant => 14,
-        ErrorCode::InvalidState => 15,
-        ErrorCode::RejoinDenied => 16,
-        ErrorCode::HeldElsewhere => 17,
-        ErrorCode::InvalidArgument => 18,
-        ErrorCode::Superseded => 19,
-        ErrorCode::ServerShutdown => 20,
-        ErrorCode::ServerRestarting => 21,
-        ErrorCode::HelloTimeout => 22,
-        ErrorCode::SessionLost => 23,
-        ErrorCode::Timeout => 24,
+every_variant! {
+    /// Every [`ErrorCode`].
+    ERROR_CODES: ErrorCode {
+        BadFrame,
+        FrameTooLarge,
+        UnknownMessage,
+        UnsupportedVersion,
+        NotAuthenticated,
+        AlreadyAuthenticated,
+        AuthFailed,
+        TokenExpired,
+        TooManySessions,
+        RateLimited,
+        BadSequence,
+        SelfCall,
+        PeerOffline,
+        UnknownCall,
+        NotParticipant,
+        InvalidState,
+        RejoinDenied,
+        HeldElsewhere,
+        InvalidArgument,
+        Superseded,
+        ServerShutdown,
+        ServerRestarting,
+        HelloTimeout,
+        SessionLost,
+        Timeout,
     }
 }
 
-const _: () = {
-    let mut i = 0;
-    while i < ERROR_CODES.len() {
-        assert!(error_code_slot(ERROR_CODES[i]) == i);
-        i += 1;
-    }
-};
-
-/// Every [`EndReason`], in [`end_reason_slot`] order.
-pub const END_REASONS: [EndReason; 8] = [
-    EndReason::Hangup,
-    EndReason::Declined,
-    EndReason::Cancelled,
-    EndReason::NoAnswer,
-    EndReason::Busy,
-    EndReason::ReconnectFailed,
-    EndReason::ServerShutdown,
-    EndReason::ServerLost,
-];
-
-/// A variant's place in [`END_REASONS`]: an exhaustive `match`, so a new variant does not
-/// compile until it is listed (and the check below keeps the list in this order).
-const fn end_reason_slot(x: EndReason) -> usize {
-    match x {
-        EndReason::Hangup => 0,
-        EndReason::Declined => 1,
-        EndReason::Cancelled => 2,
-        EndReason::NoAnswer => 3,
-        EndReason::Busy => 4,
-        EndReason::ReconnectFailed => 5,
-        EndReason::ServerShutdown => 6,
-        EndReason::ServerLost => 7,
+every_variant! {
+    /// Every [`EndReason`].
+    END_REASONS: EndReason {
+        Hangup,
+        Declined,
+        Cancelled,
+        NoAnswer,
+        Busy,
+        ReconnectFailed,
+        ServerShutdown,
+        ServerLost,
     }
 }
-
-const _: () = {
-    let mut i = 0;
-    while i < END_REASONS.len() {
-        assert!(end_reason_slot(END_REASONS[i]) == i);
-        i += 1;
-    }
-};
 
 fn call_state_name(s: CallState) -> &'static str {
     match s {
