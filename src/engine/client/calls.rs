@@ -239,6 +239,18 @@ impl ClientEngine {
                 rejoined,
             } => {
                 let c = self.client_call(&call, CallPhase::Active);
+                // One call per pair: the server starts a call with someone only when no
+                // other call with them is live, so another call with this person still
+                // held here is over on the server, which cannot say how.
+                let stale: Vec<CallId> = self
+                    .calls
+                    .values()
+                    .filter(|o| o.id != c.id && o.peer.id == c.peer.id)
+                    .map(|o| o.id.clone())
+                    .collect();
+                for id in stale {
+                    self.end_local(&id, EndReason::ServerLost);
+                }
                 self.calls.insert(call.id.clone(), c.clone());
                 self.rejoins.offers.remove(&call.id);
                 self.rejoins.auto_rejoins.remove(&call.id);

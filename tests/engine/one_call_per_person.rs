@@ -1,10 +1,14 @@
-//! Found by the `client_engine` fuzzer: a welcome snapshot listing two calls from one
-//! person still ringing for us put both in the active-call map (two calls with one
-//! peer). The `incoming-call` path answers a second call `busy` unless the app allows
-//! call waiting; the snapshot path now does the same, and never keeps two calls with
-//! one person even with call waiting.
+//! A page never holds two calls with one person, whatever the server says. Both cases
+//! were found by the `client_engine` fuzzer:
+//! - a welcome snapshot listing two calls from one person still ringing for us put both
+//!   in the active-call map. The `incoming-call` path answers a second call `busy`
+//!   unless the app allows call waiting; the snapshot path now does the same, and never
+//!   keeps two calls with one person even with call waiting;
+//! - a `call-started` for one call while another call with the same person rang here
+//!   kept both. The server starts a call with someone only when no other call with
+//!   them is live, so the other one is over on the server: it ends here `server-lost`.
 
-use holdfast::engine::client::{ClientConfig, ClientEngine, Io};
+use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io};
 use holdfast::engine::server::ServerConfig;
 use holdfast::protocol::*;
 
@@ -109,4 +113,44 @@ fn without_call_waiting_a_second_ringing_call_in_the_snapshot_is_busy() {
     );
     assert_eq!(e.calls().count(), 2);
     assert!(declined_busy(&sent).is_empty());
+}
+
+#[test]
+fn a_call_started_with_someone_ends_the_other_call_with_them_here() {
+    let (mut e, _) = welcomed(false, vec![ringing_for_me("c1", "cat")]);
+    while e.poll_event().is_some() {}
+    let link = e.current_link().expect("welcomed");
+    let mut started = ringing_for_me("c2", "cat");
+    started.state = CallState::Active;
+    started.callee.link = LinkState::Connected;
+    let body = ServerMsg::CallStarted {
+        call: started,
+        rejoin_token: "token".into(),
+        rejoined: false,
+    };
+    e.handle_frame(
+        link,
+        ServerFrame::Msg {
+            seq: 1,
+            ack: 0,
+            body,
+        },
+        1_040,
+    );
+    let calls: Vec<&str> = e.calls().map(|c| c.id.as_str()).collect();
+    assert_eq!(calls, ["c2"]);
+    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert!(
+        events.iter().any(|ev| matches!(
+            ev,
+            Event::CallEnded { call, reason: EndReason::ServerLost, .. } if call == "c1"
+        )),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|ev| matches!(ev, Event::CallStarted { call, .. } if call.id == "c2")),
+        "{events:?}"
+    );
 }
