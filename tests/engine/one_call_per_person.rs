@@ -4,9 +4,10 @@
 //!   in the active-call map. The `incoming-call` path answers a second call `busy`
 //!   unless the app allows call waiting; the snapshot path now does the same, and never
 //!   keeps two calls with one person even with call waiting;
-//! - a `call-started` for one call while another call with the same person rang here
-//!   kept both. The server starts a call with someone only when no other call with
-//!   them is live, so the other one is over on the server: it ends here `server-lost`.
+//! - a `call-started`, or the answer to an invite, for one call while another call with
+//!   the same person rang here kept both. The server gives a page a call with someone
+//!   only when no other call with them is live, so the other one is over on the
+//!   server: it ends here `server-lost`.
 
 use holdfast::engine::client::{ClientConfig, ClientEngine, Event, Io};
 use holdfast::engine::server::ServerConfig;
@@ -151,6 +152,57 @@ fn a_call_started_with_someone_ends_the_other_call_with_them_here() {
         events
             .iter()
             .any(|ev| matches!(ev, Event::CallStarted { call, .. } if call.id == "c2")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn an_invite_answered_with_another_call_than_the_one_ringing_ends_that_one_here() {
+    let (mut e, _) = welcomed(false, vec![]);
+    let re = e
+        .call("cat", None, None, 1_040)
+        .expect("no call with cat yet");
+    let link = e.current_link().expect("welcomed");
+    let incoming = ServerMsg::IncomingCall {
+        call: ringing_for_me("c1", "cat"),
+    };
+    e.handle_frame(
+        link,
+        ServerFrame::Msg {
+            seq: 1,
+            ack: 0,
+            body: incoming,
+        },
+        1_050,
+    );
+    assert_eq!(e.calls().count(), 1);
+    while e.poll_event().is_some() {}
+    let mut mine = ringing_for_me("c2", "cat");
+    std::mem::swap(&mut mine.caller, &mut mine.callee);
+    mine.caller.link = LinkState::Connected;
+    mine.callee.link = LinkState::Pending;
+    let answer = ServerMsg::CallCreated {
+        re,
+        call: mine,
+        existing: false,
+    };
+    e.handle_frame(
+        link,
+        ServerFrame::Msg {
+            seq: 2,
+            ack: re,
+            body: answer,
+        },
+        1_060,
+    );
+    let calls: Vec<&str> = e.calls().map(|c| c.id.as_str()).collect();
+    assert_eq!(calls, ["c2"]);
+    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
+    assert!(
+        events.iter().any(|ev| matches!(
+            ev,
+            Event::CallEnded { call, reason: EndReason::ServerLost, .. } if call == "c1"
+        )),
         "{events:?}"
     );
 }

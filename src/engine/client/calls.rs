@@ -205,6 +205,7 @@ impl ClientEngine {
                 if call.state != CallState::Ended
                     && (call.held_here || phase == CallPhase::Incoming)
                 {
+                    self.end_other_calls_with(&c);
                     self.calls
                         .entry(call.id.clone())
                         .or_insert_with(|| c.clone());
@@ -239,18 +240,7 @@ impl ClientEngine {
                 rejoined,
             } => {
                 let c = self.client_call(&call, CallPhase::Active);
-                // One call per pair: the server starts a call with someone only when no
-                // other call with them is live, so another call with this person still
-                // held here is over on the server, which cannot say how.
-                let stale: Vec<CallId> = self
-                    .calls
-                    .values()
-                    .filter(|o| o.id != c.id && o.peer.id == c.peer.id)
-                    .map(|o| o.id.clone())
-                    .collect();
-                for id in stale {
-                    self.end_local(&id, EndReason::ServerLost);
-                }
+                self.end_other_calls_with(&c);
                 self.calls.insert(call.id.clone(), c.clone());
                 self.rejoins.offers.remove(&call.id);
                 self.rejoins.auto_rejoins.remove(&call.id);
@@ -374,6 +364,21 @@ impl ClientEngine {
     }
 
     /// A call ends here: tell the app, drop the record.
+    /// One call per pair: the server gives a page a call with someone only when no
+    /// other call with them is live, so another call with that person still held here
+    /// is over on the server, which cannot say how: it ends `server-lost`.
+    fn end_other_calls_with(&mut self, call: &ClientCall) {
+        let stale: Vec<CallId> = self
+            .calls
+            .values()
+            .filter(|o| o.id != call.id && o.peer.id == call.peer.id)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in stale {
+            self.end_local(&id, EndReason::ServerLost);
+        }
+    }
+
     pub(super) fn end_local(&mut self, call: &str, reason: EndReason) {
         if let Some(c) = self.calls.remove(call) {
             self.events.push_back(Event::CallEnded {
