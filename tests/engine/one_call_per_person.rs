@@ -138,16 +138,7 @@ fn a_call_started_with_someone_ends_the_other_call_with_them_here() {
         },
         1_040,
     );
-    let calls: Vec<&str> = e.calls().map(|c| c.id.as_str()).collect();
-    assert_eq!(calls, ["c2"]);
-    let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
-    assert!(
-        events.iter().any(|ev| matches!(
-            ev,
-            Event::CallEnded { call, reason: EndReason::ServerLost, .. } if call == "c1"
-        )),
-        "{events:?}"
-    );
+    let events = only_c2_is_left_and_c1_ended_server_lost(&mut e);
     assert!(
         events
             .iter()
@@ -195,6 +186,12 @@ fn an_invite_answered_with_another_call_than_the_one_ringing_ends_that_one_here(
         },
         1_060,
     );
+    only_c2_is_left_and_c1_ended_server_lost(&mut e);
+}
+
+/// The page holds `c2` alone and told the app that `c1` ended `server-lost`; returns
+/// the events.
+fn only_c2_is_left_and_c1_ended_server_lost(e: &mut ClientEngine) -> Vec<Event> {
     let calls: Vec<&str> = e.calls().map(|c| c.id.as_str()).collect();
     assert_eq!(calls, ["c2"]);
     let events: Vec<Event> = std::iter::from_fn(|| e.poll_event()).collect();
@@ -205,4 +202,5 @@ fn an_invite_answered_with_another_call_than_the_one_ringing_ends_that_one_here(
         )),
         "{events:?}"
     );
+    events
 }
