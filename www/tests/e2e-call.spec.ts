@@ -89,9 +89,13 @@ test('7. calling twice quickly, and calling each other at once: exactly one call
   // Both click "Call" at the same instant (a shared wall-clock time, both pages on
   // this machine), before either could see the other's call ringing.
   const at = Date.now() + 500;
+  // The button is looked up when the timer fires: the contact list re-renders on every
+  // presence change, and a button found earlier may be detached by then (a click on it
+  // does nothing, and only one side would call).
   await Promise.all([[carol, dave], [dave, carol]].map(([p, other]) => p.page.evaluate(([id, t]) => {
-    const button = document.querySelector<HTMLButtonElement>(`[data-testid=contact][data-user="${id}"] button`)!;
-    setTimeout(() => button.click(), Number(t) - Date.now());
+    setTimeout(() => {
+      document.querySelector<HTMLButtonElement>(`[data-testid=contact][data-user="${id}"] button`)!.click();
+    }, Number(t) - Date.now());
   }, [other.id, at])));
   for (const p of [carol, dave]) {
     await expect(p.page.getByTestId('call-view')).toHaveAttribute('data-phase', 'active');
