@@ -101,6 +101,15 @@ fn flag(obj: &JsValue, key: &str) -> Decoded<bool> {
 }
 
 /// A bool with serde's `#[serde(default)]`: missing is false.
+/// A required field holding any JSON value (a relayed payload).
+fn json_value(obj: &JsValue, key: &str) -> Decoded<Value> {
+    let v = get(obj, key);
+    if v.is_undefined() {
+        return Err(invalid(key));
+    }
+    value_from_js(&v).ok_or_else(|| invalid(key))
+}
+
 fn flag_or_false(obj: &JsValue, key: &str) -> Decoded<bool> {
     let v = get(obj, key);
     if v.is_undefined() {
@@ -550,14 +559,11 @@ fn server_msg(b: &JsValue) -> Decoded<ServerMsg> {
             call: text(b, "call")?,
         },
         "signal" => {
-            let payload = get(b, "payload");
-            if payload.is_undefined() {
-                return Err(invalid("payload"));
-            }
+            let payload = json_value(b, "payload")?;
             ServerMsg::Signal {
                 call: text(b, "call")?,
                 from: text(b, "from")?,
-                payload: value_from_js(&payload).ok_or_else(|| invalid("payload"))?,
+                payload,
             }
         }
         "presence" => ServerMsg::Presence {
@@ -1337,13 +1343,10 @@ fn client_msg(b: &JsValue) -> Decoded<ClientMsg> {
             call: text(b, "call")?,
         },
         "signal" => {
-            let payload = get(b, "payload");
-            if payload.is_undefined() {
-                return Err(invalid("payload"));
-            }
+            let payload = json_value(b, "payload")?;
             ClientMsg::Signal {
                 call: text(b, "call")?,
-                payload: value_from_js(&payload).ok_or_else(|| invalid("payload"))?,
+                payload,
             }
         }
         "rejoin" => ClientMsg::Rejoin {
