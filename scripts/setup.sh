@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine (idempotent):
 #   scripts/setup.sh          Rust target + wasm-bindgen-cli + npm packages (build, demo)
-#   scripts/setup.sh --test   also Chromium, ChromeDriver, redis-server and wasm-pack (browser, end-to-end and restart tests)
+#   scripts/setup.sh --test   also Chromium, ChromeDriver, redis-server, a C++ compiler (libFuzzer) and wasm-pack (browser, end-to-end, restart and fuzz tests)
 #   scripts/setup.sh --redis  also redis-server (scripts/demo.sh --redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +23,10 @@ sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 if [ "${1:-}" = "--test" ]; then
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-    || ! command -v redis-server >/dev/null; then
-    step "Chromium, ChromeDriver and Redis (Debian packages)"
+    || ! command -v redis-server >/dev/null || ! command -v c++ >/dev/null; then
+    step "Chromium, ChromeDriver, Redis and g++ for libFuzzer (Debian packages)"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver redis-server g++ >/dev/null
   fi
 fi
 if [ "${1:-}" = "--test" ] && ! wasm-pack --version 2>/dev/null | grep -q " 0.15.1\$"; then

@@ -1,7 +1,8 @@
 //! Frame decoding on the native paths: any text, under any size limit, decodes to a
 //! frame or a `BadFrame` (never a panic), and whatever decodes encodes to text that
-//! decodes again. (The browser decodes with its own `JSON.parse` and
-//! serde-wasm-bindgen, which cannot run natively.)
+//! decodes again. (The browser's codec reads what its own `JSON.parse` built, which
+//! cannot run natively; `tests/web_codec.rs` fuzzes it in Chromium with mutated
+//! frames, against serde.)
 #![no_main]
 
 use holdfast::protocol::{decode_client, decode_server, encode, ClientFrame, ServerFrame};
