@@ -65,6 +65,7 @@ mod app {
             jwt: cli.jwt_rules(),
             net: cli.net_limits(),
             store: cli.store.clone(),
+            lease: cli.lease(),
         };
         match run_with_metrics_listener(listener, metrics_listener, config, shutdown_signal()).await
         {

@@ -108,6 +108,28 @@ pub(crate) enum Cmd {
     Crash,
     /// Test hook: the actor handles nothing for this long, as on a busy machine.
     Stall(Duration),
+    /// Another process took the store's lease (its node): this one must stop serving.
+    LeaseLost(String),
+}
+
+/// Why [`Actor::run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ActorExit {
+    /// A graceful shutdown: everything that could be written was, and the lease is
+    /// released.
+    Shutdown,
+    /// Another process holds the store now (its node): nothing this one holds may be
+    /// written or acknowledged any more.
+    LeaseLost(String),
+}
+
+/// Why a write failed.
+#[derive(Debug)]
+enum WriteError {
+    /// Another process holds the lease (its node): the write did nothing.
+    Fenced(String),
+    /// Redis is slow, away or refused it: retried.
+    Failed(String),
 }
 
 /// First and longest pause between two attempts to write to an unavailable store.
@@ -121,7 +143,7 @@ const PIPELINE_DEPTH: usize = 4;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 /// A write in flight: its batch number, the batch, and what Redis answered.
-type Write = Pin<Box<dyn Future<Output = (u64, Batch, Result<Duration, String>)> + Send>>;
+type Write = Pin<Box<dyn Future<Output = (u64, Batch, Result<Duration, WriteError>)> + Send>>;
 
 /// The durable side of the actor: what is being written and what waits for it.
 pub(crate) struct Durable {
@@ -146,6 +168,10 @@ pub(crate) struct Durable {
     retry_at: Option<Instant>,
     backoff: Duration,
     stats: StoreStats,
+    /// Renews the store's lease while this process holds it.
+    renewal: Option<tokio::task::JoinHandle<()>>,
+    /// The lease was lost to this node: stop.
+    lost: Option<String>,
 }
 
 impl Durable {
@@ -164,6 +190,31 @@ impl Durable {
             retry_at: None,
             backoff: RETRY_FIRST,
             stats,
+            renewal: None,
+            lost: None,
+        }
+    }
+
+    /// Keeps the lease renewed by `task` until the store is released or lost.
+    pub(crate) fn renewing(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self.renewal = Some(task);
+        self
+    }
+
+    /// The process stops holding the store: renewal ends, and the lease goes to a
+    /// standby at once (without waiting for it to expire).
+    async fn release(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+        if let Some(lease) = self.redis.lease().cloned() {
+            let mut conn = self.redis.connection();
+            match lease.release(&mut conn).await {
+                Ok(()) => tracing::info!(node = lease.node(), "store lease released"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the store lease: a standby takes over when it expires")
+                }
+            }
         }
     }
 
@@ -189,7 +240,7 @@ pub(crate) struct Actor {
 /// Waits for the oldest write in flight (forever when none is).
 async fn write_done(
     inflight: Option<&mut FuturesOrdered<Write>>,
-) -> (u64, Batch, Result<Duration, String>) {
+) -> (u64, Batch, Result<Duration, WriteError>) {
     match inflight {
         Some(w) if !w.is_empty() => match w.next().await {
             Some(done) => done,
@@ -355,13 +406,18 @@ impl Actor {
             .build(self.engine.store(), std::mem::take(&mut d.pending));
         let mut conn = d.redis.connection();
         d.inflight.push_back(Box::pin(async move {
-            let result = batch.execute(&mut conn).await;
-            (no, batch, result.map_err(|e| e.to_string()))
+            let result = batch.execute(&mut conn).await.map_err(|e| {
+                match super::store::lease::fenced_by(&e) {
+                    Some(node) => WriteError::Fenced(node),
+                    None => WriteError::Failed(e.to_string()),
+                }
+            });
+            (no, batch, result)
         }));
     }
 
     /// A write finished.
-    fn written(&mut self, no: u64, batch: Batch, result: Result<Duration, String>) {
+    fn written(&mut self, no: u64, batch: Batch, result: Result<Duration, WriteError>) {
         let Some(d) = self.durable.as_mut() else {
             return;
         };
@@ -369,7 +425,14 @@ impl Actor {
         let result = match result {
             Ok(_) if no <= d.failed_upto => Err(None),
             Ok(took) => Ok(took),
-            Err(e) => Err(Some(e)),
+            Err(WriteError::Fenced(node)) => {
+                // Nothing of this batch, or of any after it, may be written or
+                // acknowledged: the new holder loaded the state without it.
+                tracing::error!(holder = %node, "another process holds the store now: this one stops serving");
+                d.lost = Some(node);
+                return;
+            }
+            Err(WriteError::Failed(e)) => Err(Some(e)),
         };
         match result {
             Ok(took) => {
@@ -410,7 +473,11 @@ impl Actor {
     /// giving up after [`SHUTDOWN_FLUSH`] (what is not written was never acknowledged).
     async fn drain(&mut self) {
         let give_up = Instant::now() + SHUTDOWN_FLUSH;
-        while self.durable.as_ref().is_some_and(|d| !d.idle()) {
+        while self
+            .durable
+            .as_ref()
+            .is_some_and(|d| !d.idle() && d.lost.is_none())
+        {
             let retry_at = self.durable.as_ref().and_then(|d| d.retry_at);
             let Some(d) = self.durable.as_mut() else {
                 return;
@@ -434,8 +501,11 @@ impl Actor {
         self.clock
     }
 
-    pub(crate) async fn run(mut self, mut rx: ActorRx) {
+    pub(crate) async fn run(mut self, mut rx: ActorRx) -> ActorExit {
         loop {
+            if let Some(node) = self.durable.as_mut().and_then(|d| d.lost.take()) {
+                return ActorExit::LeaseLost(node);
+            }
             let deadline = self.engine.poll_timeout();
             let retry_at = self.durable.as_ref().and_then(|d| d.retry_at);
             let sleep = async {
@@ -461,9 +531,9 @@ impl Actor {
                 biased;
                 (no, batch, result) = write_done(inflight) => self.written(no, batch, result),
                 cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    if self.handle_batch(cmd, &mut rx).await.is_break() {
-                        return;
+                    let Some(cmd) = cmd else { return ActorExit::Shutdown };
+                    if let std::ops::ControlFlow::Break(exit) = self.handle_batch(cmd, &mut rx).await {
+                        return exit;
                     }
                 }
                 _ = retry => self.flush(),
@@ -486,13 +556,13 @@ impl Actor {
         &mut self,
         first: (u64, Cmd),
         rx: &mut ActorRx,
-    ) -> std::ops::ControlFlow<()> {
+    ) -> std::ops::ControlFlow<ActorExit> {
         let mut next = Some(first);
         let mut handled = 0;
         while let Some((sent, cmd)) = next.take() {
             self.clock = self.clock.max(sent);
-            if self.handle_cmd(cmd).await.is_break() {
-                return std::ops::ControlFlow::Break(());
+            if let std::ops::ControlFlow::Break(exit) = self.handle_cmd(cmd).await {
+                return std::ops::ControlFlow::Break(exit);
             }
             handled += 1;
             if handled < BATCH {
@@ -512,8 +582,9 @@ impl Actor {
         std::ops::ControlFlow::Continue(())
     }
 
-    /// One command from a socket task or an HTTP handler. `Break` after a shutdown.
-    async fn handle_cmd(&mut self, cmd: Cmd) -> std::ops::ControlFlow<()> {
+    /// One command from a socket task or an HTTP handler. `Break` after a shutdown, or
+    /// when the store's lease is lost.
+    async fn handle_cmd(&mut self, cmd: Cmd) -> std::ops::ControlFlow<ActorExit> {
         let now = self.clock;
         match cmd {
             Cmd::Open { writer, ip, reply } => {
@@ -557,8 +628,19 @@ impl Actor {
                 self.engine.shutdown(now);
                 self.flush();
                 self.drain().await;
+                if let Some(d) = self.durable.as_mut() {
+                    if let Some(node) = d.lost.take() {
+                        let _ = reply.send(());
+                        return std::ops::ControlFlow::Break(ActorExit::LeaseLost(node));
+                    }
+                    d.release().await;
+                }
                 let _ = reply.send(());
-                return std::ops::ControlFlow::Break(());
+                return std::ops::ControlFlow::Break(ActorExit::Shutdown);
+            }
+            Cmd::LeaseLost(node) => {
+                tracing::error!(holder = %node, "the store's lease went to another process: this one stops serving");
+                return std::ops::ControlFlow::Break(ActorExit::LeaseLost(node));
             }
         }
         std::ops::ControlFlow::Continue(())

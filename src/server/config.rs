@@ -110,6 +110,18 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_STORE", default_value = "memory")]
     pub store: crate::server::store::StoreSpec,
 
+    /// This process's name among the processes sharing one Redis (default: the host
+    /// name and the listening port). One process holds the store at a time; the others
+    /// stand by and take over when it stops or dies. A process restarted under the
+    /// same name takes over from its predecessor at once.
+    #[arg(long, env = "HOLDFAST_NODE")]
+    pub node: Option<String>,
+
+    /// How long the store's lease outlives a process that died without releasing it:
+    /// how long a standby waits before it takes over (`3s`).
+    #[arg(long, env = "HOLDFAST_LEASE_TTL", default_value = "3s", value_parser = parse_duration_ms)]
+    pub lease_ttl: u64,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -230,6 +242,14 @@ impl Cli {
             issuer: self.jwt_issuer.clone(),
             max_lifetime_ms: self.jwt_max_lifetime,
             leeway_ms: self.jwt_leeway,
+        }
+    }
+
+    /// The store lease's settings.
+    pub fn lease(&self) -> crate::server::store::lease::LeaseConfig {
+        crate::server::store::lease::LeaseConfig {
+            node: self.node.clone(),
+            ttl: Duration::from_millis(self.lease_ttl.max(1)),
         }
     }
 

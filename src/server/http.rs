@@ -33,6 +33,12 @@ pub(crate) struct AppState {
 pub(crate) async fn health_handler(State(state): State<AppState>) -> Response {
     if state.actor.is_closed() {
         (StatusCode::SERVICE_UNAVAILABLE, "engine not running").into_response()
+    } else if state.health.standby() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another process holds the store",
+        )
+            .into_response()
     } else if !state.health.ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
     } else {

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::lease::{Acquired, Lease, LeaseConfig};
 use store::redis::{RedisStore, Windows};
 use store::{StoreHealth, StoreSpec, StoreStats};
 use tokio::net::TcpListener;
@@ -41,6 +42,11 @@ pub enum ServerError {
     Jwt(auth::JwtConfigError),
     /// The engine's task stopped (a panic): nothing would answer the sockets.
     EngineStopped(String),
+    /// Another process took the store's lease (this node's was not renewed in time):
+    /// nothing this process holds may be written any more.
+    LeaseLost(String),
+    /// `--node` is not a usable name.
+    BadNode(String),
     Io(std::io::Error),
 }
 
@@ -55,6 +61,11 @@ impl std::fmt::Display for ServerError {
                 f,
                 "the engine stopped ({why}); exiting so a supervisor can restart the server"
             ),
+            ServerError::LeaseLost(node) => write!(
+                f,
+                "the store's lease went to {node} (this process stalled past --lease-ttl); exiting: its clients resume there"
+            ),
+            ServerError::BadNode(why) => write!(f, "--node: {why}"),
             ServerError::Io(e) => write!(f, "io error: {e}"),
         }
     }
@@ -90,6 +101,9 @@ pub struct RunConfig {
     pub net: NetLimits,
     /// Where the state lives (`--store`).
     pub store: StoreSpec,
+    /// The lease that lets one process at a time write a Redis store (`--node`,
+    /// `--lease-ttl`).
+    pub lease: LeaseConfig,
 }
 
 impl RunConfig {
@@ -103,6 +117,7 @@ impl RunConfig {
             jwt: JwtRules::default(),
             net: NetLimits::default(),
             store: StoreSpec::Memory,
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -118,30 +133,103 @@ pub fn now_ms() -> u64 {
 /// How long one Redis operation may take before the store counts as unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connects to Redis and loads the state, retrying with backoff until both work (the
-/// server is not ready meanwhile), and rebuilds the engine from it.
+/// A random token naming one run of the process in its lease.
+fn run_token() -> String {
+    let mut bytes = [0u8; 16];
+    crate::engine::Entropy::fill(&mut OsEntropy, &mut bytes);
+    crate::engine::hex(&bytes)
+}
+
+/// Renews the lease every third of its time to live until the task is aborted (at a
+/// graceful shutdown) or the lease is found held by another process, which the actor
+/// is told. A renewal that fails (Redis away) is tried again at the next tick: while
+/// Redis is away nobody else can take the lease either.
+fn renew_lease(lease: Lease, mut conn: redis::aio::ConnectionManager, actor: ActorTx) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease.renew_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match lease.renew(&mut conn).await {
+                Ok(Acquired::Held) => {}
+                Ok(Acquired::HeldBy(value)) => {
+                    let node = store::lease::holder_node(&value).to_owned();
+                    let _ = actor.send(Cmd::LeaseLost(node));
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "store lease renewal failed; retrying"),
+            }
+            if actor.is_closed() {
+                return;
+            }
+        }
+    })
+}
+
+/// Connects to Redis, waits as a standby until this process holds the store's lease,
+/// and loads the state, retrying with backoff until each works (the server is not
+/// ready meanwhile); then rebuilds the engine from it.
 async fn open_redis(
     url: &str,
     config: ServerConfig,
     auth: Box<dyn Authenticator>,
     health: Arc<StoreHealth>,
+    lease: &LeaseConfig,
+    node: &str,
+    actor: ActorTx,
 ) -> (ServerEngine<MemoryStore>, Durable) {
     let windows = Windows::from_config(&config);
     let mut stats = StoreStats::default();
     let mut pause = Duration::from_millis(100);
+    let token = run_token();
+    let mut waiting_for: Option<String> = None;
     loop {
         let started = std::time::Instant::now();
-        let loaded = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
-            Ok(mut redis) => redis.load().await.map(|records| (redis, records)),
-            Err(e) => Err(e),
+        let mut redis = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
+            Ok(redis) => redis,
+            Err(e) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach Redis; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
         };
-        match loaded {
-            Ok((redis, records)) => {
+        let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
+        let mut conn = redis.connection();
+        match held.acquire(&mut conn).await {
+            Ok(Acquired::Held) => {}
+            Ok(Acquired::HeldBy(value)) => {
+                let holder = store::lease::holder_node(&value).to_owned();
+                if waiting_for.as_deref() != Some(holder.as_str()) {
+                    tracing::info!(store = %url, %holder, node, "standby: another process holds the store; taking over when it stops");
+                    waiting_for = Some(holder);
+                }
+                health.set_standby(true);
+                tokio::time::sleep(held.poll_interval()).await;
+                continue;
+            }
+            Err(e) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %e, "cannot ask Redis for the store's lease; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        }
+        if waiting_for.is_some() {
+            tracing::info!(node, "the store's lease is ours: loading the state");
+        }
+        let renewal = renew_lease(held.clone(), redis.connection(), actor.clone());
+        redis = redis.with_lease(held);
+        match redis.load().await {
+            Ok(records) => {
                 stats.load_ms = started.elapsed().as_millis() as u64;
                 stats.records_loaded =
                     (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
                 tracing::info!(
                     store = %url,
+                    node,
                     sessions = records.sessions.len(),
                     calls = records.calls.len(),
                     users = records.users.len(),
@@ -163,9 +251,11 @@ async fn open_redis(
                     Box::new(OsEntropy),
                     now_ms(),
                 );
-                return (engine, Durable::new(redis, health, stats));
+                health.set_standby(false);
+                return (engine, Durable::new(redis, health, stats).renewing(renewal));
             }
             Err(e) => {
+                renewal.abort();
                 stats.errors += 1;
                 tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot load the state from Redis; not ready");
                 tokio::time::sleep(pause).await;
@@ -206,6 +296,11 @@ pub async fn run_with_metrics_listener(
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
     let max_frame_bytes = config.engine.max_frame_bytes;
+    let node = match &config.lease.node {
+        Some(node) => node.clone(),
+        None => store::lease::default_node(listener.local_addr()?.port()),
+    };
+    store::lease::check_node(&node).map_err(ServerError::BadNode)?;
     let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
     let (tx, rx) = ActorTx::channel();
     // Sockets that open while the state loads wait (their `Open` queues) until the
@@ -214,6 +309,8 @@ pub async fn run_with_metrics_listener(
         let health = health.clone();
         let store = config.store.clone();
         let engine_config = config.engine.clone();
+        let lease = config.lease.clone();
+        let actor_tx = tx.clone();
         tokio::spawn(async move {
             let actor = match store {
                 StoreSpec::Memory => Actor {
@@ -228,7 +325,16 @@ pub async fn run_with_metrics_listener(
                     clock: now_ms(),
                 },
                 StoreSpec::Redis(url) => {
-                    let (engine, durable) = open_redis(&url, engine_config, auth, health).await;
+                    let (engine, durable) = open_redis(
+                        &url,
+                        engine_config,
+                        auth,
+                        health,
+                        &lease,
+                        &node,
+                        actor_tx,
+                    )
+                    .await;
                     Actor {
                         engine,
                         writers: HashMap::new(),
@@ -320,7 +426,12 @@ pub async fn run_with_metrics_listener(
         tokio::select! {
             () = &mut serving => break Ok(()),
             joined = &mut actor, if !actor_done => match joined {
-                Ok(()) => actor_done = true,
+                Ok(actor::ActorExit::Shutdown) => actor_done = true,
+                Ok(actor::ActorExit::LeaseLost(node)) => {
+                    let _ = metrics_stop_tx.send(());
+                    tracing::error!(holder = %node, "the store's lease went to another process; exiting");
+                    return Err(ServerError::LeaseLost(node));
+                }
                 Err(e) if e.is_panic() => {
                     let payload = e.into_panic();
                     let why = payload

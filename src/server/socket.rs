@@ -552,6 +552,15 @@ pub(crate) async fn ws_handler(
         );
     };
     let ip = ip.and_then(|Extension(ClientIp(ip))| ip);
+    if state.health.standby() {
+        // Another process holds the store: the client retries with backoff (or its
+        // load balancer sends it to the holder, which is ready where this one is not).
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another process serves this store",
+        )
+            .into_response();
+    }
     if !origin_allowed(state.allowed_origins.as_deref(), &headers) {
         // Still Holdfast's mark: the client reports the server as there but refusing.
         return probe_answer(StatusCode::FORBIDDEN);

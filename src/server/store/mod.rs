@@ -4,6 +4,7 @@
 //! Redis, the driver writes the records it changed after every batch of inputs and
 //! releases the batch's outputs only once Redis answered (see `super::actor`).
 
+pub mod lease;
 pub mod redis;
 
 use prometheus_client::metrics::counter::Counter;
@@ -18,12 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug)]
 pub struct StoreHealth {
     ready: AtomicBool,
+    /// Another process holds the store ([`lease`]): this one waits and refuses sockets.
+    standby: AtomicBool,
 }
 
 impl StoreHealth {
     pub fn new(ready: bool) -> Self {
         Self {
             ready: AtomicBool::new(ready),
+            standby: AtomicBool::new(false),
         }
     }
 
@@ -33,6 +37,14 @@ impl StoreHealth {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `hf:{s:<session>}:out` | list (JSON `{seq, ack, msg}`) | the session's unacknowledged messages, oldest first: appended (`RPUSH`) and trimmed (`LTRIM`) instead of rewritten |
 //! | `hf:{c:<call>}` | string (JSON) | a call: state, kind, metadata, both slots (identity, session, rejoin-token hash, link, grace deadline), ring deadline |
 //! | `hf:{u:<user>}` | string (JSON) | an identity: its sessions and calls (indexes), chosen presence status, recent tombstones |
+//! | `hf:writer` | string | the lease of the one process that writes the store: `<token> <node>`, expiring unless renewed (see [`super::lease`]) |
 //!
 //! User ids are escaped (`%`, `{`, `}` and anything outside printable ASCII as `%XX`)
 //! so that no id can end a hash tag early.
@@ -23,8 +24,10 @@
 //!
 //! # Writes
 //!
-//! One batch of changes is one `MULTI … EXEC`: either every record of the batch is
-//! written or none is. Every key whose life a window bounds gets an absolute expiry
+//! One batch of changes is one `MULTI … EXEC`, or, for a server (which holds the
+//! store's lease, `<ns>writer`: see [`super::lease`]), one script that checks the lease
+//! and then runs the same commands: either every record of the batch is written or
+//! none is. Every key whose life a window bounds gets an absolute expiry
 //! (`SET … PXAT`, `PEXPIREAT`) at its deadline plus a slack of the longest window, so a
 //! server that was down past a deadline still finds the record and ends the call with
 //! the right reason, and Redis never keeps dead state for long. What no window bounds (a
@@ -34,6 +37,7 @@
 use crate::engine::reliable::{Outbox, Unacked};
 use crate::engine::server::ServerConfig;
 use crate::engine::store::{Call, Changes, MemoryStore, Records, Session, Store, UserRecord};
+use super::lease::Lease;
 use crate::protocol::{CallState, ServerMsg, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Pipeline, RedisError};
@@ -214,6 +218,8 @@ type ListRange = Option<(u64, u64)>;
 /// written later (while the engine goes on).
 pub struct Batch {
     pipe: Pipeline,
+    /// Written only while this lease is ours (see [`super::lease`]).
+    fence: Option<Lease>,
     /// The changes it writes (merged back into the next batch if it fails).
     pub changes: Changes,
     /// Records it writes (a deletion counts).
@@ -235,7 +241,15 @@ impl Batch {
     /// Writes the batch; returns how long Redis took.
     pub async fn execute(&self, conn: &mut ConnectionManager) -> Result<Duration, RedisError> {
         let started = Instant::now();
-        self.pipe.query_async::<()>(conn).await?;
+        match &self.fence {
+            None => self.pipe.query_async::<()>(conn).await?,
+            Some(lease) => {
+                lease
+                    .fenced(self.pipe.cmd_iter())
+                    .invoke_async::<()>(conn)
+                    .await?
+            }
+        }
         Ok(started.elapsed())
     }
 }
@@ -254,6 +268,8 @@ pub struct RedisStore {
     /// The client sequence each session's durable record has handled: the most the
     /// server may acknowledge before the batch in flight is written.
     durable_in: HashMap<SessionId, u64>,
+    /// Batches are fenced by this lease ([`RedisStore::with_lease`]).
+    lease: Option<Lease>,
 }
 
 impl RedisStore {
@@ -280,7 +296,24 @@ impl RedisStore {
             windows,
             lists: HashMap::new(),
             durable_in: HashMap::new(),
+            lease: None,
         })
+    }
+
+    /// Every batch from now on is written only while `lease` is ours: one script that
+    /// checks the lease first, instead of `MULTI … EXEC` (see [`super::lease`]).
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
+    /// The lease key under this store's namespace.
+    pub fn lease_key(&self) -> String {
+        format!("{}writer", self.keys.ns)
     }
 
     /// Keys under `ns` instead of [`DEFAULT_NAMESPACE`] (several deployments, or test
@@ -514,6 +547,7 @@ impl RedisStore {
         }
         Batch {
             pipe,
+            fence: self.lease.clone(),
             changes,
             records,
             lists,
