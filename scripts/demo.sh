@@ -8,11 +8,19 @@
 #                                          data in .demo-redis/), so calls survive a
 #                                          restart of the server: Ctrl-C it and run the
 #                                          same command again
+#        scripts/demo.sh --pair [port]     the same Redis, two server processes: one
+#                                          serves on port, the other stands by on
+#                                          port+1 and takes over when the first stops
 set -euo pipefail
 cd "$(dirname "$0")/.."
 redis=""
+pair=""
 if [ "${1:-}" = "--redis" ]; then
   redis=1
+  shift
+elif [ "${1:-}" = "--pair" ]; then
+  redis=1
+  pair=1
   shift
 fi
 port="${1:-${PORT:-8080}}"
@@ -51,6 +59,27 @@ if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
     --dir "$PWD/.demo-redis" --daemonize yes --pidfile "$PWD/.demo-redis/redis.pid" \
     --logfile "$PWD/.demo-redis/redis.log"
   for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+if [ -n "$pair" ]; then
+  second=$((port + 1))
+  cat <<MSG
+
+  Two holdfast-server processes on one Redis (127.0.0.1:${redis_port}):
+    node-a  http://127.0.0.1:${port}     serves (it holds the store's lease)
+    node-b  http://127.0.0.1:${second}   stands by: /readyz answers 503 and it refuses
+                                          sockets until node-a stops or dies
+  Stop node-a (kill -TERM \$(cat .demo-redis/node-a.pid)) and watch node-b take over
+  (curl -s http://127.0.0.1:${second}/readyz). A load balancer in front, routing by
+  /readyz, sends the pages there; they resume the same calls. Ctrl-C stops both.
+
+MSG
+  ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${port}" \
+    --store "redis://127.0.0.1:${redis_port}" --node node-a "${@:2}" &
+  echo $! > .demo-redis/node-a.pid
+  trap 'kill $(cat .demo-redis/node-a.pid) 2>/dev/null || true' EXIT
+  ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${second}" \
+    --store "redis://127.0.0.1:${redis_port}" --node node-b "${@:2}"
+  exit
 fi
 cat <<MSG
 

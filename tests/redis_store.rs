@@ -305,3 +305,66 @@ async fn a_failed_write_is_repaired_by_the_next_one_without_doubling_the_replay_
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(reloaded.records(), store.records());
 }
+
+/// One process writes a store at a time (`holdfast::server::store::lease`): a process
+/// whose lease lapsed and went to another one writes nothing more, not even a batch it
+/// built before, and learns who holds the store now. A node restarted under the same
+/// name takes its predecessor's lease over at once, and fences the predecessor.
+#[tokio::test]
+async fn a_process_that_lost_the_store_lease_writes_nothing() {
+    use holdfast::server::store::lease::{fenced_by, holder_node, Acquired, Lease};
+    use holdfast::server::store::redis::RedisStoreError;
+    let server = RedisServer::start();
+    let probe = connect(&server).await;
+    let key = probe.lease_key();
+    let mut conn = probe.connection();
+    let ttl = Duration::from_millis(300);
+    let old = Lease::new(key.clone(), "node-a", ttl, "token-a1");
+    assert_eq!(old.acquire(&mut conn).await.unwrap(), Acquired::Held);
+    let mut writer = connect(&server).await.with_lease(old.clone());
+    let mut store = MemoryStore::with_change_tracking(true);
+    store.put_session(session("sa", "alice"));
+    push(&mut store, "sa", "first");
+    commit(&mut writer, &store).await;
+    let written = reload(&server.url()).await.records();
+
+    // Held: another node only learns who holds it.
+    let new = Lease::new(key.clone(), "node-b", ttl, "token-b1");
+    match new.acquire(&mut conn).await.unwrap() {
+        Acquired::HeldBy(value) => assert_eq!(holder_node(&value), "node-a"),
+        Acquired::Held => panic!("node-b took a lease node-a holds"),
+    }
+    // node-a stalls past its lease; node-b takes the store over.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(new.acquire(&mut conn).await.unwrap(), Acquired::Held);
+
+    // node-a wakes and writes what it handled meanwhile: refused, nothing lands.
+    push(&mut store, "sa", "after the takeover");
+    store.put_session(session("sc", "carol"));
+    let refused = writer.write(&store, store.take_changes()).await;
+    match refused {
+        Err(RedisStoreError::Redis(e)) => {
+            assert_eq!(fenced_by(&e).as_deref(), Some("node-b"), "{e}")
+        }
+        other => panic!("a write without the lease was not refused: {other:?}"),
+    }
+    assert_eq!(reload(&server.url()).await.records(), written);
+    match old.renew(&mut conn).await.unwrap() {
+        Acquired::HeldBy(value) => assert_eq!(holder_node(&value), "node-b"),
+        Acquired::Held => panic!("node-a renewed a lease node-b holds"),
+    }
+
+    // node-b restarted (a new run, the same node name) takes over from itself at once.
+    let restarted = Lease::new(key, "node-b", ttl, "token-b2");
+    assert_eq!(restarted.acquire(&mut conn).await.unwrap(), Acquired::Held);
+    let mut predecessor = connect(&server).await.with_lease(new);
+    let mut other = MemoryStore::with_change_tracking(true);
+    other.put_session(session("sd", "dave"));
+    assert!(predecessor
+        .write(&other, other.take_changes())
+        .await
+        .is_err_and(
+            |e| matches!(&e, RedisStoreError::Redis(e) if fenced_by(e).as_deref() == Some("node-b"))
+        ));
+    assert_eq!(reload(&server.url()).await.records(), written);
+}

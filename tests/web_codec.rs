@@ -1181,8 +1181,22 @@ fn generated_frames_round_trip_between_serde_and_the_codec() {
 /// Pieces spliced into mutated frames: JSON syntax, and values JSON.parse and serde
 /// read differently (exponents, `-0`, integers past 2^53, escapes).
 const SPLICES: [&str; 16] = [
-    "{", "}", "[", "]", "\"", ",", ":", "null", "true", "1e3", "-0", "1.0",
-    "9007199254740993", "\\u0000", "\"t\":\"ack\"", "\"seq\":",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ",",
+    ":",
+    "null",
+    "true",
+    "1e3",
+    "-0",
+    "1.0",
+    "9007199254740993",
+    "\\u0000",
+    "\"t\":\"ack\"",
+    "\"seq\":",
 ];
 
 /// `text` with one to four random edits (delete, insert, replace, duplicate, truncate),

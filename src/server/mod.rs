@@ -144,7 +144,11 @@ fn run_token() -> String {
 /// graceful shutdown) or the lease is found held by another process, which the actor
 /// is told. A renewal that fails (Redis away) is tried again at the next tick: while
 /// Redis is away nobody else can take the lease either.
-fn renew_lease(lease: Lease, mut conn: redis::aio::ConnectionManager, actor: ActorTx) -> tokio::task::JoinHandle<()> {
+fn renew_lease(
+    lease: Lease,
+    mut conn: redis::aio::ConnectionManager,
+    actor: ActorTx,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(lease.renew_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,16 +329,9 @@ pub async fn run_with_metrics_listener(
                     clock: now_ms(),
                 },
                 StoreSpec::Redis(url) => {
-                    let (engine, durable) = open_redis(
-                        &url,
-                        engine_config,
-                        auth,
-                        health,
-                        &lease,
-                        &node,
-                        actor_tx,
-                    )
-                    .await;
+                    let (engine, durable) =
+                        open_redis(&url, engine_config, auth, health, &lease, &node, actor_tx)
+                            .await;
                     Actor {
                         engine,
                         writers: HashMap::new(),

@@ -34,10 +34,10 @@
 //! session with a socket, a call with both people connected, a user with sessions or
 //! calls or a chosen status) has no expiry (`SET` without `PXAT`, `PERSIST`).
 
+use super::lease::Lease;
 use crate::engine::reliable::{Outbox, Unacked};
 use crate::engine::server::ServerConfig;
 use crate::engine::store::{Call, Changes, MemoryStore, Records, Session, Store, UserRecord};
-use super::lease::Lease;
 use crate::protocol::{CallState, ServerMsg, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Pipeline, RedisError};

@@ -1,0 +1,281 @@
+//! The real `holdfast-server` process on a throwaway Redis, started, signalled and
+//! started again on the same port, with native clients (the real client engine over
+//! the native driver) and what they saw.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use super::redis::RedisServer;
+use holdfast::engine::client::{ClientConfig, Event, RejoinRecord};
+use holdfast::native::NativeClient;
+use holdfast::protocol::EndReason;
+use serde_json::json;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+pub const GRACE_MS: u64 = 3_000;
+
+/// The server binary, started and stopped by its process id.
+pub struct ServerProcess {
+    pub port: u16,
+    redis_url: String,
+    /// Flags besides the ones every test here uses.
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    pub fn start(redis: &RedisServer) -> Self {
+        Self::start_with(redis, &[])
+    }
+
+    /// Started with `extra` flags too.
+    pub fn start_with(redis: &RedisServer, extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut server = Self {
+            port,
+            redis_url: redis.url(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfast-server"))
+            .args(["--dev", "--test-hooks", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--store", &self.redis_url])
+            .args([
+                "--heartbeat-interval",
+                "300ms",
+                "--heartbeat-timeout",
+                "900ms",
+            ])
+            .args([
+                "--resume-window",
+                "10s",
+                "--grace",
+                &format!("{GRACE_MS}ms"),
+            ])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("holdfast-server starts");
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < WAIT, "the server never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+
+    pub fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn client(&self, token: &str, records: Vec<RejoinRecord>) -> NativeClient {
+        client_at(&self.url(), token, records)
+    }
+
+    /// Stops the process (SIGSTOP) without ending it, as a paused VM would.
+    pub fn pause(&self) {
+        self.send_signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.send_signal(libc::SIGCONT);
+    }
+
+    fn send_signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// Waits up to `within` for the process to end by itself; its exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub async fn get(&self, path: &str) -> u16 {
+        http_status(self.port, path, &[]).await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn send(c: &NativeClient, call: &str, n: u64) {
+    let call = call.to_owned();
+    c.with(move |e, now| e.send(&call, json!({ "n": n }), now))
+        .await
+        .unwrap();
+}
+
+/// What one side saw: the `n` of every signal in arrival order, and whether its session
+/// resumed (`recovered: true`), was lost, or saw its call end.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub signals: Vec<u64>,
+    pub resumed: usize,
+    pub lost: bool,
+    pub ended: Option<EndReason>,
+}
+
+/// Drains events until `count` signals arrived (or WAIT passes without one).
+pub async fn collect(c: &mut NativeClient, seen: &mut Seen, count: usize) {
+    while seen.signals.len() < count {
+        let Some(ev) = c.next_event(WAIT).await else {
+            panic!("stalled: {seen:?}");
+        };
+        note(seen, ev);
+    }
+}
+
+pub fn note(seen: &mut Seen, ev: Event) {
+    match ev {
+        Event::Signal { payload, .. } => seen.signals.extend(payload["n"].as_u64()),
+        Event::Resumed { recovered } => {
+            seen.resumed += 1;
+            seen.lost |= !recovered;
+        }
+        Event::SessionLost { .. } => seen.lost = true,
+        Event::CallEnded { reason, .. } => seen.ended = Some(reason),
+        _ => {}
+    }
+}
+
+/// A native client with quick reconnects, on `url`.
+pub fn client_at(url: &str, token: &str, records: Vec<RejoinRecord>) -> NativeClient {
+    let mut config = ClientConfig::new(token);
+    config.backoff_base_ms = 50;
+    config.backoff_max_ms = 400;
+    config.connect_timeout_ms = 2_000;
+    NativeClient::start(url, config, records)
+}
+
+/// The status of `GET path` on 127.0.0.1:`port` with extra header lines (0: no answer
+/// within 500 ms, as from a paused process).
+pub async fn http_status(port: u16, path: &str, headers: &[&str]) -> u16 {
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+        if headers.is_empty() {
+            req.push_str("Connection: close\r\n");
+        }
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        while got < 12 {
+            let n = s.read(&mut buf[got..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        std::str::from_utf8(&buf[..got])
+            .ok()?
+            .get(9..12)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_millis(500), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// A load balancer that knows nothing of sessions: each new connection goes to the
+/// first backend whose `/readyz` answers 200 (none ready: the connection is dropped,
+/// and the client retries).
+pub struct Balancer {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<u16>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for backend in backends {
+                        if http_status(backend, "/readyz", &[]).await != 200 {
+                            continue;
+                        }
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
