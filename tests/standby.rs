@@ -64,6 +64,8 @@ async fn failover(stop: Stop) -> Duration {
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
     ];
     assert_eq!(http_status(b.port, "/ws", &upgrade).await, 503);
+    // A scrape gets an answer at once, not a request that hangs until the takeover.
+    assert_eq!(b.get("/metrics").await, 503);
     assert_eq!(http_status(a.port, "/ws", &upgrade).await, 101);
 
     let lb = Balancer::start(vec![a.port, b.port]).await;

@@ -47,6 +47,15 @@ pub(crate) async fn health_handler(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn metrics_handler(State(state): State<AppState>) -> Response {
+    if state.health.standby() {
+        // The engine does not run until this process holds the store: nothing would
+        // answer, and a scrape would hang until the takeover.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "standby: another process holds the store",
+        )
+            .into_response();
+    }
     let (tx, rx) = oneshot::channel();
     if state.actor.send(Cmd::Metrics(tx)).is_err() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
