@@ -156,12 +156,13 @@ async fn a_holder_that_stalled_past_its_lease_exits_and_the_call_goes_on_elsewhe
     failover(Stop::Stall).await;
 }
 
-/// Two processes never both serve: started together, exactly one becomes ready.
+/// Two processes never both serve: started together, exactly one becomes ready. The
+/// standby stops at once when told to (it has nothing to flush).
 #[tokio::test]
 async fn of_two_processes_started_together_one_serves() {
     let redis = RedisServer::start();
-    let a = node(&redis, "node-a");
-    let b = node(&redis, "node-b");
+    let mut a = node(&redis, "node-a");
+    let mut b = node(&redis, "node-b");
     let started = Instant::now();
     loop {
         let (ra, rb) = (a.get("/readyz").await, b.get("/readyz").await);
@@ -182,4 +183,15 @@ async fn of_two_processes_started_together_one_serves() {
         );
         tokio::time::sleep(LEASE_TTL / 4).await;
     }
+    let (standby, holder) = if a.get("/readyz").await == 200 {
+        (&mut b, &a)
+    } else {
+        (&mut a, &b)
+    };
+    standby.send_signal(libc::SIGTERM);
+    let status = standby
+        .wait_exit(Duration::from_secs(2))
+        .expect("a standby kept running after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(holder.get("/readyz").await, 200);
 }

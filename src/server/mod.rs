@@ -170,6 +170,40 @@ fn renew_lease(
     })
 }
 
+/// Waits until this process holds the store's lease, polling on `redis`'s connection;
+/// the process is a standby meanwhile. `Err`: Redis could not be asked.
+async fn acquire_lease(
+    redis: &RedisStore,
+    lease: &Lease,
+    url: &str,
+    health: &StoreHealth,
+) -> Result<(), redis::RedisError> {
+    let mut conn = redis.connection();
+    let mut waiting_for: Option<String> = None;
+    loop {
+        match lease.acquire(&mut conn).await? {
+            Acquired::Held => {
+                if waiting_for.is_some() {
+                    tracing::info!(
+                        node = lease.node(),
+                        "the store's lease is ours: loading the state"
+                    );
+                }
+                return Ok(());
+            }
+            Acquired::HeldBy(value) => {
+                let holder = store::lease::holder_node(&value).to_owned();
+                if waiting_for.as_deref() != Some(holder.as_str()) {
+                    tracing::info!(store = %url, %holder, node = lease.node(), "standby: another process holds the store; taking over when it stops");
+                    waiting_for = Some(holder);
+                }
+                health.set_standby(true);
+                tokio::time::sleep(lease.poll_interval()).await;
+            }
+        }
+    }
+}
+
 /// Connects to Redis, waits as a standby until this process holds the store's lease,
 /// and loads the state, retrying with backoff until each works (the server is not
 /// ready meanwhile); then rebuilds the engine from it.
@@ -186,87 +220,72 @@ async fn open_redis(
     let mut stats = StoreStats::default();
     let mut pause = Duration::from_millis(100);
     let token = run_token();
-    let mut waiting_for: Option<String> = None;
     loop {
-        let started = std::time::Instant::now();
-        let mut redis = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
-            Ok(redis) => redis,
-            Err(e) => {
-                stats.errors += 1;
-                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach Redis; not ready");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-                continue;
+        let failed = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
+            Err(e) => e.to_string(),
+            Ok(redis) => {
+                let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
+                match acquire_lease(&redis, &held, url, &health).await {
+                    Err(e) => format!("asking for the store's lease: {e}"),
+                    Ok(()) => {
+                        let started = std::time::Instant::now();
+                        let renewal = renew_lease(held.clone(), redis.connection(), actor.clone());
+                        let mut redis = redis.with_lease(held);
+                        match redis.load().await {
+                            Ok(records) => {
+                                stats.load_ms = started.elapsed().as_millis() as u64;
+                                let engine =
+                                    restore_engine(config, auth, records, &mut stats, url, node);
+                                health.set_standby(false);
+                                return (
+                                    engine,
+                                    Durable::new(redis, health, stats).renewing(renewal),
+                                );
+                            }
+                            Err(e) => {
+                                renewal.abort();
+                                format!("loading the state: {e}")
+                            }
+                        }
+                    }
+                }
             }
         };
-        let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
-        let mut conn = redis.connection();
-        match held.acquire(&mut conn).await {
-            Ok(Acquired::Held) => {}
-            Ok(Acquired::HeldBy(value)) => {
-                let holder = store::lease::holder_node(&value).to_owned();
-                if waiting_for.as_deref() != Some(holder.as_str()) {
-                    tracing::info!(store = %url, %holder, node, "standby: another process holds the store; taking over when it stops");
-                    waiting_for = Some(holder);
-                }
-                health.set_standby(true);
-                tokio::time::sleep(held.poll_interval()).await;
-                continue;
-            }
-            Err(e) => {
-                stats.errors += 1;
-                tracing::warn!(store = %url, error = %e, "cannot ask Redis for the store's lease; not ready");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        }
-        if waiting_for.is_some() {
-            tracing::info!(node, "the store's lease is ours: loading the state");
-        }
-        let renewal = renew_lease(held.clone(), redis.connection(), actor.clone());
-        redis = redis.with_lease(held);
-        match redis.load().await {
-            Ok(records) => {
-                stats.load_ms = started.elapsed().as_millis() as u64;
-                stats.records_loaded =
-                    (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
-                tracing::info!(
-                    store = %url,
-                    node,
-                    sessions = records.sessions.len(),
-                    calls = records.calls.len(),
-                    users = records.users.len(),
-                    ms = stats.load_ms,
-                    "state loaded"
-                );
-                let (store, vanished) = MemoryStore::from_records(records, true);
-                if !vanished.is_empty() {
-                    tracing::info!(
-                        calls = vanished.len(),
-                        "calls expired while no server ran: ending them reconnect-failed"
-                    );
-                }
-                let engine = ServerEngine::restore(
-                    config,
-                    store,
-                    vanished,
-                    auth,
-                    Box::new(OsEntropy),
-                    now_ms(),
-                );
-                health.set_standby(false);
-                return (engine, Durable::new(redis, health, stats).renewing(renewal));
-            }
-            Err(e) => {
-                renewal.abort();
-                stats.errors += 1;
-                tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot load the state from Redis; not ready");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
+        stats.errors += 1;
+        tracing::warn!(store = %url, error = %failed, retry_in_ms = pause.as_millis() as u64, "cannot use Redis; not ready");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
+}
+
+/// The engine rebuilt from the records loaded at start.
+fn restore_engine(
+    config: ServerConfig,
+    auth: Box<dyn Authenticator>,
+    records: crate::engine::store::Records,
+    stats: &mut StoreStats,
+    url: &str,
+    node: &str,
+) -> ServerEngine<MemoryStore> {
+    stats.records_loaded =
+        (records.sessions.len() + records.calls.len() + records.users.len()) as u64;
+    tracing::info!(
+        store = %url,
+        node,
+        sessions = records.sessions.len(),
+        calls = records.calls.len(),
+        users = records.users.len(),
+        ms = stats.load_ms,
+        "state loaded"
+    );
+    let (store, vanished) = MemoryStore::from_records(records, true);
+    if !vanished.is_empty() {
+        tracing::info!(
+            calls = vanished.len(),
+            "calls expired while no server ran: ending them reconnect-failed"
+        );
+    }
+    ServerEngine::restore(config, store, vanished, auth, Box::new(OsEntropy), now_ms())
 }
 
 /// Serves until `shutdown` resolves, then tells every client `server-shutdown` and
@@ -307,6 +326,8 @@ pub async fn run_with_metrics_listener(
     store::lease::check_node(&node).map_err(ServerError::BadNode)?;
     let health = Arc::new(StoreHealth::new(config.store == StoreSpec::Memory));
     let (tx, rx) = ActorTx::channel();
+    // Set when the shutdown begins.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     // Sockets that open while the state loads wait (their `Open` queues) until the
     // actor runs.
     let mut actor = {
@@ -315,6 +336,7 @@ pub async fn run_with_metrics_listener(
         let engine_config = config.engine.clone();
         let lease = config.lease.clone();
         let actor_tx = tx.clone();
+        let mut stopping = stopping_rx;
         tokio::spawn(async move {
             let actor = match store {
                 StoreSpec::Memory => Actor {
@@ -329,9 +351,14 @@ pub async fn run_with_metrics_listener(
                     clock: now_ms(),
                 },
                 StoreSpec::Redis(url) => {
-                    let (engine, durable) =
-                        open_redis(&url, engine_config, auth, health, &lease, &node, actor_tx)
-                            .await;
+                    // A standby (or a process still waiting for Redis) that is told to
+                    // stop has nothing to flush: it stops at once.
+                    let opened =
+                        open_redis(&url, engine_config, auth, health, &lease, &node, actor_tx);
+                    let (engine, durable) = tokio::select! {
+                        opened = opened => opened,
+                        _ = stopping.wait_for(|stop| *stop) => return actor::ActorExit::Shutdown,
+                    };
                     Actor {
                         engine,
                         writers: HashMap::new(),
@@ -373,6 +400,7 @@ pub async fn run_with_metrics_listener(
     let actor_tx = tx.clone();
     tokio::spawn(async move {
         shutdown.await;
+        let _ = stopping_tx.send(true);
         tracing::info!("shutting down: telling clients");
         let (done_tx, done_rx) = oneshot::channel();
         if actor_tx.send(Cmd::Shutdown(done_tx)).is_ok() {

@@ -114,7 +114,8 @@ impl ServerProcess {
         self.send_signal(libc::SIGCONT);
     }
 
-    fn send_signal(&self, signal: i32) {
+    /// Sends `signal` and returns at once (see [`ServerProcess::wait_exit`]).
+    pub fn send_signal(&self, signal: i32) {
         if let Some(child) = &self.child {
             // SAFETY: kill(2) on the pid of a child we started and have not reaped.
             unsafe {
