@@ -5,7 +5,8 @@
 //! # Acknowledge only what is durable
 //!
 //! With a durable store ([`Durable`]), the actor writes the records each batch of
-//! inputs changed (one `MULTI … EXEC`) and holds the batch's outputs until Redis
+//! inputs changed (one atomic write: a script that checks the store's lease, then
+//! writes; see `super::store::lease`) and holds the batch's outputs until Redis
 //! answered OK: a welcome, an acknowledgement or a message is on the wire only once
 //! what it tells the client is in Redis. Up to [`PIPELINE_DEPTH`] writes are in flight
 //! at once, in order on one connection, so a message does not wait for the write

@@ -93,7 +93,7 @@ const LATENCY_BUCKETS: [f64; 10] = [
 /// reference-counted), so a snapshot taken for `/metrics` sees every write so far.
 #[derive(Debug, Clone)]
 pub struct StoreStats {
-    /// Time to write one batch (MULTI/EXEC), in seconds.
+    /// Time to write one batch (one fenced script), in seconds.
     pub write_seconds: Histogram,
     /// Records written (sessions, calls and users; a deletion counts).
     pub records_written: u64,
@@ -128,7 +128,7 @@ impl StoreStats {
     pub fn register(&self, reg: &mut Registry) {
         reg.register(
             "holdfast_store_write_seconds",
-            "Time to write one batch of changes to the store (MULTI/EXEC)",
+            "Time to write one batch of changes to the store (one atomic script)",
             self.write_seconds.clone(),
         );
         for (name, help, value) in [

@@ -214,7 +214,7 @@ struct StoredUser<T> {
 /// Seqs of the first and last entry of a replay list as written (`None`: empty).
 type ListRange = Option<(u64, u64)>;
 
-/// One `MULTI … EXEC` worth of changes, built from the store between two inputs and
+/// One atomic write's worth of changes, built from the store between two inputs and
 /// written later (while the engine goes on).
 pub struct Batch {
     pipe: Pipeline,
