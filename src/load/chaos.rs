@@ -21,7 +21,9 @@
 //! - `messages_lost` / `messages_doubled`: per call and sender, every payload the
 //!   server accepted arrives exactly once and in order (one arriving after a higher
 //!   number counts as lost). Payloads whose fate a reload made unknowable (still in the
-//!   thrown-away engine's outbox, or relayed to the thrown-away page) are not owed.
+//!   thrown-away engine's outbox, or relayed to the thrown-away page) are not owed, and
+//!   neither are those relayed to a session that a rejoin then took the call over from
+//!   (`call-started` with `rejoined: true`): the server does not move them.
 //!
 //! Restarts (`--restarts K`) are spread evenly over the run, SIGKILL and SIGTERM
 //! alternating; they need a durable store (`--store redis://…`) for calls to outlive
@@ -762,11 +764,28 @@ impl Person {
                 self.saw(&call.id, active);
                 self.check_duplicates(client, &call.peer.id).await;
             }
-            Event::CallStarted { call, .. } => {
+            Event::CallStarted { call, rejoined } => {
                 {
                     let mut l = self.ledger.lock().expect("ledger");
                     l.away.remove(&(call.id.clone(), me));
                     l.abandoned.remove(&(call.id.clone(), me));
+                    if rejoined {
+                        // This session takes over a side another session held (a page
+                        // since thrown away, or a session lost). What the peer relayed
+                        // to that session and did not reach us is gone with it; the
+                        // server does not move it. A reload while the call rang can
+                        // leave such payloads that the reload itself could not mark:
+                        // the page's invite was still unacknowledged, so it never knew
+                        // the call.
+                        if let Some(peer) = idx_of(&self.prefix, &call.peer.id) {
+                            let s = l.streams.entry((call.id.clone(), peer)).or_default();
+                            for n in 1..=s.sent {
+                                if !s.counts.contains_key(&n) {
+                                    s.uncertain.insert(n);
+                                }
+                            }
+                        }
+                    }
                 }
                 self.saw(&call.id, true);
                 self.check_duplicates(client, &call.peer.id).await;
