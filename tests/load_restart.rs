@@ -71,3 +71,31 @@ async fn restart_refuses_a_server_without_a_durable_store() {
         .expect_err("a memory-store restart loses every session");
     assert!(err.to_string().contains("--store"), "{err}");
 }
+
+/// The relay figure on Redis reads the server's own hold times: how long each relayed
+/// message (and acknowledgement) waited for its write, which is all the store adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_figure_on_redis_reads_the_servers_hold_times() {
+    let redis = RedisServer::start();
+    load::raise_nofile_limit(load::fds_needed(SESSIONS * 3));
+    let spec = ServerSpec::Spawn {
+        bin: env!("CARGO_BIN_EXE_holdfast-server").into(),
+        args: vec!["--store".into(), redis.url()],
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        load::relay_latency(&spec, &Settings::quick(SESSIONS), "redis"),
+    )
+    .await
+    .expect("relay on Redis took over 30 s")
+    .expect("relay latency figure");
+    assert!(
+        r.msgs_sent > 0 && r.msgs_lost == 0 && r.msgs_doubled == 0,
+        "{r:#?}"
+    );
+    let hold = r.server_hold.expect("the server's hold histogram was read");
+    // Every relayed message waits for its own write, and so does its acknowledgement.
+    assert!(hold.outputs >= r.msgs_sent, "{r:#?}");
+    assert!((0.0..=1.0).contains(&hold.within_2ms), "{r:#?}");
+    assert!(hold.p99_le_ms.is_some(), "{r:#?}");
+}

@@ -5,11 +5,12 @@
 
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::links::Links;
+use super::report::HoldFigures;
 use super::report::RelayLatencyReport;
 use super::session::Phase;
 use super::settings::Settings;
 use super::stats;
-use super::target::{Server, ServerSpec};
+use super::target::{delta, Server, ServerSpec};
 use std::io;
 
 /// Steady traffic between paired sessions for `settings.relay_window`; every payload's
@@ -42,8 +43,10 @@ async fn relay_on(
     };
     let n = fleet.n;
     tokio::time::sleep(settings.settle).await;
+    let before = server.metrics().await.ok();
     fleet.set(Phase::Send);
     tokio::time::sleep(settings.relay_window).await;
+    let after = server.metrics().await.ok();
     let drained = fleet.quiesce(settings.drain_timeout).await;
     let (results, _) = fleet_finish(fleet).await;
     proxy.shutdown().await;
@@ -62,5 +65,50 @@ async fn relay_on(
         drained,
         msgs_lost: o.lost,
         msgs_doubled: o.doubled,
+        server_hold: hold_during(&before, &after),
+    })
+}
+
+/// What the server's own histogram says about how long its outputs waited for the
+/// store during the window (None with the memory store, which holds nothing): the
+/// store's share of the latency, without the load tool's scheduling on the same
+/// cores.
+fn hold_during(
+    before: &Option<std::collections::HashMap<String, f64>>,
+    after: &Option<std::collections::HashMap<String, f64>>,
+) -> Option<HoldFigures> {
+    let count = delta(before, after, "holdfast_store_hold_seconds_count")?;
+    if count == 0 {
+        return None;
+    }
+    // (upper bound in ms, outputs released within it), in the server's own buckets.
+    let mut buckets: Vec<(f64, u64)> = after
+        .as_ref()?
+        .keys()
+        .filter_map(|k| {
+            let le = k
+                .strip_prefix("holdfast_store_hold_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            let bound = le.parse::<f64>().ok().filter(|b| b.is_finite())?;
+            Some((bound * 1000.0, delta(before, after, k).unwrap_or(0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let within = |ms: f64| {
+        buckets
+            .iter()
+            .filter(|(bound, _)| *bound <= ms + 1e-9)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
+    };
+    let p99_le_ms = buckets
+        .iter()
+        .find(|(_, n)| *n as f64 >= 0.99 * count as f64)
+        .map(|(bound, _)| *bound);
+    Some(HoldFigures {
+        outputs: count,
+        within_2ms: within(2.0) as f64 / count as f64,
+        p99_le_ms,
     })
 }

@@ -175,6 +175,20 @@ pub struct RelayLatencyReport {
     pub drained: bool,
     pub msgs_lost: u64,
     pub msgs_doubled: u64,
+    /// How long the server's outputs waited for the store in the window, from its own
+    /// `holdfast_store_hold_seconds` (None: the memory store).
+    pub server_hold: Option<HoldFigures>,
+}
+
+/// The server's hold times over a window (see [`RelayLatencyReport::server_hold`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HoldFigures {
+    /// Outputs held for a write.
+    pub outputs: u64,
+    /// Share released within 2 ms.
+    pub within_2ms: f64,
+    /// Upper bound of the histogram bucket holding the 99th percentile (ms).
+    pub p99_le_ms: Option<f64>,
 }
 
 /// Everything one invocation measured.
@@ -293,16 +307,30 @@ impl Report {
                 (Some(m), Some(o)) => Some(o - m),
                 _ => None,
             };
+            // The store adds latency only by holding outputs until their writes are
+            // done; the server's own histogram of that is the direct figure (two
+            // end-to-end runs on shared cores also differ by scheduling). Without it,
+            // the end-to-end difference decides.
+            let hold = other.server_hold;
             t.push(TargetCheck {
                 target: "relay latency p99 added by the store <= 2 ms".into(),
                 measured: format!(
-                    "p99 {} with memory, {} with {} ({} ms added)",
+                    "p99 {} with memory, {} with {} ({} ms added end to end){}",
                     ms1(m),
                     ms1(o),
                     other.store,
-                    added.map_or_else(|| "—".into(), |a| format!("{a:.2}"))
+                    added.map_or_else(|| "—".into(), |a| format!("{a:.2}")),
+                    hold.map_or_else(String::new, |h| format!(
+                        "; server hold p99 <= {}, {:.1}% within 2 ms",
+                        h.p99_le_ms
+                            .map_or_else(|| "over 1 s".into(), |v| format!("{v} ms")),
+                        h.within_2ms * 100.0
+                    )),
                 ),
-                met: Some(added.is_some_and(|a| a <= 2.0)),
+                met: Some(match hold {
+                    Some(h) => h.p99_le_ms.is_some_and(|v| v <= 2.0),
+                    None => added.is_some_and(|a| a <= 2.0),
+                }),
             });
         }
         if let Some(s) = self
@@ -550,6 +578,15 @@ impl Report {
                     r.msgs_doubled,
                     if r.drained { "" } else { ", drain timed out" },
                 );
+                if let Some(h) = r.server_hold {
+                    let _ = writeln!(
+                        out,
+                        "    server: {} outputs waited for the store, {:.1}% released within 2 ms, p99 <= {}",
+                        h.outputs,
+                        h.within_2ms * 100.0,
+                        h.p99_le_ms.map_or_else(|| "over 1 s".into(), |v| format!("{v} ms")),
+                    );
+                }
             }
         }
         if !self.targets.is_empty() {

@@ -161,8 +161,9 @@ pub(crate) struct Durable {
     /// After a failed write: batches up to this number count as failed whatever
     /// Redis answers them.
     failed_upto: u64,
-    /// Outputs waiting for the batch of this number (or an earlier one) to be written.
-    held: VecDeque<(u64, Output)>,
+    /// Outputs waiting for the batch of this number (or an earlier one) to be written,
+    /// and since when.
+    held: VecDeque<(u64, Instant, Output)>,
     /// Answers to logouts over HTTP, held the same way.
     held_byes: VecDeque<(u64, oneshot::Sender<ByeOutcome>, ByeOutcome)>,
     /// After a failed write: when to try again, and the pause after that.
@@ -322,7 +323,7 @@ impl Actor {
                                 });
                             }
                             out if d.held.is_empty() && tag <= d.written => now_out.push(out),
-                            out => d.held.push_back((tag, out)),
+                            out => d.held.push_back((tag, Instant::now(), out)),
                         }
                     }
                     for out in now_out {
@@ -365,8 +366,11 @@ impl Actor {
     fn release(&mut self) -> Vec<ConnId> {
         let mut ready = Vec::new();
         if let Some(d) = self.durable.as_mut() {
-            while d.held.front().is_some_and(|(tag, _)| *tag <= d.written) {
-                ready.extend(d.held.pop_front().map(|(_, out)| out));
+            while d.held.front().is_some_and(|(tag, ..)| *tag <= d.written) {
+                if let Some((_, since, out)) = d.held.pop_front() {
+                    d.stats.hold_seconds.observe(since.elapsed().as_secs_f64());
+                    ready.push(out);
+                }
             }
             while d
                 .held_byes

@@ -95,6 +95,9 @@ const LATENCY_BUCKETS: [f64; 10] = [
 pub struct StoreStats {
     /// Time to write one batch (one fenced script), in seconds.
     pub write_seconds: Histogram,
+    /// How long an output (a welcome, an acknowledgement, a message) waited for the
+    /// writes it depends on, in seconds: the latency the store adds.
+    pub hold_seconds: Histogram,
     /// Records written (sessions, calls and users; a deletion counts).
     pub records_written: u64,
     pub errors: u64,
@@ -109,6 +112,7 @@ impl Default for StoreStats {
     fn default() -> Self {
         Self {
             write_seconds: Histogram::new(LATENCY_BUCKETS),
+            hold_seconds: Histogram::new(LATENCY_BUCKETS),
             records_written: 0,
             errors: 0,
             load_ms: 0,
@@ -130,6 +134,11 @@ impl StoreStats {
             "holdfast_store_write_seconds",
             "Time to write one batch of changes to the store (one atomic script)",
             self.write_seconds.clone(),
+        );
+        reg.register(
+            "holdfast_store_hold_seconds",
+            "Time a welcome, acknowledgement or message waited for the store writes it depends on (nothing is sent before what it tells is durable)",
+            self.hold_seconds.clone(),
         );
         for (name, help, value) in [
             (
