@@ -7,7 +7,9 @@
 mod common;
 
 use common::native::{active_call, connected};
-use common::process::{collect, note, send, Seen, ServerProcess, WAIT};
+use common::process::{
+    assert_exactly_once, collect, exchange, note, send, Seen, ServerProcess, WAIT,
+};
 use common::redis::RedisServer;
 use holdfast::engine::client::{Event, RejoinWithdrawn};
 use holdfast::engine::SplitMix;
@@ -33,40 +35,17 @@ async fn restart_under_traffic(seed: u64, stop: Stop) {
     const N: u64 = 60;
     let stop_at = 5 + rng.next_u64() % 50;
     let pause_ms = rng.next_u64() % 400;
-    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
-    for n in 1..=N {
-        send(&alice, &call, n).await;
-        send(&bob, &call, 1_000 + n).await;
-        if n == stop_at {
-            match stop {
-                Stop::Kill => server.kill(),
-                Stop::Term => server.terminate(),
-            }
-            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-            server.spawn();
+    let (seen_a, seen_b, ()) = exchange(&mut alice, &mut bob, &call, N, stop_at, async || {
+        match stop {
+            Stop::Kill => server.kill(),
+            Stop::Term => server.terminate(),
         }
-        for ev in alice.drain_events() {
-            note(&mut seen_a, ev);
-        }
-        for ev in bob.drain_events() {
-            note(&mut seen_b, ev);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    collect(&mut bob, &mut seen_b, N as usize).await;
-    collect(&mut alice, &mut seen_a, N as usize).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        server.spawn();
+    })
+    .await;
     let label = format!("seed {seed}, stopped at {stop_at}, down {pause_ms} ms");
-    assert_eq!(seen_b.signals, (1..=N).collect::<Vec<_>>(), "bob: {label}");
-    assert_eq!(
-        seen_a.signals,
-        (1_001..=1_000 + N).collect::<Vec<_>>(),
-        "alice: {label}"
-    );
-    for (who, seen) in [("alice", &seen_a), ("bob", &seen_b)] {
-        assert!(seen.resumed >= 1, "{who} never resumed: {label}");
-        assert!(!seen.lost, "{who} lost the session: {label}");
-        assert_eq!(seen.ended, None, "{who}'s call ended: {label}");
-    }
+    assert_exactly_once(&seen_a, &seen_b, N, &label);
     // Still the same call afterwards, both ways.
     send(&alice, &call, 7_777).await;
     let mut after = Seen::default();

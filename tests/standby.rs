@@ -10,7 +10,8 @@ mod common;
 
 use common::native::active_call;
 use common::process::{
-    client_at, collect, http_status, note, send, Balancer, Seen, ServerProcess, WAIT,
+    assert_exactly_once, client_at, collect, exchange, http_status, send, Balancer, Seen,
+    ServerProcess, WAIT,
 };
 use common::redis::RedisServer;
 use std::time::{Duration, Instant};
@@ -73,44 +74,20 @@ async fn failover(stop: Stop) -> Duration {
     let mut bob = client_at(&lb.url(), "bob", vec![]);
     let call = active_call(&mut alice, &mut bob, WAIT).await;
     const N: u64 = 40;
-    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
-    let mut took = Duration::ZERO;
-    for n in 1..=N {
-        send(&alice, &call, n).await;
-        send(&bob, &call, 1_000 + n).await;
-        if n == 15 {
-            let stopped = Instant::now();
-            match stop {
-                Stop::Term => a.terminate(),
-                Stop::Kill => a.kill(),
-                Stop::Stall => a.pause(),
-            }
-            ready(&b, WAIT).await;
-            took = stopped.elapsed();
+    let (seen_a, seen_b, took) = exchange(&mut alice, &mut bob, &call, N, 15, async || {
+        let stopped = Instant::now();
+        match stop {
+            Stop::Term => a.terminate(),
+            Stop::Kill => a.kill(),
+            Stop::Stall => a.pause(),
         }
-        for ev in alice.drain_events() {
-            note(&mut seen_a, ev);
-        }
-        for ev in bob.drain_events() {
-            note(&mut seen_b, ev);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    collect(&mut bob, &mut seen_b, N as usize).await;
-    collect(&mut alice, &mut seen_a, N as usize).await;
+        ready(&b, WAIT).await;
+        stopped.elapsed()
+    })
+    .await;
     let label = format!("{stop:?}, standby ready after {took:?}");
     eprintln!("{label}");
-    assert_eq!(seen_b.signals, (1..=N).collect::<Vec<_>>(), "bob: {label}");
-    assert_eq!(
-        seen_a.signals,
-        (1_001..=1_000 + N).collect::<Vec<_>>(),
-        "alice: {label}"
-    );
-    for (who, seen) in [("alice", &seen_a), ("bob", &seen_b)] {
-        assert!(seen.resumed >= 1, "{who} never resumed: {label}");
-        assert!(!seen.lost, "{who} lost the session: {label}");
-        assert_eq!(seen.ended, None, "{who}'s call ended: {label}");
-    }
+    assert_exactly_once(&seen_a, &seen_b, N, &label);
 
     if let Stop::Stall = stop {
         // The stalled holder wakes after the takeover: it finds the lease gone and

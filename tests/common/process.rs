@@ -280,3 +280,54 @@ impl Drop for Balancer {
         self.task.abort();
     }
 }
+
+/// A call with traffic both ways: `n` numbered payloads from each side (alice's 1..=n,
+/// bob's 1001..), with `interrupt` run after the `at`-th while both go on sending;
+/// returns what each saw once everything arrived, and what `interrupt` returned.
+pub async fn exchange<T>(
+    alice: &mut NativeClient,
+    bob: &mut NativeClient,
+    call: &str,
+    n: u64,
+    at: u64,
+    interrupt: impl AsyncFnOnce() -> T,
+) -> (Seen, Seen, T) {
+    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+    let mut interrupt = Some(interrupt);
+    let mut out = None;
+    for i in 1..=n {
+        send(alice, call, i).await;
+        send(bob, call, 1_000 + i).await;
+        if i == at {
+            if let Some(f) = interrupt.take() {
+                out = Some(f().await);
+            }
+        }
+        for ev in alice.drain_events() {
+            note(&mut seen_a, ev);
+        }
+        for ev in bob.drain_events() {
+            note(&mut seen_b, ev);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    collect(bob, &mut seen_b, n as usize).await;
+    collect(alice, &mut seen_a, n as usize).await;
+    (seen_a, seen_b, out.expect("`at` is within 1..=n"))
+}
+
+/// What [`exchange`] must leave: every payload exactly once and in order on each side,
+/// each resumed at least once, no session lost, the call not ended.
+pub fn assert_exactly_once(seen_a: &Seen, seen_b: &Seen, n: u64, label: &str) {
+    assert_eq!(seen_b.signals, (1..=n).collect::<Vec<_>>(), "bob: {label}");
+    assert_eq!(
+        seen_a.signals,
+        (1_001..=1_000 + n).collect::<Vec<_>>(),
+        "alice: {label}"
+    );
+    for (who, seen) in [("alice", seen_a), ("bob", seen_b)] {
+        assert!(seen.resumed >= 1, "{who} never resumed: {label}");
+        assert!(!seen.lost, "{who} lost the session: {label}");
+        assert_eq!(seen.ended, None, "{who}'s call ended: {label}");
+    }
+}
