@@ -182,6 +182,10 @@ struct CallView {
     people: BTreeMap<usize, bool>,
     /// The end each person saw (an end reason's wire name, or `call-moved`).
     ends: BTreeMap<usize, &'static str>,
+    /// When someone first saw it (ms into the run).
+    first_seen_ms: Option<u128>,
+    /// Its two people, as the first to see it named them.
+    pair: Option<(usize, usize)>,
 }
 
 /// What everyone saw, written as it happens.
@@ -215,6 +219,11 @@ struct Ledger {
     /// `reconnect-failed` (or `cancelled`) when the server's window runs out: the
     /// page never came back to it.
     abandoned: HashSet<(CallId, usize)>,
+    /// Per person: when (ms into the run) a page was reloaded with requests still
+    /// unacknowledged. An invite among them may have become a call the new page never
+    /// learns of: crossed with the peer's invite, the server starts it at once, and the
+    /// peer relays into the dead page's session.
+    blind_reloads: HashMap<usize, Vec<u128>>,
 }
 
 impl Ledger {
@@ -560,6 +569,10 @@ impl Person {
         client.close_tab().await;
         {
             let mut l = self.ledger.lock().expect("ledger");
+            if unacked > 0 {
+                let at = l.ms();
+                l.blind_reloads.entry(me).or_default().push(at);
+            }
             let calls: Vec<&str> = records.iter().map(|r| r.call.as_str()).collect();
             l.note_person(
                 me,
@@ -754,14 +767,14 @@ impl Person {
             Event::IncomingCall { call } if stage != Stage::Run => {
                 let id = call.id.clone();
                 let _ = client.with(move |e, now| e.hangup(&id, now)).await;
-                self.saw(&call.id, false);
+                self.saw(&call.id, &call.peer.id, false);
             }
             Event::IncomingCall { call } | Event::OutgoingCall { call, .. } => {
                 // An answer about a call held by another session is not this page's.
                 let id = call.id.clone();
                 let held = client.with(move |e, _| e.call_info(&id).is_some()).await;
                 let active = call.phase == CallPhase::Active && held;
-                self.saw(&call.id, active);
+                self.saw(&call.id, &call.peer.id, active);
                 self.check_duplicates(client, &call.peer.id).await;
             }
             Event::CallStarted { call, rejoined } => {
@@ -787,7 +800,7 @@ impl Person {
                         }
                     }
                 }
-                self.saw(&call.id, true);
+                self.saw(&call.id, &call.peer.id, true);
                 self.check_duplicates(client, &call.peer.id).await;
             }
             Event::CallEnded { call, reason, .. } => {
@@ -846,9 +859,15 @@ impl Person {
         }
     }
 
-    fn saw(&self, call: &CallId, active: bool) {
+    fn saw(&self, call: &CallId, peer: &str, active: bool) {
         let mut l = self.ledger.lock().expect("ledger");
+        let now = l.ms();
+        let peer = idx_of(&self.prefix, peer);
         let v = l.calls.entry(call.clone()).or_default();
+        v.first_seen_ms.get_or_insert(now);
+        if let Some(peer) = peer {
+            v.pair.get_or_insert((self.idx, peer));
+        }
         let seen = v.people.entry(self.idx).or_default();
         *seen |= active;
     }
@@ -1021,6 +1040,10 @@ fn owed_pending(l: &Ledger) -> u64 {
         .sum()
 }
 
+/// How long after a reload with unacknowledged requests a call they may have started
+/// can first be seen by its other person (an answer crossing a restart takes seconds).
+const BLIND_RELOAD_WINDOW_MS: u128 = 30_000;
+
 fn tally(
     l: &Ledger,
     held: &[Vec<(CallId, String)>],
@@ -1132,11 +1155,34 @@ fn tally(
             ));
         }
     }
+    // A call the recipient never saw on any page, started shortly after a reload of
+    // theirs with requests unacknowledged: its invite died with the page (see
+    // `Ledger::blind_reloads`), and what the peer sent went to the dead session.
+    let never_known = |call: &str, sender: usize| {
+        let Some(v) = l.calls.get(call) else {
+            return false;
+        };
+        let Some(recipient) = v.pair.map(|(a, b)| if a == sender { b } else { a }) else {
+            return false;
+        };
+        if v.people.contains_key(&recipient) {
+            return false;
+        }
+        let first = v.first_seen_ms.unwrap_or(0);
+        l.blind_reloads.get(&recipient).is_some_and(|at| {
+            at.iter()
+                .any(|t| *t <= first && first - *t <= BLIND_RELOAD_WINDOW_MS)
+        })
+    };
     for ((call, sender), s) in &l.streams {
         r.messages_sent += s.sent;
+        let unknowable = never_known(call, *sender);
+        if unknowable && s.counts.is_empty() {
+            r.calls_abandoned_by_reload += 1;
+        }
         for n in 1..=s.sent {
             let c = s.counts.get(&n).copied().unwrap_or(0);
-            if c == 0 && !s.refused.contains(&n) && !s.uncertain.contains(&n) {
+            if c == 0 && !s.refused.contains(&n) && !s.uncertain.contains(&n) && !unknowable {
                 r.messages_lost += 1;
                 bad.insert(call.clone());
                 if samples.len() < 12 {
