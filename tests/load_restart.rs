@@ -98,4 +98,6 @@ async fn the_relay_figure_on_redis_reads_the_servers_hold_times() {
     assert!(hold.outputs >= r.msgs_sent, "{r:#?}");
     assert!((0.0..=1.0).contains(&hold.within_2ms), "{r:#?}");
     assert!(hold.p99_le_ms.is_some(), "{r:#?}");
+    // And the writes those outputs waited for, from the server's write histogram.
+    assert!(hold.writes > 0 && hold.write_p99_le_ms.is_some(), "{r:#?}");
 }

@@ -69,46 +69,72 @@ async fn relay_on(
     })
 }
 
-/// What the server's own histogram says about how long its outputs waited for the
-/// store during the window (None with the memory store, which holds nothing): the
-/// store's share of the latency, without the load tool's scheduling on the same
-/// cores.
+/// What the server's own histograms say about the store during the window (None with
+/// the memory store, which holds nothing): how long outputs waited for their writes
+/// (the store's share of the latency, without the load tool's scheduling on the same
+/// cores), and how long the writes themselves took.
 fn hold_during(
     before: &Option<std::collections::HashMap<String, f64>>,
     after: &Option<std::collections::HashMap<String, f64>>,
 ) -> Option<HoldFigures> {
-    let count = delta(before, after, "holdfast_store_hold_seconds_count")?;
+    let hold = histogram_during(before, after, "holdfast_store_hold_seconds")?;
+    let write = histogram_during(before, after, "holdfast_store_write_seconds");
+    Some(HoldFigures {
+        outputs: hold.count,
+        within_2ms: hold.share_within(2.0),
+        p99_le_ms: hold.p99_le_ms(),
+        writes: write.as_ref().map_or(0, |w| w.count),
+        write_p99_le_ms: write.as_ref().and_then(Window::p99_le_ms),
+    })
+}
+
+/// One histogram's growth over a window: (upper bound in ms, observations within it),
+/// in the server's own buckets.
+struct Window {
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Window {
+    fn share_within(&self, ms: f64) -> f64 {
+        let within = self
+            .buckets
+            .iter()
+            .filter(|(bound, _)| *bound <= ms + 1e-9)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        within as f64 / self.count as f64
+    }
+
+    /// The bound of the bucket holding the 99th percentile.
+    fn p99_le_ms(&self) -> Option<f64> {
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n as f64 >= 0.99 * self.count as f64)
+            .map(|(bound, _)| *bound)
+    }
+}
+
+fn histogram_during(
+    before: &Option<std::collections::HashMap<String, f64>>,
+    after: &Option<std::collections::HashMap<String, f64>>,
+    name: &str,
+) -> Option<Window> {
+    let count = delta(before, after, &format!("{name}_count"))?;
     if count == 0 {
         return None;
     }
-    // (upper bound in ms, outputs released within it), in the server's own buckets.
+    let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, u64)> = after
         .as_ref()?
         .keys()
         .filter_map(|k| {
-            let le = k
-                .strip_prefix("holdfast_store_hold_seconds_bucket{le=\"")?
-                .strip_suffix("\"}")?;
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
             let bound = le.parse::<f64>().ok().filter(|b| b.is_finite())?;
             Some((bound * 1000.0, delta(before, after, k).unwrap_or(0)))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let within = |ms: f64| {
-        buckets
-            .iter()
-            .filter(|(bound, _)| *bound <= ms + 1e-9)
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(0)
-    };
-    let p99_le_ms = buckets
-        .iter()
-        .find(|(_, n)| *n as f64 >= 0.99 * count as f64)
-        .map(|(bound, _)| *bound);
-    Some(HoldFigures {
-        outputs: count,
-        within_2ms: within(2.0) as f64 / count as f64,
-        p99_le_ms,
-    })
+    Some(Window { count, buckets })
 }

@@ -189,6 +189,10 @@ pub struct HoldFigures {
     pub within_2ms: f64,
     /// Upper bound of the histogram bucket holding the 99th percentile (ms).
     pub p99_le_ms: Option<f64>,
+    /// Store writes in the window, and the bound of the bucket holding their 99th
+    /// percentile (ms): a hold much longer than its write waited before the write.
+    pub writes: u64,
+    pub write_p99_le_ms: Option<f64>,
 }
 
 /// Everything one invocation measured.
@@ -581,10 +585,12 @@ impl Report {
                 if let Some(h) = r.server_hold {
                     let _ = writeln!(
                         out,
-                        "    server: {} outputs waited for the store, {:.1}% released within 2 ms, p99 <= {}",
+                        "    server: {} outputs waited for the store, {:.1}% released within 2 ms, p99 <= {}; {} writes, p99 <= {}",
                         h.outputs,
                         h.within_2ms * 100.0,
                         h.p99_le_ms.map_or_else(|| "over 1 s".into(), |v| format!("{v} ms")),
+                        h.writes,
+                        h.write_p99_le_ms.map_or_else(|| "—".into(), |v| format!("{v} ms")),
                     );
                 }
             }
