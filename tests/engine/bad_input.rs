@@ -218,3 +218,43 @@ fn message_flood_is_rate_limited_then_closed() {
     let conn = sim.conn_of(a);
     assert_intact(&mut sim, a, b, &id, conn);
 }
+
+/// Found by the `server_engine` fuzzer: the frame that made a flood close the socket
+/// was still answered, on the socket just closed (an acknowledgement of a repeated
+/// message, or a sequence error). Release builds dropped that frame; debug builds (the
+/// tests, the browser suites) panicked in the engine and took the server down.
+#[test]
+fn a_flood_of_repeated_messages_closes_the_socket_and_answers_nothing_after() {
+    let (mut sim, a, b, id) = in_call(36);
+    let raw = sim.open_raw();
+    sim.raw_send(raw, &hello("alice", None));
+    let sid = welcome_of(&sim.raw_take(raw)).session;
+    let status = ClientMsg::SetStatus {
+        status: PresenceStatus::Available,
+    };
+    sim.raw_send(raw, &msg(1, status.clone()));
+    let burst = sim.server.config().burst as u64;
+    let mut closed = false;
+    for _ in 0..burst + 100 {
+        // The same message again and again: each is a duplicate, and each is charged.
+        sim.raw_send(raw, &msg(1, status.clone()));
+        if sim.raw_is_closed(raw) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a flood of repeats closes the socket");
+    let frames = sim.raw_take(raw);
+    assert_eq!(
+        conn_errors(&frames).last(),
+        Some(&(ErrorCode::RateLimited, true)),
+        "the last word on the socket is the flood's fatal error"
+    );
+    assert_eq!(
+        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
+        1,
+        "the repeats were never handled again"
+    );
+    let conn = sim.conn_of(a);
+    assert_intact(&mut sim, a, b, &id, conn);
+}

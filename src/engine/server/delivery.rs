@@ -75,19 +75,26 @@ impl<S: Store> ServerEngine<S> {
         };
         match s.inbox.accept(seq) {
             Received::New => {}
+            // Both answer the socket, which a flood refusing this very frame may have
+            // closed a moment ago (see `ServerEngine::charge`): then there is nobody to
+            // answer.
             Received::Duplicate => {
                 // Already handled: a replay after resume. Acknowledge again.
                 let ack = s.inbox.last_seq();
-                self.send(conn, ServerFrame::Ack { ack });
+                if self.conns.contains_key(&conn) {
+                    self.send(conn, ServerFrame::Ack { ack });
+                }
                 return;
             }
             Received::Gap { expected } => {
-                self.fatal(
-                    conn,
-                    ErrorCode::BadSequence,
-                    format!("expected seq {expected}, got {seq}"),
-                    now,
-                );
+                if self.conns.contains_key(&conn) {
+                    self.fatal(
+                        conn,
+                        ErrorCode::BadSequence,
+                        format!("expected seq {expected}, got {seq}"),
+                        now,
+                    );
+                }
                 return;
             }
         }
