@@ -783,6 +783,14 @@ impl Person {
                     l.away.remove(&(call.id.clone(), me));
                     l.abandoned.remove(&(call.id.clone(), me));
                     if rejoined {
+                        // Back in the call: an end this person saw on an earlier page
+                        // never reached the server when that page's hang-up died
+                        // with it (reloaded with the hang-up unacknowledged), so the
+                        // call lived on and the invite of the new page took it back.
+                        if let Some(v) = l.calls.get_mut(&call.id) {
+                            v.ends.remove(&me);
+                        }
+                        l.ended_by.remove(&(call.id.clone(), me));
                         // This session takes over a side another session held (a page
                         // since thrown away, or a session lost). What the peer relayed
                         // to that session and did not reach us is gone with it; the
