@@ -36,7 +36,7 @@ pub(crate) async fn health_handler(State(state): State<AppState>) -> Response {
     } else if state.health.standby() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "standby: another process holds the store",
+            super::store::STANDBY_ANSWER,
         )
             .into_response()
     } else if !state.health.ready() {
@@ -52,7 +52,7 @@ pub(crate) async fn metrics_handler(State(state): State<AppState>) -> Response {
         // answer, and a scrape would hang until the takeover.
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "standby: another process holds the store",
+            super::store::STANDBY_ANSWER,
         )
             .into_response();
     }

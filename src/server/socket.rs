@@ -557,7 +557,7 @@ pub(crate) async fn ws_handler(
         // load balancer sends it to the holder, which is ready where this one is not).
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "standby: another process serves this store",
+            super::store::STANDBY_ANSWER,
         )
             .into_response();
     }

@@ -14,6 +14,10 @@ use prometheus_client::registry::Registry;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// What a standby answers (503) to `/readyz`, `/healthz`, `/metrics` and WebSocket
+/// upgrades: one text, so a load balancer's log reads the same whichever it probed.
+pub const STANDBY_ANSWER: &str = "standby: another process holds the store";
+
 /// Whether the store can take writes, for `/readyz` and `/healthz`. The memory store
 /// always can.
 #[derive(Debug)]
