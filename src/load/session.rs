@@ -190,6 +190,11 @@ pub(crate) async fn run(spec: SessionSpec, shared: Arc<Shared>) -> SessionResult
                 if next == Phase::Quiet && phase < Phase::Quiet {
                     let _ = shared.notes.send(Note::Quiet);
                 }
+                if next == Phase::Send && phase != Phase::Send {
+                    // Ticks missed while not sending would all fire now, at once in
+                    // every session: start the spread schedule afresh instead.
+                    ticker.reset_at(tokio::time::Instant::now() + offset);
+                }
                 phase = next;
                 if phase == Phase::Stop {
                     break;
