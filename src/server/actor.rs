@@ -140,6 +140,13 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 const BATCH: usize = 256;
 /// Most store writes in flight at once.
 const PIPELINE_DEPTH: usize = 4;
+/// Longest a change that nothing waits for (a client's acknowledgement trimming a
+/// replay list, a timer that told nobody) stays unwritten: such changes join the next
+/// write that something waits for, so that a busy server does not spend a round trip
+/// on each acknowledgement. Losing them in a crash loses nothing anyone was told: a
+/// replay list that still holds acknowledged messages replays them, and the client
+/// drops what it has already seen by its sequence number.
+const LAZY_WRITE: Duration = Duration::from_millis(50);
 /// How long a graceful shutdown waits for the last writes.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
@@ -152,6 +159,13 @@ pub(crate) struct Durable {
     health: Arc<StoreHealth>,
     /// Changed records not yet in a batch.
     pending: Changes,
+    /// Since when `pending` has had something in it.
+    pending_since: Option<Instant>,
+    /// An output, a logout's answer or a failed write's outputs wait for `pending`:
+    /// it is written as soon as the pipeline allows, not after [`LAZY_WRITE`].
+    pending_awaited: bool,
+    /// A graceful shutdown: everything pending is written at once.
+    draining: bool,
     /// The batches being written, oldest first (they complete in this order).
     inflight: FuturesOrdered<Write>,
     /// Number of the last batch built; batches are numbered from 1.
@@ -183,6 +197,9 @@ impl Durable {
             redis,
             health,
             pending: Changes::default(),
+            pending_since: None,
+            pending_awaited: false,
+            draining: false,
             inflight: FuturesOrdered::new(),
             built: 0,
             written: 0,
@@ -217,6 +234,32 @@ impl Durable {
                     tracing::warn!(error = %e, "could not release the store lease: a standby takes over when it expires")
                 }
             }
+        }
+    }
+
+    /// When the actor must next call [`Actor::flush`] though no input came: a retry
+    /// after a failed write, or the end of a change's [`LAZY_WRITE`] wait.
+    /// None while a write in flight must finish first (its end wakes the actor).
+    fn wake_at(&self) -> Option<Instant> {
+        if self.inflight.len() >= PIPELINE_DEPTH
+            || (self.retry_at.is_some() && !self.inflight.is_empty())
+        {
+            return None;
+        }
+        let since = self.pending_since?;
+        let ready = if self.pending_awaited || self.draining {
+            since
+        } else {
+            since + LAZY_WRITE
+        };
+        Some(self.retry_at.map_or(ready, |at| at.max(ready)))
+    }
+
+    /// `changes` join the pending batch.
+    fn add_pending(&mut self, changes: Changes) {
+        self.pending.merge(changes);
+        if !self.pending.is_empty() && self.pending_since.is_none() {
+            self.pending_since = Some(Instant::now());
         }
     }
 
@@ -296,7 +339,7 @@ impl Actor {
                     }
                 }
                 Some(d) => {
-                    d.pending.merge(changes);
+                    d.add_pending(changes);
                     // This input's outputs need the batch its changes go into, or (if
                     // it changed nothing) only the batches before.
                     let tag = if d.pending.is_empty() {
@@ -323,7 +366,10 @@ impl Actor {
                                 });
                             }
                             out if d.held.is_empty() && tag <= d.written => now_out.push(out),
-                            out => d.held.push_back((tag, Instant::now(), out)),
+                            out => {
+                                d.pending_awaited |= tag > d.built;
+                                d.held.push_back((tag, Instant::now(), out));
+                            }
                         }
                     }
                     for out in now_out {
@@ -358,7 +404,9 @@ impl Actor {
         if tag <= d.written {
             let _ = reply.send(outcome);
         } else {
+            d.pending_awaited |= tag > d.built;
             d.held_byes.push_back((tag, reply, outcome));
+            self.start_write();
         }
     }
 
@@ -388,12 +436,19 @@ impl Actor {
             .collect()
     }
 
-    /// Starts writing the pending changes unless the pipeline is full or a retry waits.
+    /// Starts writing the pending changes unless the pipeline is full, a retry waits,
+    /// or nothing waits for them yet (see [`LAZY_WRITE`]).
     fn start_write(&mut self) {
         let Some(d) = self.durable.as_mut() else {
             return;
         };
         if d.pending.is_empty() || d.inflight.len() >= PIPELINE_DEPTH {
+            return;
+        }
+        let lazy_over = d
+            .pending_since
+            .is_some_and(|since| since.elapsed() >= LAZY_WRITE);
+        if !(d.pending_awaited || d.draining || lazy_over) {
             return;
         }
         if let Some(at) = d.retry_at {
@@ -406,6 +461,8 @@ impl Actor {
         }
         d.built += 1;
         let no = d.built;
+        d.pending_since = None;
+        d.pending_awaited = false;
         let batch = d
             .redis
             .build(self.engine.store(), std::mem::take(&mut d.pending));
@@ -453,11 +510,13 @@ impl Actor {
             }
             Err(None) => {
                 d.redis.failed(&batch);
-                d.pending.merge(batch.changes);
+                d.add_pending(batch.changes);
+                d.pending_awaited |= !d.held.is_empty() || !d.held_byes.is_empty();
             }
             Err(Some(e)) => {
                 d.redis.failed(&batch);
-                d.pending.merge(batch.changes);
+                d.add_pending(batch.changes);
+                d.pending_awaited |= !d.held.is_empty() || !d.held_byes.is_empty();
                 d.failed_upto = d.built;
                 d.stats.errors += 1;
                 if !d.stats.unavailable {
@@ -478,6 +537,10 @@ impl Actor {
     /// giving up after [`SHUTDOWN_FLUSH`] (what is not written was never acknowledged).
     async fn drain(&mut self) {
         let give_up = Instant::now() + SHUTDOWN_FLUSH;
+        if let Some(d) = self.durable.as_mut() {
+            d.draining = true;
+        }
+        self.flush();
         while self
             .durable
             .as_ref()
@@ -512,7 +575,7 @@ impl Actor {
                 return ActorExit::LeaseLost(node);
             }
             let deadline = self.engine.poll_timeout();
-            let retry_at = self.durable.as_ref().and_then(|d| d.retry_at);
+            let wake_at = self.durable.as_ref().and_then(Durable::wake_at);
             let sleep = async {
                 match deadline {
                     Some(at) => {
@@ -522,8 +585,8 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
-            let retry = async {
-                match retry_at {
+            let wake = async {
+                match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -541,7 +604,7 @@ impl Actor {
                         return exit;
                     }
                 }
-                _ = retry => self.flush(),
+                _ = wake => self.flush(),
                 _ = sleep => {
                     let now = self.tick();
                     self.engine.handle_timeout(now);
