@@ -14,6 +14,8 @@
 //! meanwhile form the next batch (group commit), so a busy server writes larger
 //! batches rather than more of them. Outputs leave in the order the engine produced
 //! them; an input that changed nothing durable waits only for the writes before it.
+//! A change that no output waits for (an acknowledgement that trims a replay list)
+//! waits for the next write that something needs, or [`LAZY_WRITE`] at most.
 //! A failed write fails every write in flight after it too (they were built on the
 //! assumption that it applied): all their changes are written again, together, once
 //! the pipeline is empty.
