@@ -10,6 +10,12 @@ fn main() -> std::process::ExitCode {
     app::main()
 }
 
+/// The same allocator as the server: thousands of client engines and proxied sockets
+/// make the same many small allocations.
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(target_arch = "wasm32"))]
 mod app {
 

@@ -10,6 +10,12 @@ fn main() -> std::process::ExitCode {
     app::main()
 }
 
+/// mimalloc instead of glibc's allocator: a socket's buffers and frames are many small
+/// short-lived allocations, spread over the runtime's threads.
+#[cfg(not(target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(not(target_arch = "wasm32"))]
 mod app {
 
