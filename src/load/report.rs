@@ -74,6 +74,10 @@ pub struct StormReport {
     pub server_cpu_ms_during_resume: Option<f64>,
     /// CPU time of this tool (clients and proxies) over the same window.
     pub tool_cpu_ms_during_resume: Option<f64>,
+    /// Server CPU per second of wall time under the same sessions and traffic before
+    /// the drop (heartbeats and payloads): the share of the resume window's CPU that
+    /// the resumes themselves did not cause.
+    pub server_cpu_ms_per_s_steady: Option<f64>,
     /// Wall time of that window (from the drop until every session resumed, or the
     /// resume timeout).
     pub resume_wall_ms: u64,
@@ -431,6 +435,19 @@ impl Report {
                     s.tool_rss_per_session_bytes
                         .map_or_else(|| "—".into(), |b| format!("{:.1} KiB", b / 1024.0)),
                 );
+                if let (Some(cpu), Some(steady)) =
+                    (s.server_cpu_ms_during_resume, s.server_cpu_ms_per_s_steady)
+                {
+                    // Not subtracted from the window's CPU: while links are down,
+                    // their heartbeats and payloads pause, so the baseline over the
+                    // window is not known, only bounded by this rate.
+                    let _ = writeln!(
+                        out,
+                        "    server CPU per resume {:.3} ms (all the server's CPU in the window); the same sessions and traffic without a drop cost it {:.0} ms of CPU per second",
+                        cpu / s.sessions.max(1) as f64,
+                        steady,
+                    );
+                }
                 if let Some(h) = &s.hostile {
                     let _ = writeln!(
                         out,

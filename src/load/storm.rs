@@ -104,11 +104,21 @@ async fn storm_on(
     let hostile = (settings.hostile > 0)
         .then(|| Hostile::start(server.addr, &path, settings.hostile, settings.hostile_rate));
     fleet.set(Phase::Send);
-    tokio::time::sleep(settings.warmup).await;
+    // The first half of the warm-up settles the traffic; the second is the baseline.
+    tokio::time::sleep(settings.warmup / 2).await;
+    let steady_from = (Instant::now(), server.cpu_time());
+    tokio::time::sleep(settings.warmup / 2).await;
     let before = server.metrics().await.ok();
     let overflows_before = host::listen_overflows();
     let cpu_before = server.cpu_time();
     let tool_cpu_before = proxy.tool_cpu();
+    let server_cpu_ms_per_s_steady = match (steady_from.1, cpu_before) {
+        (Some(b), Some(a)) => Some(
+            a.saturating_sub(b).as_secs_f64() * 1000.0
+                / steady_from.0.elapsed().as_secs_f64().max(1e-3),
+        ),
+        _ => None,
+    };
     fleet.absorb_pending();
     let drop_at = now_ms();
     fleet.tally.since = drop_at;
@@ -188,6 +198,7 @@ async fn storm_on(
             (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
             _ => None,
         },
+        server_cpu_ms_per_s_steady,
         resume_wall_ms: resume_wall.as_millis() as u64,
         listen_overflows: overflow,
         slowest_upstream_connect_ms: proxy.slowest_upstream_connect().await.as_secs_f64() * 1000.0,
