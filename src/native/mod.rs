@@ -2,8 +2,9 @@
 //! the integration tests and the load tool, so they exercise the very engine the
 //! browser runs.
 //!
-//! One task per client owns the [`ClientEngine`]. Every socket has a reader task that
-//! forwards text frames and a writer task. Rejoin records are kept in an in-memory map
+//! One task per client owns the [`ClientEngine`]. Every socket has one task that
+//! forwards the text frames it reads and writes what the engine queued (everything
+//! queued at once in one write), so a frame crosses one task boundary each way. Rejoin records are kept in an in-memory map
 //! standing in for localStorage; [`NativeClient::records`] hands them to a new client,
 //! as a reloaded page would find them.
 //!
@@ -26,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// Read chunk of each client socket (frames of any allowed size still arrive whole).
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -56,7 +57,7 @@ enum LinkEvent {
     Opened(LinkId, mpsc::UnboundedSender<Message>, Vec<JoinHandle<()>>),
     /// The socket did not open; what its upgrade answer says about the endpoint.
     Failed(LinkId, ProbeResult),
-    Text(LinkId, String),
+    Text(LinkId, Utf8Bytes),
     Binary(LinkId),
     Closed(LinkId),
 }
@@ -288,7 +289,7 @@ impl Driver {
                         }
                         LinkEvent::Text(id, text) => {
                             if self.links.get(&id).is_some_and(|l| !l.frozen) {
-                                match decode_server(&text, usize::MAX) {
+                                match decode_server(text.as_str(), usize::MAX) {
                                     Ok(frame) => self.engine.handle_frame(id, frame, now),
                                     Err(bad) => self.engine.handle_bad_frame(id, bad, now),
                                 }
@@ -388,32 +389,57 @@ async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEv
             return;
         }
     };
-    let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let close = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || close {
-                break;
+    let (tx, rx) = mpsc::unbounded_channel::<Message>();
+    let task = tokio::spawn(serve_link(ws, id, rx, events.clone()));
+    let _ = events.send(LinkEvent::Opened(id, tx, vec![task]));
+}
+
+/// One open socket: reads until it ends and writes what the driver queues. After a
+/// close is written (or the driver let go of the link), it only reads, until the
+/// server's answering close or the end of the socket.
+async fn serve_link<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    id: LinkId,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut writing = true;
+    loop {
+        tokio::select! {
+            out = rx.recv(), if writing => {
+                let Some(msg) = out else {
+                    writing = false;
+                    continue;
+                };
+                let mut next = Some(msg);
+                let mut ok = true;
+                while let Some(msg) = next.take() {
+                    writing = !matches!(msg, Message::Close(_));
+                    ok = ws.feed(msg).await.is_ok();
+                    if ok && writing {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !ok || ws.flush().await.is_err() {
+                    writing = false;
+                }
+            }
+            msg = ws.next() => {
+                let ev = match msg {
+                    Some(Ok(Message::Text(text))) => LinkEvent::Text(id, text),
+                    Some(Ok(Message::Binary(_))) => LinkEvent::Binary(id),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
             }
         }
-    });
-    let reader_events = events.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(msg) = stream.next().await {
-            let ev = match msg {
-                Ok(Message::Text(t)) => LinkEvent::Text(id, t.to_string()),
-                Ok(Message::Binary(_)) => LinkEvent::Binary(id),
-                Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
-            };
-            if reader_events.send(ev).is_err() {
-                return;
-            }
-        }
-        let _ = reader_events.send(LinkEvent::Closed(id));
-    });
-    let _ = events.send(LinkEvent::Opened(id, tx, vec![reader, writer]));
+    }
+    let _ = events.send(LinkEvent::Closed(id));
 }
 
 /// What a failed upgrade says about the endpoint (see [`ProbeResult`]).
