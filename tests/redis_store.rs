@@ -103,14 +103,6 @@ async fn reload(url: &str) -> MemoryStore {
     MemoryStore::from_records(fresh.load().await.unwrap(), true).0
 }
 
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn records_written_reload_as_the_same_records() {
     let server = RedisServer::start();
@@ -156,7 +148,7 @@ async fn records_written_reload_as_the_same_records() {
     // Everything acknowledged: the list key goes away.
     ack(&mut store, "sa", 6);
     commit(&mut redis, &store).await;
-    let mut conn = raw(&server.url()).await;
+    let mut conn = server.connection().await;
     assert!(!conn.exists::<_, bool>(replay_key("sa")).await.unwrap());
     assert_eq!(reload(&server.url()).await.records(), store.records());
 
@@ -184,7 +176,7 @@ async fn windows_become_expiries_and_unbounded_records_have_none() {
     push(&mut store, "sa", "hello");
     store.put_call(call("c1"));
     commit(&mut redis, &store).await;
-    let mut conn = raw(&server.url()).await;
+    let mut conn = server.connection().await;
     for key in [
         session_key("sa"),
         replay_key("sa"),

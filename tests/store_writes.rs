@@ -56,11 +56,7 @@ async fn an_acknowledgement_costs_no_write_of_its_own_and_is_still_written_soon(
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
     let call = active_call(&mut alice, &mut bob, WAIT).await;
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.connection().await;
 
     const N: u64 = 40;
     let before = scripts_run(&mut conn).await;
@@ -100,11 +96,7 @@ async fn acknowledgements_lost_in_a_crash_replay_nothing_twice() {
     let mut alice = server.client("alice", vec![]);
     let mut bob = server.client("bob", vec![]);
     let call = active_call(&mut alice, &mut bob, WAIT).await;
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.connection().await;
     // Payloads until Redis still holds one Bob has (his acknowledgement not written
     // yet), then the server killed at once: the restarted one replays it.
     let mut seen = Seen::default();
