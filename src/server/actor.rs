@@ -265,6 +265,14 @@ impl Durable {
         }
     }
 
+    /// A batch that did not apply: its changes are pending again, and written as soon
+    /// as they can be when anything held waits for them.
+    fn requeue(&mut self, batch: Batch) {
+        self.redis.failed(&batch);
+        self.add_pending(batch.changes);
+        self.pending_awaited |= !self.held.is_empty() || !self.held_byes.is_empty();
+    }
+
     /// Nothing is waiting to be written or released.
     fn idle(&self) -> bool {
         self.pending.is_empty()
@@ -510,15 +518,9 @@ impl Actor {
                 }
                 d.health.set_ready(true);
             }
-            Err(None) => {
-                d.redis.failed(&batch);
-                d.add_pending(batch.changes);
-                d.pending_awaited |= !d.held.is_empty() || !d.held_byes.is_empty();
-            }
+            Err(None) => d.requeue(batch),
             Err(Some(e)) => {
-                d.redis.failed(&batch);
-                d.add_pending(batch.changes);
-                d.pending_awaited |= !d.held.is_empty() || !d.held_byes.is_empty();
+                d.requeue(batch);
                 d.failed_upto = d.built;
                 d.stats.errors += 1;
                 if !d.stats.unavailable {
