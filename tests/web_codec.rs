@@ -1233,8 +1233,9 @@ fn as_json_parse_reads(frame: ServerFrame) -> ServerFrame {
     fn doubles(v: &mut Value) {
         match v {
             Value::Number(n) => {
-                let past = n.as_u64().map(|u| u > 1 << 53) == Some(true)
-                    || n.as_i64().map(|i| i < -(1 << 53)) == Some(true);
+                // Past the largest safe integer (2^53 - 1), as the codec counts.
+                let past = n.as_u64().is_some_and(|u| u >= 1 << 53)
+                    || n.as_i64().is_some_and(|i| i <= -(1 << 53));
                 if past {
                     if let Some(d) = n.as_f64().and_then(serde_json::Number::from_f64) {
                         *n = d;
@@ -1255,7 +1256,7 @@ fn as_json_parse_reads(frame: ServerFrame) -> ServerFrame {
 /// 16711671372286712289, which serde keeps exact and `JSON.parse` reads as a double.
 #[wasm_bindgen_test]
 fn a_payload_integer_past_2_53_decodes_as_json_parse_reads_it() {
-    let text = r#"{"t":"msg","seq":4,"ack":3,"body":{"type":"signal","call":"c","from":"u","payload":{"big":16711671372286712289,"n":-9007199254740993,"small":9007199254740991}}}"#;
+    let text = r#"{"t":"msg","seq":4,"ack":3,"body":{"type":"signal","call":"c","from":"u","payload":{"big":16711671372286712289,"n":-9007199254740993,"edge":9007199254740992,"small":9007199254740991}}}"#;
     let ours = codec::decode_server_text(text).unwrap();
     let ServerFrame::Msg {
         body: ServerMsg::Signal { payload, .. },
@@ -1270,6 +1271,7 @@ fn a_payload_integer_past_2_53_decodes_as_json_parse_reads_it() {
     );
     assert!(payload["big"].is_f64());
     assert_eq!(payload["n"].as_f64(), Some(-9007199254740993i64 as f64));
+    assert!(payload["edge"].is_f64());
     assert_eq!(payload["small"].as_u64(), Some(9007199254740991));
     let serde = as_json_parse_reads(serde_json::from_str::<ServerFrame>(text).unwrap());
     assert_eq!(ours, serde);
