@@ -4,9 +4,10 @@
 //!
 //! One task per client owns the [`ClientEngine`]. Every socket has one task that
 //! forwards the text frames it reads and writes what the engine queued (everything
-//! queued at once in one write), so a frame crosses one task boundary each way. Rejoin records are kept in an in-memory map
-//! standing in for localStorage; [`NativeClient::records`] hands them to a new client,
-//! as a reloaded page would find them.
+//! queued at once in one write), so a frame crosses one task boundary each way.
+//! Rejoin records are kept in an in-memory map standing in for localStorage;
+//! [`NativeClient::records`] hands them to a new client, as a reloaded page would find
+//! them.
 //!
 //! Every event is stamped with the local time at which the engine emitted it
 //! ([`NativeClient::recv_event`]), so a load tool driving thousands of clients measures
