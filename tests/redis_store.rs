@@ -40,6 +40,7 @@ fn session(id: &str, user: &str) -> Session {
         tab: None,
         call_waiting: false,
         created_at: T0,
+        queued: 0,
     }
 }
 

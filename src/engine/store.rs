@@ -20,7 +20,7 @@ use crate::protocol::{
 };
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Serializes a session's outbox as its last sequence number (see `Session::outbox`).
 mod outbox_last_seq {
@@ -72,6 +72,11 @@ pub struct Session {
     pub tab: Option<String>,
     pub call_waiting: bool,
     pub created_at: u64,
+    /// In a cluster: the last entry of the session's delivery queue (messages other
+    /// processes sent it) already taken into the outbox. Taken in the same transaction
+    /// that sequences them, so each is delivered once.
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// One side of a call.
@@ -164,6 +169,11 @@ pub trait Store: Send {
     fn session_mut(&mut self, id: &str) -> Option<&mut Session>;
     fn put_session(&mut self, session: Session);
     fn take_session(&mut self, id: &str) -> Option<Session>;
+    /// A session as the cache has it, without counting as a read of a cluster
+    /// transaction: only for routing a message, never for a decision.
+    fn peek_session(&self, id: &str) -> Option<&Session> {
+        self.session(id)
+    }
     /// Sessions of one identity, oldest first.
     fn sessions_of(&self, user: &str) -> &[SessionId];
     fn session_ids(&self) -> Vec<SessionId>;
@@ -250,6 +260,32 @@ pub struct Records {
     pub users: Vec<(UserId, UserRecord)>,
 }
 
+/// The name of one record, as a cluster's shared store versions it (see
+/// [`crate::engine::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordKey {
+    Session(SessionId),
+    Call(CallId),
+    User(UserId),
+}
+
+/// One record's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Session(Session),
+    Call(Call),
+    User(UserRecord),
+}
+
+/// What one transaction of a cluster node did to its cache (see
+/// [`MemoryStore::begin_txn`]): every record it read, with the version the cache had,
+/// and the value every record it changed had before.
+#[derive(Debug, Default)]
+struct StoreTxn {
+    reads: BTreeMap<RecordKey, u64>,
+    before: HashMap<RecordKey, Option<Record>>,
+}
+
 /// The embedded in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -261,6 +297,12 @@ pub struct MemoryStore {
     /// through the engine's shared borrow of its store, between two inputs.
     changes: Option<RefCell<Changes>>,
     durable: bool,
+    /// The version of every cached record in a cluster's shared store (absent: the
+    /// record was not there when last seen; see [`crate::engine::cluster`]).
+    versions: HashMap<RecordKey, u64>,
+    /// `Some` while a cluster node's transaction runs. A cell because reads go through
+    /// shared borrows.
+    txn: Option<RefCell<StoreTxn>>,
 }
 
 const MAX_TOMBSTONES_PER_USER: usize = 16;
@@ -372,7 +414,133 @@ impl MemoryStore {
         }
     }
 
+    // ------------------------------------------------ cluster transactions
+
+    /// Starts a cluster node's transaction: from now on every record read is noted with
+    /// the version the cache has, and every record changed keeps its value from before,
+    /// until [`MemoryStore::commit_txn`] or [`MemoryStore::rollback_txn`].
+    pub fn begin_txn(&mut self) {
+        self.txn = Some(RefCell::default());
+    }
+
+    /// The records the running transaction read, with the versions they had.
+    pub fn txn_reads(&self) -> Vec<(RecordKey, u64)> {
+        self.txn.as_ref().map_or_else(Vec::new, |t| {
+            t.borrow()
+                .reads
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        })
+    }
+
+    /// The current value of a record (None: the cache does not have it).
+    pub fn record(&self, key: &RecordKey) -> Option<Record> {
+        match key {
+            RecordKey::Session(id) => self.sessions.get(id).cloned().map(Record::Session),
+            RecordKey::Call(id) => self.calls.get(id).cloned().map(Record::Call),
+            RecordKey::User(id) => self.users.get(id).cloned().map(Record::User),
+        }
+    }
+
+    /// The version of a cached record (0: absent when last seen).
+    pub fn version(&self, key: &RecordKey) -> u64 {
+        self.versions.get(key).copied().unwrap_or(0)
+    }
+
+    /// The shared store took the transaction: `written` are the new versions of the
+    /// records it wrote (0 for a deletion).
+    pub fn commit_txn(&mut self, written: &[(RecordKey, u64)]) {
+        for (key, version) in written {
+            self.set_version(key.clone(), *version);
+        }
+        self.txn = None;
+    }
+
+    /// The shared store refused the transaction: every record it changed is as before.
+    pub fn rollback_txn(&mut self) {
+        if let Some(txn) = self.txn.take() {
+            for (key, value) in txn.into_inner().before {
+                self.put_raw(key, value);
+            }
+        }
+        self.take_changes();
+    }
+
+    /// Puts a record as the shared store has it at `version` (`None`: it has none),
+    /// replacing what the cache had, without noting a change.
+    pub fn install(&mut self, key: RecordKey, version: u64, value: Option<Record>) {
+        self.set_version(key.clone(), version);
+        self.put_raw(key, value);
+    }
+
+    fn set_version(&mut self, key: RecordKey, version: u64) {
+        if version == 0 {
+            self.versions.remove(&key);
+        } else {
+            self.versions.insert(key, version);
+        }
+    }
+
+    /// Replaces one record as it is, keeping the pair index of calls in step.
+    fn put_raw(&mut self, key: RecordKey, value: Option<Record>) {
+        match (key, value) {
+            (RecordKey::Session(id), Some(Record::Session(s))) => {
+                self.sessions.insert(id, s);
+            }
+            (RecordKey::Session(id), _) => {
+                self.sessions.remove(&id);
+            }
+            (RecordKey::Call(id), value) => {
+                if let Some(old) = self.calls.remove(&id) {
+                    let key = pair_key(&old.caller.user.id, &old.callee.user.id);
+                    if self.pairs.get(&key) == Some(&id) {
+                        self.pairs.remove(&key);
+                    }
+                }
+                if let Some(Record::Call(c)) = value {
+                    self.pairs
+                        .insert(pair_key(&c.caller.user.id, &c.callee.user.id), id.clone());
+                    self.calls.insert(id, c);
+                }
+            }
+            (RecordKey::User(id), Some(Record::User(u))) => {
+                self.users.insert(id, u);
+            }
+            (RecordKey::User(id), _) => {
+                self.users.remove(&id);
+            }
+        }
+    }
+
+    /// A read in a transaction: note the record and the version the cache has.
+    fn read(&self, key: impl FnOnce() -> RecordKey) {
+        if let Some(txn) = &self.txn {
+            let key = key();
+            let version = self.version(&key);
+            txn.borrow_mut().reads.entry(key).or_insert(version);
+        }
+    }
+
+    /// Before a change in a transaction: the record counts as read, and keeps its value
+    /// from before for a rollback.
+    fn touch(&mut self, key: impl FnOnce() -> RecordKey) {
+        if self.txn.is_none() {
+            return;
+        }
+        let key = key();
+        let version = self.version(&key);
+        let before = self.record(&key);
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let txn = txn.get_mut();
+        txn.reads.entry(key.clone()).or_insert(version);
+        txn.before.entry(key).or_insert(before);
+    }
+
     fn user_mut(&mut self, user: &str) -> &mut UserRecord {
+        self.touch(|| RecordKey::User(user.to_owned()));
         self.note(|c| {
             c.users.insert(user.to_owned());
         });
@@ -388,10 +556,16 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn session(&self, id: &str) -> Option<&Session> {
+        self.read(|| RecordKey::Session(id.to_owned()));
+        self.sessions.get(id)
+    }
+
+    fn peek_session(&self, id: &str) -> Option<&Session> {
         self.sessions.get(id)
     }
 
     fn session_mut(&mut self, id: &str) -> Option<&mut Session> {
+        self.touch(|| RecordKey::Session(id.to_owned()));
         if self.sessions.contains_key(id) {
             self.note(|c| {
                 c.sessions.insert(id.to_owned());
@@ -401,6 +575,7 @@ impl Store for MemoryStore {
     }
 
     fn put_session(&mut self, session: Session) {
+        self.touch(|| RecordKey::Session(session.id.clone()));
         self.note(|c| {
             c.sessions.insert(session.id.clone());
         });
@@ -413,6 +588,7 @@ impl Store for MemoryStore {
     }
 
     fn take_session(&mut self, id: &str) -> Option<Session> {
+        self.touch(|| RecordKey::Session(id.to_owned()));
         let session = self.sessions.remove(id)?;
         self.note(|c| {
             c.sessions.insert(id.to_owned());
@@ -424,6 +600,7 @@ impl Store for MemoryStore {
     }
 
     fn sessions_of(&self, user: &str) -> &[SessionId] {
+        self.read(|| RecordKey::User(user.to_owned()));
         self.users.get(user).map_or(&[], |u| &u.sessions)
     }
 
@@ -432,10 +609,12 @@ impl Store for MemoryStore {
     }
 
     fn call(&self, id: &str) -> Option<&Call> {
+        self.read(|| RecordKey::Call(id.to_owned()));
         self.calls.get(id)
     }
 
     fn call_mut(&mut self, id: &str) -> Option<&mut Call> {
+        self.touch(|| RecordKey::Call(id.to_owned()));
         if self.calls.contains_key(id) {
             self.note(|c| {
                 c.calls.insert(id.to_owned());
@@ -445,6 +624,7 @@ impl Store for MemoryStore {
     }
 
     fn put_call(&mut self, call: Call) {
+        self.touch(|| RecordKey::Call(call.id.clone()));
         self.note(|c| {
             c.calls.insert(call.id.clone());
         });
@@ -462,6 +642,7 @@ impl Store for MemoryStore {
     }
 
     fn take_call(&mut self, id: &str) -> Option<Call> {
+        self.touch(|| RecordKey::Call(id.to_owned()));
         let call = self.calls.remove(id)?;
         self.note(|c| {
             c.calls.insert(id.to_owned());
@@ -478,10 +659,14 @@ impl Store for MemoryStore {
     }
 
     fn calls_of(&self, user: &str) -> &[CallId] {
+        self.read(|| RecordKey::User(user.to_owned()));
         self.users.get(user).map_or(&[], |u| &u.calls)
     }
 
     fn call_between(&self, a: &str, b: &str) -> Option<&CallId> {
+        // The pair index is derived from the calls both user records list.
+        self.read(|| RecordKey::User(a.to_owned()));
+        self.read(|| RecordKey::User(b.to_owned()));
         self.pairs.get(&pair_key(a, b))
     }
 
@@ -490,6 +675,7 @@ impl Store for MemoryStore {
     }
 
     fn chosen_status(&self, user: &str) -> PresenceStatus {
+        self.read(|| RecordKey::User(user.to_owned()));
         self.users
             .get(user)
             .and_then(|u| u.status)
@@ -521,6 +707,7 @@ impl Store for MemoryStore {
     }
 
     fn tombstones(&self, user: &str) -> Vec<Tombstone> {
+        self.read(|| RecordKey::User(user.to_owned()));
         self.users
             .get(user)
             .map(|u| u.tombstones.clone())
@@ -528,6 +715,17 @@ impl Store for MemoryStore {
     }
 
     fn prune_tombstones(&mut self, before: u64) -> bool {
+        if self.txn.is_some() {
+            let stale: Vec<UserId> = self
+                .users
+                .iter()
+                .filter(|(_, u)| u.tombstones.iter().any(|t| t.at < before))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in stale {
+                self.touch(|| RecordKey::User(id));
+            }
+        }
         let mut emptied = Vec::new();
         let mut changed = Vec::new();
         let mut remain = false;
@@ -601,6 +799,7 @@ mod tests {
             tab: None,
             call_waiting: false,
             created_at: at,
+            queued: 0,
         }
     }
 

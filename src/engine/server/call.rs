@@ -151,8 +151,7 @@ impl<S: Store> ServerEngine<S> {
         let id = call.id.clone();
         let caller = call.caller.user.id.clone();
         let callee = call.callee.user.id.clone();
-        self.timers
-            .schedule(now + self.config.ring_timeout_ms, Timer::Ring(id.clone()));
+        self.schedule(now + self.config.ring_timeout_ms, Timer::Ring(id.clone()));
         self.store.put_call(call);
         let info = self.info_for(&id, sid);
         self.push(
@@ -203,8 +202,7 @@ impl<S: Store> ServerEngine<S> {
             }
         }
         if caller_detached {
-            self.timers
-                .schedule(now + grace, Timer::Grace(call_id.to_owned()));
+            self.schedule(now + grace, Timer::Grace(call_id.to_owned()));
         }
         let caller_sid = self
             .store
@@ -432,8 +430,7 @@ impl<S: Store> ServerEngine<S> {
     pub(super) fn arm_prune(&mut self, now: u64) {
         if !self.prune_armed {
             self.prune_armed = true;
-            self.timers
-                .schedule(now + self.config.longest_grace(), Timer::Tombstones);
+            self.schedule(now + self.config.longest_grace(), Timer::Tombstones);
         }
     }
 

@@ -12,6 +12,9 @@ impl<S: Store> ServerEngine<S> {
     /// Appends a sequenced message to a session: buffered for replay, and sent at once
     /// when a socket is attached.
     pub(super) fn push(&mut self, sid: &str, body: ServerMsg) {
+        if !self.deliver_here(sid, &body) {
+            return;
+        }
         let limit = self.config.replay_buffer;
         let Some(s) = self.store.session_mut(sid) else {
             return;

@@ -16,7 +16,7 @@ impl<S: Store> ServerEngine<S> {
         s.conn = None;
         s.detached_at = Some(now);
         let user = s.user.id.clone();
-        self.timers.schedule(
+        self.schedule(
             now + self.config.resume_window_ms,
             Timer::SessionExpiry(sid.to_owned()),
         );
@@ -37,7 +37,7 @@ impl<S: Store> ServerEngine<S> {
                 CallState::Ringing => {
                     if call.caller.user.id == user {
                         call.caller_detached_at = Some(now);
-                        self.timers.schedule(
+                        self.schedule(
                             now + self.config.ring_detach_grace_ms,
                             Timer::RingDetach(id.clone()),
                         );
@@ -65,8 +65,7 @@ impl<S: Store> ServerEngine<S> {
         let deadline = now + grace;
         slot.link = LinkState::Reconnecting;
         slot.deadline = Some(deadline);
-        self.timers
-            .schedule(deadline, Timer::Grace(call_id.to_owned()));
+        self.schedule(deadline, Timer::Grace(call_id.to_owned()));
         let other = self
             .store
             .call(call_id)

@@ -21,8 +21,7 @@ impl<S: Store> ServerEngine<S> {
     /// Watch a socket that just got a welcome for silence.
     pub(super) fn schedule_heartbeat(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get(&conn) {
-            self.timers
-                .schedule(c.liveness.dead_at(), Timer::Heartbeat(conn));
+            self.schedule(c.liveness.dead_at(), Timer::Heartbeat(conn));
         }
     }
 
@@ -34,8 +33,7 @@ impl<S: Store> ServerEngine<S> {
                 self.metrics.dead_links += 1;
                 self.close_conn(conn, CloseReason::DeadLink, now);
             } else {
-                self.timers
-                    .schedule(c.liveness.dead_at(), Timer::Heartbeat(conn));
+                self.schedule(c.liveness.dead_at(), Timer::Heartbeat(conn));
             }
         }
     }

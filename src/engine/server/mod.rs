@@ -17,6 +17,7 @@
 
 mod auth;
 mod call;
+mod cluster;
 mod config;
 mod dedup;
 mod delivery;
@@ -31,6 +32,8 @@ mod resume;
 mod session;
 
 pub use auth::{AuthError, Authenticator, DevAuth};
+pub use cluster::{node_of_conn, NodeNo};
+use cluster::{ClusterPart, EngineTxn};
 pub use config::ServerConfig;
 pub use metrics::Metrics;
 use rate_limit::{AllBudgets, RejoinKey};
@@ -102,7 +105,7 @@ enum Timer {
     BudgetPrune,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Conn {
     session: Option<SessionId>,
     /// When the client was last heard from.
@@ -144,6 +147,11 @@ pub struct ServerEngine<S: Store> {
     /// Identities whose status may have changed since the last flush.
     presence_dirty: BTreeSet<UserId>,
     presence_flush_armed: bool,
+    /// `Some` when this engine is one node of a cluster ([`crate::engine::cluster`]).
+    cluster: Option<ClusterPart>,
+    /// `Some` while a cluster transaction runs: what it changed outside the store, so
+    /// that a refused one can be undone.
+    txn: Option<EngineTxn>,
 }
 
 /// The outcome of one client message: `Err` is answered with a non-fatal error.
@@ -179,6 +187,8 @@ impl<S: Store> ServerEngine<S> {
             presence_sent: HashMap::new(),
             presence_dirty: BTreeSet::new(),
             presence_flush_armed: false,
+            cluster: None,
+            txn: None,
         }
     }
 
@@ -239,6 +249,7 @@ impl<S: Store> ServerEngine<S> {
     pub fn handle_open_from(&mut self, ip: Option<IpAddr>, now: u64) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
+        self.journal_conn(id);
         self.conns.insert(
             id,
             Conn {
@@ -251,17 +262,16 @@ impl<S: Store> ServerEngine<S> {
             },
         );
         self.metrics.connections_opened += 1;
-        self.timers
-            .schedule(now + self.config.heartbeat_timeout_ms, Timer::Hello(id));
+        self.schedule(now + self.config.heartbeat_timeout_ms, Timer::Hello(id));
         id
     }
 
     /// A socket closed or failed. Its session (if any) is detached and its resume
     /// window starts.
     pub fn handle_close(&mut self, conn: ConnId, now: u64) {
-        if let Some(c) = self.conns.remove(&conn) {
+        if let Some(c) = self.conn_remove(conn) {
             if let Some(sid) = c.session {
-                self.detach(&sid, now);
+                self.detach_conn(&sid, conn, now);
             }
         }
         self.store.commit();
@@ -269,7 +279,7 @@ impl<S: Store> ServerEngine<S> {
 
     /// Text frame for which decoding failed (too large, not JSON, binary).
     pub fn handle_bad_frame(&mut self, conn: ConnId, bad: BadFrame, now: u64) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conn_mut(conn) else {
             return;
         };
         c.liveness.heard(now);
@@ -296,6 +306,7 @@ impl<S: Store> ServerEngine<S> {
 
     /// A decoded frame from a socket.
     pub fn handle_frame(&mut self, conn: ConnId, frame: ClientFrame, now: u64) {
+        self.journal_conn(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -350,7 +361,10 @@ impl<S: Store> ServerEngine<S> {
 
     /// Time passed: fire every timer due at `now`.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some((_, timer)) = self.timers.pop_due(now) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            if let Some(txn) = self.txn.as_mut() {
+                txn.timers_fired.push((at, timer.clone()));
+            }
             self.fire(timer, now);
         }
         self.store.commit();
@@ -395,6 +409,10 @@ impl<S: Store> ServerEngine<S> {
                 conn,
                 reason: CloseReason::Error(code),
             });
+        }
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in open {
+            self.journal_conn(id);
         }
         self.conns.clear();
         self.timers.clear();
@@ -461,6 +479,7 @@ impl<S: Store> ServerEngine<S> {
             return false;
         };
         self.arm_budget_prune(now);
+        self.journal_conn(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -499,7 +518,7 @@ impl<S: Store> ServerEngine<S> {
 
     fn charge_ping(&mut self, conn: ConnId, now: u64) -> bool {
         let limit = self.ping_limit();
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conn_mut(conn) else {
             return false;
         };
         match c.pings.charge(&limit, now) {
@@ -548,8 +567,7 @@ impl<S: Store> ServerEngine<S> {
     fn arm_budget_prune(&mut self, now: u64) {
         if !self.budget_prune_armed {
             self.budget_prune_armed = true;
-            self.timers
-                .schedule(now + BUDGET_PRUNE_MS, Timer::BudgetPrune);
+            self.schedule(now + BUDGET_PRUNE_MS, Timer::BudgetPrune);
         }
     }
 
@@ -605,11 +623,58 @@ impl<S: Store> ServerEngine<S> {
     }
 
     fn close_conn(&mut self, conn: ConnId, reason: CloseReason, now: u64) {
-        if let Some(c) = self.conns.remove(&conn) {
+        if let Some(c) = self.conn_remove(conn) {
             self.out.push_back(Output::Close { conn, reason });
             if let Some(sid) = c.session {
-                self.detach(&sid, now);
+                self.detach_conn(&sid, conn, now);
             }
+        }
+    }
+
+    /// `conn` of session `sid` went away: the session detaches, unless it is attached
+    /// to another socket by now (resumed elsewhere in a cluster).
+    fn detach_conn(&mut self, sid: &str, conn: ConnId, now: u64) {
+        if self
+            .store
+            .session(sid)
+            .is_some_and(|s| s.conn == Some(conn))
+        {
+            self.detach(sid, now);
+        }
+    }
+
+    /// A socket's state, about to change (noted for a cluster transaction's undo).
+    fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.journal_conn(conn);
+        self.conns.get_mut(&conn)
+    }
+
+    /// A socket forgotten (noted for a cluster transaction's undo).
+    fn conn_remove(&mut self, conn: ConnId) -> Option<Conn> {
+        self.journal_conn(conn);
+        self.conns.remove(&conn)
+    }
+
+    /// Arms a timer. In a cluster transaction it waits with the transaction's other
+    /// effects and is dropped with them if the transaction is refused.
+    fn schedule(&mut self, at: u64, timer: Timer) {
+        match self.txn.as_mut() {
+            Some(txn) => txn.timers_added.push((at, timer)),
+            None => self.timers.schedule(at, timer),
+        }
+    }
+
+    /// Whether a session watches presence (noted for a cluster transaction's undo).
+    fn set_watching(&mut self, sid: &str, watching: bool) {
+        if let Some(txn) = self.txn.as_mut() {
+            txn.watchers
+                .entry(sid.to_owned())
+                .or_insert_with(|| self.watchers.contains(sid));
+        }
+        if watching {
+            self.watchers.insert(sid.to_owned());
+        } else {
+            self.watchers.remove(sid);
         }
     }
 

@@ -37,7 +37,7 @@ impl<S: Store> ServerEngine<S> {
     pub(super) fn broadcast_presence(&mut self, user: &str, now: u64) {
         if self.watchers.is_empty() {
             // Nobody to tell; whoever starts watching gets the full list.
-            self.presence_sent.clear();
+            self.clear_presence_sent();
             self.presence_dirty.clear();
             return;
         }
@@ -46,8 +46,7 @@ impl<S: Store> ServerEngine<S> {
             self.presence_flush_due();
         } else if !self.presence_flush_armed {
             self.presence_flush_armed = true;
-            self.timers
-                .schedule(now + self.config.presence_coalesce_ms, Timer::PresenceFlush);
+            self.schedule(now + self.config.presence_coalesce_ms, Timer::PresenceFlush);
         }
     }
 
@@ -56,7 +55,7 @@ impl<S: Store> ServerEngine<S> {
         self.presence_flush_armed = false;
         let dirty = std::mem::take(&mut self.presence_dirty);
         if self.watchers.is_empty() {
-            self.presence_sent.clear();
+            self.clear_presence_sent();
             return;
         }
         let mut entries = Vec::new();
@@ -66,6 +65,7 @@ impl<S: Store> ServerEngine<S> {
             if last == Some(status) || (last.is_none() && status == PresenceStatus::Offline) {
                 continue;
             }
+            self.journal_presence_sent(&user);
             if status == PresenceStatus::Offline {
                 self.presence_sent.remove(&user);
             } else {
@@ -102,6 +102,17 @@ impl<S: Store> ServerEngine<S> {
                 }
             }
         }
+    }
+
+    /// Forgets what watchers were told (noted for a cluster transaction's undo).
+    fn clear_presence_sent(&mut self) {
+        if self.txn.is_some() {
+            let users: Vec<UserId> = self.presence_sent.keys().cloned().collect();
+            for user in users {
+                self.journal_presence_sent(&user);
+            }
+        }
+        self.presence_sent.clear();
     }
 
     /// `set-status`: available or busy (offline is not a choice).

@@ -43,10 +43,12 @@ impl<S: Store> ServerEngine<S> {
             s.outbox.take_ack(r.last_seq);
             (old, was_detached)
         };
-        if let Some(old) = old_conn {
+        // A socket of another node (resumed across a cluster) is that node's to close:
+        // the shared store tells it.
+        if let Some(old) = old_conn.filter(|c| self.conns.contains_key(c)) {
             self.supersede(old);
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conn_mut(conn) {
             c.session = Some(sid.clone());
         }
         self.metrics.resumes += 1;
@@ -67,7 +69,7 @@ impl<S: Store> ServerEngine<S> {
     /// this session again.
     fn supersede(&mut self, old: ConnId) {
         self.metrics.superseded += 1;
-        if let Some(c) = self.conns.get_mut(&old) {
+        if let Some(c) = self.conn_mut(old) {
             c.session = None;
         }
         self.conn_error(
@@ -77,7 +79,7 @@ impl<S: Store> ServerEngine<S> {
             None,
             true,
         );
-        self.conns.remove(&old);
+        self.conn_remove(old);
         self.out.push_back(Output::Close {
             conn: old,
             reason: CloseReason::Error(ErrorCode::Superseded),

@@ -152,13 +152,14 @@ impl<S: Store> ServerEngine<S> {
             tab,
             call_waiting: hello.call_waiting,
             created_at: now,
+            queued: 0,
         });
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conn_mut(conn) {
             c.session = Some(sid.clone());
         }
         self.metrics.sessions_created += 1;
         if hello.presence {
-            self.watchers.insert(sid.clone());
+            self.set_watching(&sid, true);
         }
         let snapshot = self.snapshot_for(&sid, &user.id, hello.presence, now);
         self.send(
@@ -223,7 +224,7 @@ impl<S: Store> ServerEngine<S> {
         if let Some(conn) = session.conn {
             self.close_conn(conn, CloseReason::DeadLink, now);
         }
-        self.watchers.remove(sid);
+        self.set_watching(sid, false);
         let user = session.user.id;
         let calls: Vec<CallId> = self.store.calls_of(&user).to_vec();
         let mut withdraw = Vec::new();
@@ -279,11 +280,15 @@ impl<S: Store> ServerEngine<S> {
     /// so the page may go away now (it waits for this before unloading); then the
     /// socket closes.
     fn answer_bye(&mut self, conn: ConnId) {
+        if !self.conns.contains_key(&conn) {
+            // Another node's socket (in a cluster): the shared store tells that node.
+            return;
+        }
         self.out.push_back(Output::Send {
             conn,
             frame: ServerFrame::Bye,
         });
-        self.conns.remove(&conn);
+        self.conn_remove(conn);
         self.out.push_back(Output::Close {
             conn,
             reason: CloseReason::Bye,
@@ -327,7 +332,7 @@ impl<S: Store> ServerEngine<S> {
     /// The page went away (`leave`): forget the session now. Its calls do not end: each
     /// waits for a rejoin for its grace window, as after a dropped link.
     pub(super) fn leave(&mut self, conn: ConnId, sid: &str, now: u64) {
-        self.conns.remove(&conn);
+        self.conn_remove(conn);
         self.out.push_back(Output::Close {
             conn,
             reason: CloseReason::Bye,
