@@ -197,7 +197,7 @@ impl World {
 
     /// Never two live calls between one pair, on the server or in a page.
     fn check_no_duplicates(&self) -> Result<(), TestCaseError> {
-        let store = self.sim.server.store();
+        let store = self.sim.store();
         let mut pairs: BTreeMap<(String, String), Vec<CallId>> = BTreeMap::new();
         for id in store.call_ids() {
             let call = store.call(&id).unwrap();
@@ -333,7 +333,7 @@ impl World {
             }
         }
         for (id, pages) in &known {
-            let live = sim.server.store().call(id);
+            let live = sim.store().call(id).cloned();
             let end = ends.get(id).cloned().unwrap_or_default();
             match live {
                 Some(call) => {
@@ -413,7 +413,7 @@ fn run_case(n: usize, seed: u64, ops: &[Op], cov: &RefCell<Coverage>) -> Result<
     world.check_final()?;
     let mut cov = cov.borrow_mut();
     cov.cases += 1;
-    cov.calls += world.sim.server.metrics().calls_created;
+    cov.calls += world.sim.metric(|m| m.calls_created);
     for c in 0..n {
         for e in world.sim.events(c) {
             match e {

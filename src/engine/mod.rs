@@ -2,6 +2,7 @@
 //! hand in inputs with the current time (`now`, epoch milliseconds) and drain outputs.
 
 pub mod client;
+pub mod cluster;
 pub mod liveness;
 pub mod reliable;
 pub mod server;

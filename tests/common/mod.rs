@@ -1,5 +1,6 @@
 //! Shared test support.
 
+pub mod cluster;
 pub mod native;
 pub mod process;
 pub mod redis;

@@ -26,6 +26,7 @@
 //! against both stores, and any state Redis would not keep fails the scenario.
 #![allow(dead_code)]
 
+use super::cluster::SimCluster;
 use holdfast::engine::client::{
     ClientConfig, ClientEngine, Event, Io, LinkId, ProbeResult, RejoinRecord,
 };
@@ -118,6 +119,9 @@ pub struct Node {
     /// How far this page's clock is ahead of the simulation's (negative: behind). Every
     /// time the page's engine is handed, and every deadline it asks for, is on its clock.
     pub clock_skew: i64,
+    /// With a cluster: the node this page's next sockets open on (`None`: the next one,
+    /// round robin).
+    pub route: Option<usize>,
 }
 
 impl Node {
@@ -216,9 +220,31 @@ impl Drop for Durable {
     }
 }
 
+/// The server's records, borrowed from the engine or gathered from a cluster's shared
+/// store.
+pub enum StoreView<'a> {
+    Engine(&'a MemoryStore),
+    Shared(Box<MemoryStore>),
+}
+
+impl std::ops::Deref for StoreView<'_> {
+    type Target = MemoryStore;
+
+    fn deref(&self) -> &MemoryStore {
+        match self {
+            StoreView::Engine(s) => s,
+            StoreView::Shared(s) => s,
+        }
+    }
+}
+
 pub struct Sim {
     pub now: u64,
+    /// The server, unless the simulation runs a cluster.
     pub server: ServerEngine<MemoryStore>,
+    /// Set when the server side is several cluster nodes (`HOLDFAST_TEST_NODES=K`, or
+    /// [`Sim::cluster`]).
+    pub cluster: Option<SimCluster>,
     /// Set when the suite runs against Redis.
     durable: Option<Durable>,
     pub nodes: Vec<Node>,
@@ -245,7 +271,35 @@ impl Sim {
     }
 
     pub fn with_config(config: ServerConfig, seed: u64) -> Self {
+        let nodes = std::env::var("HOLDFAST_TEST_NODES")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 2);
+        match nodes {
+            Some(k) => Self::cluster(config, k, seed),
+            None => Self::single(config, seed),
+        }
+    }
+
+    /// The server side as `nodes` cluster nodes over one shared store in memory.
+    pub fn cluster(config: ServerConfig, nodes: usize, seed: u64) -> Self {
+        let mut sim = Self::single_with(config.clone(), seed, None);
+        sim.cluster = Some(SimCluster::new(config, nodes, seed));
+        sim
+    }
+
+    /// One server process whatever `HOLDFAST_TEST_NODES` says: for what only a process
+    /// on its own does (a memory store lost or shut down with it).
+    pub fn one_process(seed: u64) -> Self {
+        Self::single(ServerConfig::default(), seed)
+    }
+
+    fn single(config: ServerConfig, seed: u64) -> Self {
         let durable = Durable::from_env(&config);
+        Self::single_with(config, seed, durable)
+    }
+
+    fn single_with(config: ServerConfig, seed: u64, durable: Option<Durable>) -> Self {
         let store = if durable.is_some() {
             // Not durable for the engine: shutdown keeps the in-memory semantics the
             // scenarios describe; only the records go through Redis.
@@ -257,6 +311,7 @@ impl Sim {
         Self {
             now: T0,
             server,
+            cluster: None,
             durable,
             nodes: Vec::new(),
             server_log: Vec::new(),
@@ -297,6 +352,7 @@ impl Sim {
             link: None,
             probe_answer: None,
             clock_skew: 0,
+            route: None,
         });
         self.nodes.len() - 1
     }
@@ -450,6 +506,21 @@ impl Sim {
         }
         self.conns.clear();
         self.raw.clear();
+        if let Some(cluster) = self.cluster.as_mut() {
+            // Every node dies at once and as many new ones start; the old leases end
+            // now, so the new nodes detach the old sessions at once, as a restored
+            // engine does.
+            let count = cluster.live().count();
+            for i in 0..cluster.nodes.len() {
+                cluster.kill(i, now, true);
+            }
+            for _ in 0..count {
+                cluster.start_node();
+            }
+            self.now += 1;
+            self.settle();
+            return;
+        }
         let records = match self.durable.as_mut() {
             Some(d) => {
                 d.sync(self.server.store());
@@ -489,8 +560,111 @@ impl Sim {
         l.dead = true;
         if tell_server && !was_dead {
             if let Some(conn) = l.conn {
-                self.server.handle_close(conn, self.now);
+                self.server_close(conn);
             }
+        }
+    }
+
+    // ------------------------------------------------------- server side
+
+    fn server_open(&mut self, c: Option<C>) -> ConnId {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.open(c.and_then(|c| self.nodes[c].route)),
+            None => self.server.handle_open(self.now),
+        }
+    }
+
+    /// Text from a socket, decoded as the server driver decodes it.
+    fn server_text(&mut self, conn: ConnId, text: &str) {
+        let max = self.config().max_frame_bytes;
+        let now = self.now;
+        match (decode_client(text, max), self.cluster.as_mut()) {
+            (Ok(f), Some(cluster)) => cluster.frame(conn, f),
+            (Err(bad), Some(cluster)) => cluster.bad_frame(conn, bad),
+            (Ok(f), None) => self.server.handle_frame(conn, f, now),
+            (Err(bad), None) => self.server.handle_bad_frame(conn, bad, now),
+        }
+    }
+
+    /// A frame the server driver could not decode, handed to the server.
+    pub fn server_bad_frame(&mut self, conn: ConnId, bad: holdfast::protocol::BadFrame) {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.bad_frame(conn, bad),
+            None => self.server.handle_bad_frame(conn, bad, self.now),
+        }
+    }
+
+    /// The server hears that a socket closed (the page does not).
+    pub fn server_close(&mut self, conn: ConnId) {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.close(conn),
+            None => self.server.handle_close(conn, self.now),
+        }
+    }
+
+    fn server_timeout(&self) -> Option<u64> {
+        match &self.cluster {
+            Some(cluster) => cluster.poll_timeout(),
+            None => self.server.poll_timeout(),
+        }
+    }
+
+    fn server_handle_timeout(&mut self, now: u64) {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.handle_timeout(now),
+            None => self.server.handle_timeout(now),
+        }
+    }
+
+    fn server_outputs(&mut self) -> Vec<Output> {
+        let now = self.now;
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.run(now),
+            None => std::iter::from_fn(|| self.server.poll_output()).collect(),
+        }
+    }
+
+    /// A logout over HTTP, now.
+    pub fn bye_request(&mut self, token: &str, session: &str, secret: &str) -> ByeOutcome {
+        let now = self.now;
+        self.server_bye(token, session, secret, now)
+    }
+
+    fn server_bye(&mut self, token: &str, session: &str, secret: &str, now: u64) -> ByeOutcome {
+        match self.cluster.as_mut() {
+            Some(cluster) => cluster.bye_request(token, session, secret, now),
+            None => self.server.handle_bye_request(token, session, secret, now),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        match &self.cluster {
+            Some(cluster) => cluster.config(),
+            None => self.server.config(),
+        }
+    }
+
+    /// The server's records: the engine's store, or what a cluster's shared store holds.
+    pub fn store(&self) -> StoreView<'_> {
+        match &self.cluster {
+            Some(cluster) => StoreView::Shared(Box::new(cluster.store())),
+            None => StoreView::Engine(self.server.store()),
+        }
+    }
+
+    /// The session a server socket is attached to.
+    pub fn session_of_conn(&self, conn: ConnId) -> Option<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.session_of_conn(conn),
+            None => self.server.session_of_conn(conn).cloned(),
+        }
+    }
+
+    /// A server counter, summed over the nodes of a cluster.
+    pub fn metric(&self, f: impl Fn(&holdfast::engine::server::Metrics) -> u64) -> u64 {
+        match &self.cluster {
+            Some(cluster) => cluster.live().map(|(_, n)| f(n.engine().metrics())).sum(),
+            None => f(self.server.metrics()),
         }
     }
 
@@ -498,18 +672,14 @@ impl Sim {
 
     /// Open a socket on the server with no client engine behind it.
     pub fn open_raw(&mut self) -> ConnId {
-        let conn = self.server.handle_open(self.now);
+        let conn = self.server_open(None);
         self.raw.insert(conn, Vec::new());
         conn
     }
 
     /// Hand text to the server on a raw socket, as the server driver would.
     pub fn raw_send(&mut self, conn: ConnId, text: &str) {
-        let max = self.server.config().max_frame_bytes;
-        match decode_client(text, max) {
-            Ok(f) => self.server.handle_frame(conn, f, self.now),
-            Err(bad) => self.server.handle_bad_frame(conn, bad, self.now),
-        }
+        self.server_text(conn, text);
         self.settle();
     }
 
@@ -591,7 +761,7 @@ impl Sim {
             .nodes
             .iter()
             .filter_map(|n| n.next_timer())
-            .chain(self.server.poll_timeout());
+            .chain(self.server_timeout());
         let wire = self.wires.keys().next().map(|(at, _)| *at);
         let probe = self.probes.keys().next().map(|(at, _)| *at);
         timers.chain(wire).chain(probe).min()
@@ -623,8 +793,8 @@ impl Sim {
                     continue;
                 }
             }
-            if self.server.poll_timeout().is_some_and(|t| t <= now) {
-                self.server.handle_timeout(now);
+            if self.server_timeout().is_some_and(|t| t <= now) {
+                self.server_handle_timeout(now);
                 continue;
             }
             if let Some(node) = self
@@ -669,9 +839,7 @@ impl Sim {
             while let Some(g) = self.nodes[c].engine.poll_goodbye() {
                 any = true;
                 // An HTTP request of its own: not held up by the page's socket.
-                let ok = self
-                    .server
-                    .handle_bye_request(&g.token, &g.session, &g.secret, now);
+                let ok = self.server_bye(&g.token, &g.session, &g.secret, now);
                 self.nodes[c].goodbyes.push((now, ok, g));
             }
             let node = &mut self.nodes[c];
@@ -695,7 +863,7 @@ impl Sim {
         if let Some(d) = self.durable.as_mut() {
             d.sync(self.server.store());
         }
-        while let Some(out) = self.server.poll_output() {
+        for out in self.server_outputs() {
             any = true;
             self.server_log.push((now, out.clone()));
             let (conn, wire) = match out {
@@ -753,7 +921,7 @@ impl Sim {
         };
         match node.net {
             Net::Up => {
-                let conn = self.server.handle_open(now);
+                let conn = self.server_open(Some(c));
                 l.conn = Some(conn);
                 self.conns.insert(conn, (c, link));
                 self.links.insert((c, link), l);
@@ -813,16 +981,12 @@ impl Sim {
         match (d.dir, d.wire) {
             (Dir::ToServer, Wire::Frame(text)) => {
                 let conn = l.conn.expect("open link has a conn");
-                let max = self.server.config().max_frame_bytes;
-                match decode_client(&text, max) {
-                    Ok(f) => self.server.handle_frame(conn, f, now),
-                    Err(bad) => self.server.handle_bad_frame(conn, bad, now),
-                }
+                self.server_text(conn, &text);
             }
             (Dir::ToServer, Wire::Close) => {
                 l.dead = true;
                 let conn = l.conn.expect("open link has a conn");
-                self.server.handle_close(conn, now);
+                self.server_close(conn);
             }
             (Dir::ToClient, Wire::Frame(text)) => {
                 let node = &mut self.nodes[d.client];

@@ -32,8 +32,7 @@ fn oversized_and_malformed_frames_are_refused_without_changing_state() {
     assert_intact(&mut sim, a, b, &id, conn);
     // The engine's own entry point too.
     let conn = conn.unwrap();
-    let now = sim.now;
-    sim.server.handle_bad_frame(conn, BadFrame::Binary, now);
+    sim.server_bad_frame(conn, BadFrame::Binary);
     sim.advance(100);
     assert_eq!(errors(&sim, a).last(), Some(&ErrorCode::BadFrame));
     assert_intact(&mut sim, a, b, &id, Some(conn));
@@ -150,14 +149,11 @@ fn second_hello_is_already_authenticated_and_keeps_the_session() {
 fn sequence_gap_is_fatal_and_the_session_resumes_intact() {
     let (mut sim, a, b, id) = in_call(34);
     let sid = sim.nodes[a].engine.session_id().unwrap().to_owned();
-    let in_seq = sim.server.store().session(&sid).unwrap().inbox.last_seq();
+    let in_seq = sim.store().session(&sid).unwrap().inbox.last_seq();
     sim.inject(a, &msg(in_seq + 5, ClientMsg::Hangup { call: id.clone() }));
     assert!(sim.run_until(1_000, |s| errors(s, a).contains(&ErrorCode::BadSequence)));
     // The skipped-ahead message was not handled.
-    assert_eq!(
-        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
-        in_seq
-    );
+    assert_eq!(sim.store().session(&sid).unwrap().inbox.last_seq(), in_seq);
     assert!(server_call(&sim, &id).is_some());
     assert!(
         sim.run_until(5_000, |s| s.state(a) == ConnectionState::Connected
@@ -177,7 +173,7 @@ fn message_flood_is_rate_limited_then_closed() {
     let raw = sim.open_raw();
     sim.raw_send(raw, &hello("alice", None));
     let sid = welcome_of(&sim.raw_take(raw)).session;
-    let burst = sim.server.config().burst as u64;
+    let burst = sim.config().burst as u64;
     let mut closed_at = None;
     for seq in 1..=burst + 100 {
         sim.raw_send(
@@ -211,7 +207,7 @@ fn message_flood_is_rate_limited_then_closed() {
     assert!(closed_at > burst + 1);
     // Refused messages count as handled: the sequence has no gap.
     assert_eq!(
-        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
+        sim.store().session(&sid).unwrap().inbox.last_seq(),
         closed_at
     );
     // A refill over time lets the same identity talk again; the call was never touched.
@@ -233,7 +229,7 @@ fn a_flood_of_repeated_messages_closes_the_socket_and_answers_nothing_after() {
         status: PresenceStatus::Available,
     };
     sim.raw_send(raw, &msg(1, status.clone()));
-    let burst = sim.server.config().burst as u64;
+    let burst = sim.config().burst as u64;
     let mut closed = false;
     for _ in 0..burst + 100 {
         // The same message again and again: each is a duplicate, and each is charged.
@@ -251,7 +247,7 @@ fn a_flood_of_repeated_messages_closes_the_socket_and_answers_nothing_after() {
         "the last word on the socket is the flood's fatal error"
     );
     assert_eq!(
-        sim.server.store().session(&sid).unwrap().inbox.last_seq(),
+        sim.store().session(&sid).unwrap().inbox.last_seq(),
         1,
         "the repeats were never handled again"
     );

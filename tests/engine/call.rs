@@ -38,7 +38,7 @@ fn call_accept_signal_both_ways_and_hangup_ends_both() {
     assert_eq!(ended(&sim, a, &id), vec![EndReason::Hangup]);
     assert_eq!(ended(&sim, b, &id), vec![EndReason::Hangup]);
     assert!(server_call(&sim, &id).is_none());
-    assert_eq!(sim.server.store().call_between("alice", "bob"), None);
+    assert_eq!(sim.store().call_between("alice", "bob"), None);
     assert!(sim.stored(a).is_empty() && sim.stored(b).is_empty());
     assert_eq!(sim.nodes[a].engine.calls().count(), 0);
 }

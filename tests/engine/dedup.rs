@@ -35,8 +35,8 @@ fn second_invite_between_the_same_people_returns_the_existing_call() {
         .filter(|e| matches!(e, Event::IncomingCall { .. }))
         .count();
     assert_eq!(incoming, 1);
-    assert_eq!(sim.server.store().call_between("alice", "bob"), Some(&id));
-    assert_eq!(sim.server.store().call_ids().len(), 1);
+    assert_eq!(sim.store().call_between("alice", "bob"), Some(&id));
+    assert_eq!(sim.store().call_ids().len(), 1);
     sim.act(b, |e, now| e.accept(&id, now)).unwrap();
     sim.advance(100);
     assert!(is_active(&sim, a, &id) && is_active(&sim, b, &id));
@@ -51,7 +51,7 @@ fn second_invite_between_the_same_people_returns_the_existing_call() {
     sim.advance(100);
     assert!(has(&sim, b2, |e| matches!(e,
         Event::OutgoingCall { call, existing: true, .. } if call.id == id)));
-    assert_eq!(sim.server.store().call_ids().len(), 1);
+    assert_eq!(sim.store().call_ids().len(), 1);
     assert!(is_active(&sim, a, &id) && is_active(&sim, b, &id));
 }
 
@@ -65,13 +65,8 @@ fn glare_gives_exactly_one_active_call() {
     sim.act(b, |e, now| e.call("alice", None, None, now))
         .unwrap();
     sim.advance(1_000);
-    assert_eq!(sim.server.store().call_ids().len(), 1);
-    let id = sim
-        .server
-        .store()
-        .call_between("alice", "bob")
-        .cloned()
-        .unwrap();
+    assert_eq!(sim.store().call_ids().len(), 1);
+    let id = sim.store().call_between("alice", "bob").cloned().unwrap();
     assert_eq!(server_call(&sim, &id).unwrap().state, CallState::Active);
     for c in [a, b] {
         let calls: Vec<_> = sim.nodes[c].engine.calls().cloned().collect();
@@ -115,7 +110,7 @@ fn callee_in_another_call_answers_busy() {
         |e| matches!(e, Event::IncomingCall { call } if call.id == id)
     ));
     assert!(is_active(&sim, a, &ab) && is_active(&sim, b, &ab));
-    assert_eq!(sim.server.store().call_between("carol", "bob"), None);
+    assert_eq!(sim.store().call_between("carol", "bob"), None);
     // Once bob is free, carol gets through.
     sim.act(a, |e, now| e.hangup(&ab, now)).unwrap();
     sim.advance(100);

@@ -95,7 +95,7 @@ pub fn send(sim: &mut Sim, c: C, id: &str, payload: serde_json::Value) {
 }
 
 pub fn server_call(sim: &Sim, id: &str) -> Option<holdfast::engine::store::Call> {
-    sim.server.store().call(id).cloned()
+    sim.store().call(id).cloned()
 }
 
 /// The session holding `user`'s side of a call on the server.
@@ -170,7 +170,15 @@ pub fn interpreter_config() -> ServerConfig {
 
 /// Alice and bob in a call; returns (sim, a, b, call).
 pub fn in_call(seed: u64) -> (Sim, C, C, CallId) {
-    let mut sim = Sim::new(seed);
+    in_call_on(Sim::new(seed))
+}
+
+/// [`in_call`] on one server process, whatever the suite runs on.
+pub fn in_call_alone(seed: u64) -> (Sim, C, C, CallId) {
+    in_call_on(Sim::one_process(seed))
+}
+
+fn in_call_on(mut sim: Sim) -> (Sim, C, C, CallId) {
     let a = sim.online("alice");
     let b = sim.online("bob");
     let id = establish(&mut sim, a, b, None);
@@ -185,7 +193,7 @@ pub fn assert_intact(sim: &mut Sim, a: C, b: C, id: &str, conn: Option<u64>) {
     let sid = sim.nodes[a].engine.session_id().unwrap().to_owned();
     if let Some(conn) = conn {
         assert_eq!(sim.conn_of(a), Some(conn));
-        assert_eq!(sim.server.session_of_conn(conn), Some(&sid));
+        assert_eq!(sim.session_of_conn(conn), Some(sid.clone()));
     }
     assert_eq!(sim.state(a), ConnectionState::Connected);
     assert!(is_active(sim, a, id) && is_active(sim, b, id));
@@ -204,5 +212,5 @@ pub fn assert_intact(sim: &mut Sim, a: C, b: C, id: &str, conn: Option<u64>) {
         0,
         "everything acknowledged"
     );
-    assert!(sim.server.store().session(&sid).unwrap().outbox.is_empty());
+    assert!(sim.store().session(&sid).unwrap().outbox.is_empty());
 }

@@ -28,10 +28,7 @@ fn sessions_per_identity_are_limited_and_a_stale_one_makes_room() {
         vec![(ErrorCode::TooManySessions, true)]
     );
     assert!(sim.raw_is_closed(raw));
-    assert_eq!(
-        sim.server.store().sessions_of("alice"),
-        &[s1.clone(), s2.clone()]
-    );
+    assert_eq!(sim.store().sessions_of("alice"), &[s1.clone(), s2.clone()]);
     assert_eq!(sim.state(tab1), ConnectionState::Connected);
     assert_eq!(sim.state(tab2), ConnectionState::Connected);
     // Another identity is not affected by Alice's limit.
@@ -41,11 +38,11 @@ fn sessions_per_identity_are_limited_and_a_stale_one_makes_room() {
     // user out: the oldest detached session makes room for the new one.
     sim.set_net(tab1, Net::Blackhole);
     sim.advance(6_000);
-    assert!(sim.server.store().session(&s1).unwrap().conn.is_none());
+    assert!(sim.store().session(&s1).unwrap().conn.is_none());
     let tab3 = sim.online("alice");
     let s3 = sim.nodes[tab3].engine.session_id().unwrap().to_owned();
-    assert_eq!(sim.server.store().sessions_of("alice"), &[s2, s3]);
-    assert!(sim.server.store().session(&s1).is_none());
+    assert_eq!(sim.store().sessions_of("alice"), &[s2, s3]);
+    assert!(sim.store().session(&s1).is_none());
 }
 
 #[test]
@@ -60,7 +57,7 @@ fn a_page_that_leaves_releases_its_session_at_once_and_its_call_waits_for_a_rejo
         sim.now - t < 100,
         "forgotten as the frame lands, not after the window"
     );
-    assert!(sim.server.store().sessions_of("bob").is_empty());
+    assert!(sim.store().sessions_of("bob").is_empty());
     // The page is gone (a fresh one starts from its storage, not connected yet).
     sim.reload(b, true);
     sim.advance(100);
@@ -75,7 +72,7 @@ fn a_page_that_leaves_releases_its_session_at_once_and_its_call_waits_for_a_rejo
     sim.connect(b);
     sim.act(b, |e, now| e.rejoin(&id, now)).unwrap();
     assert!(sim.run_until(5_000, |s| is_active(s, b, &id)));
-    assert_eq!(sim.server.store().sessions_of("bob").len(), 1);
+    assert_eq!(sim.store().sessions_of("bob").len(), 1);
 }
 
 #[test]
@@ -96,16 +93,16 @@ fn a_new_session_from_a_tab_supersedes_that_tabs_detached_session_only() {
     // Tab 1 reloads and its `leave` never reaches the server: its socket just closes,
     // leaving a detached session; the reloaded page's new session replaces it at once.
     sim.reload(one, false);
-    assert!(sim.server.store().session(&s1).unwrap().conn.is_none());
+    assert!(sim.store().session(&s1).unwrap().conn.is_none());
     sim.connect(one);
     let s1b = sim.nodes[one].engine.session_id().unwrap().to_owned();
-    assert!(sim.server.store().session(&s1).is_none(), "superseded");
-    assert_eq!(sim.server.store().sessions_of("alice"), &[s2.clone(), s1b]);
+    assert!(sim.store().session(&s1).is_none(), "superseded");
+    assert_eq!(sim.store().sessions_of("alice"), &[s2.clone(), s1b]);
 
     // A duplicated tab carries the same id while the first is live: both stay.
     let copy = sim.add_with(tab("tab-2"));
     sim.connect(copy);
     assert_eq!(sim.state(two), ConnectionState::Connected);
-    assert!(sim.server.store().session(&s2).unwrap().conn.is_some());
-    assert_eq!(sim.server.store().sessions_of("alice").len(), 3);
+    assert!(sim.store().session(&s2).unwrap().conn.is_some());
+    assert_eq!(sim.store().sessions_of("alice").len(), 3);
 }

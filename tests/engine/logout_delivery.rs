@@ -22,7 +22,7 @@ fn hung_up_at_once(sim: &Sim, a: C, b: C, id: &str, since: u64, ms: u64) {
         Event::ParticipantDisconnected { .. }
     )));
     assert!(server_call(sim, id).is_none());
-    assert!(sim.server.store().sessions_of(&sim.id(a)).is_empty());
+    assert!(sim.store().sessions_of(&sim.id(a)).is_empty());
 }
 
 #[test]
@@ -99,11 +99,9 @@ fn a_logout_while_reconnecting_goes_by_http_at_once() {
 fn a_fallback_without_the_right_secret_changes_nothing() {
     let (mut sim, a, b, id) = in_call(195);
     let session = sim.nodes[a].engine.session_id().unwrap().to_owned();
-    let now = sim.now;
     for token in ["alice", "bob"] {
         assert_eq!(
-            sim.server
-                .handle_bye_request(token, &session, &"00".repeat(32), now),
+            sim.bye_request(token, &session, &"00".repeat(32)),
             ByeOutcome::Refused
         );
     }
@@ -125,17 +123,12 @@ fn a_second_copy_of_the_logout_finds_it_done_and_is_not_an_error() {
     let (_, first, g) = sim.nodes[a].goodbyes[0].clone();
     assert_eq!(first, ByeOutcome::Ended);
     let (session, secret) = (g.session.clone(), g.secret.clone());
-    let now = sim.now;
     assert_eq!(
-        sim.server
-            .handle_bye_request(&g.token, &session, &secret, now),
+        sim.bye_request(&g.token, &session, &secret),
         ByeOutcome::AlreadyGone
     );
     // A wrong token for a session that is gone is still refused.
-    assert_eq!(
-        sim.server.handle_bye_request("", &session, &secret, now),
-        ByeOutcome::Refused
-    );
+    assert_eq!(sim.bye_request("", &session, &secret), ByeOutcome::Refused);
     sim.advance(1_000);
     assert_eq!(
         ended(&sim, b, &id),

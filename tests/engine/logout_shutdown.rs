@@ -1,6 +1,6 @@
 //! Logout and server shutdown end calls at both ends and leave nothing to reconnect to.
 
-use crate::helpers::{ended, errors, has, in_call, opens, server_call};
+use crate::helpers::{ended, errors, has, in_call, in_call_alone, opens, server_call};
 use holdfast::engine::client::{ClientError, ConnectionState, Event};
 use holdfast::engine::server::{CloseReason, Output};
 use holdfast::engine::store::Store;
@@ -18,7 +18,7 @@ fn logout_hangs_up_removes_records_and_never_reconnects() {
     assert!(has(&sim, a, |e| matches!(e, Event::LoggedOut)));
     assert_eq!(sim.state(a), ConnectionState::LoggedOut);
     assert!(sim.stored(a).is_empty());
-    assert!(sim.server.store().sessions_of("alice").is_empty());
+    assert!(sim.store().sessions_of("alice").is_empty());
     assert!(server_call(&sim, &id).is_none());
     assert!(sim.server_log.iter().any(|(_, o)| matches!(
         o,
@@ -41,7 +41,7 @@ fn logout_hangs_up_removes_records_and_never_reconnects() {
 
 #[test]
 fn shutdown_ends_calls_with_server_shutdown_at_both_ends() {
-    let (mut sim, a, b, id) = in_call(37);
+    let (mut sim, a, b, id) = in_call_alone(37);
     let c = sim.online("carol");
     let now = sim.now;
     sim.server.shutdown(now);
@@ -56,5 +56,5 @@ fn shutdown_ends_calls_with_server_shutdown_at_both_ends() {
     assert!(sim.stored(a).is_empty() && sim.stored(b).is_empty());
     assert_eq!(sim.server.connection_count(), 0);
     sim.advance(10_000);
-    assert!(sim.server.store().call_ids().is_empty());
+    assert!(sim.store().call_ids().is_empty());
 }

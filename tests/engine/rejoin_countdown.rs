@@ -24,8 +24,7 @@ fn the_first_figure_is_the_servers_and_the_countdown_never_increases() {
     sim.run_to(last_put + 4_500);
     let conn = sim.conn_of(a).expect("connected");
     sim.reload(a, true);
-    let now = sim.now;
-    sim.server.handle_close(conn, now);
+    sim.server_close(conn);
     sim.advance(100);
     let server_deadline = sim
         .events(b)

@@ -80,9 +80,9 @@ fn nothing_the_restore_produces_reaches_a_socket_of_the_new_process() {
 
     let (sim, ..) = in_call(93);
     let now = sim.now;
-    let (store, vanished) = MemoryStore::from_records(sim.server.store().records(), false);
+    let (store, vanished) = MemoryStore::from_records(sim.store().records(), false);
     let mut server = ServerEngine::restore(
-        sim.server.config().clone(),
+        sim.config().clone(),
         store,
         vanished,
         Box::new(DevAuth),

@@ -112,7 +112,6 @@ fn resume_secret_rotates_and_an_old_secret_gets_a_new_session() {
     // The client confirms the welcome at once; from then on the old secret is dead.
     sim.advance(20);
     assert!(sim
-        .server
         .store()
         .session(&sid)
         .unwrap()
@@ -142,7 +141,7 @@ fn resume_secret_rotates_and_an_old_secret_gets_a_new_session() {
 
     // The original session is untouched: same socket, same call, traffic flows.
     let conn = sim.conn_of(a).unwrap();
-    assert_eq!(sim.server.session_of_conn(conn), Some(&sid));
+    assert_eq!(sim.session_of_conn(conn), Some(sid.clone()));
     assert_eq!(holder(&sim, &id, "alice"), Some(sid.clone()));
     send(&mut sim, a, &id, json!("still here"));
     sim.advance(100);
@@ -150,7 +149,7 @@ fn resume_secret_rotates_and_an_old_secret_gets_a_new_session() {
     assert_eq!(sim.state(a), ConnectionState::Connected);
 
     // The current secret is what works (taking the session over).
-    let last_seq = sim.server.store().session(&sid).unwrap().outbox.last_seq();
+    let last_seq = sim.store().session(&sid).unwrap().outbox.last_seq();
     let raw2 = sim.open_raw();
     sim.raw_send(
         raw2,
@@ -256,7 +255,7 @@ fn a_welcome_lost_with_its_socket_does_not_lose_the_session() {
     // The hello reaches the server (50 ms), which rotates the secret; the socket dies
     // before the welcome gets back (100 ms).
     sim.advance(70);
-    assert_eq!(sim.server.metrics().resumes, 1);
+    assert_eq!(sim.metric(|m| m.resumes), 1);
     sim.drop_link(a);
     assert!(sim.run_until(5_000, |s| s.state(a) == ConnectionState::Connected));
     assert_eq!(sim.welcomes(a).len(), 2, "one welcome was lost");

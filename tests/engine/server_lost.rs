@@ -2,7 +2,7 @@
 //! neither person cancelled anything, so both ends say the server lost the call.
 
 use crate::common::sim::{Net, Sim, C};
-use crate::helpers::{ended, establish, in_call};
+use crate::helpers::{ended, establish, in_call_alone};
 use holdfast::engine::client::{ClientConfig, ConnectionState, Event};
 use holdfast::engine::server::{DevAuth, ServerConfig, ServerEngine};
 use holdfast::engine::store::MemoryStore;
@@ -36,7 +36,7 @@ fn crash_and_restart(sim: &mut Sim, pages: &[C], config: ServerConfig) {
 
 #[test]
 fn a_server_that_lost_its_state_ends_the_call_server_lost_at_both_ends() {
-    let (mut sim, a, b, id) = in_call(141);
+    let (mut sim, a, b, id) = in_call_alone(141);
     crash_and_restart(&mut sim, &[a, b], ServerConfig::default());
     sim.advance(100);
     for c in [a, b] {
@@ -55,7 +55,7 @@ fn away_longer_than_the_window_is_reconnect_failed_not_server_lost() {
     // The page was away past its call's window and past the server's memory of the
     // end (a page that keeps retrying for a long time): the call ended without it,
     // which is not the server's fault.
-    let mut sim = Sim::new(142);
+    let mut sim = Sim::one_process(142);
     let mut config = ClientConfig::new("alice");
     config.give_up_after_ms = 3_600_000;
     let a = sim.add_with(config);

@@ -3,7 +3,7 @@
 //! transactions that can be undone when the shared store refuses them.
 
 use super::{CloseReason, Conn, ConnId, Metrics, Output, ServerEngine, Timer};
-use crate::engine::store::{MemoryStore, RecordKey, Store};
+use crate::engine::store::{MemoryStore, Record, RecordKey, Store};
 use crate::protocol::{ErrorCode, PresenceStatus, ServerMsg, SessionId, UserId};
 use std::collections::{BTreeSet, HashMap};
 
@@ -121,6 +121,12 @@ impl ServerEngine<MemoryStore> {
             presence_sent: HashMap::new(),
             presence_dirty: self.presence_dirty.clone(),
         });
+    }
+
+    /// Puts a record in the cache as the shared store has it (see
+    /// [`MemoryStore::install`]).
+    pub fn install(&mut self, key: RecordKey, version: u64, value: Option<Record>) {
+        self.store.install(key, version, value);
     }
 
     /// Messages for sessions held elsewhere, pushed since the last call.

@@ -68,7 +68,7 @@ impl ServerConfig {
 
     /// The longest any record of an ended call can still matter: the longest grace
     /// window or the resume window, whichever is longer.
-    pub(super) fn longest_grace(&self) -> u64 {
+    pub fn longest_grace(&self) -> u64 {
         self.grace_by_kind
             .values()
             .copied()

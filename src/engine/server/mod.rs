@@ -249,6 +249,14 @@ impl<S: Store> ServerEngine<S> {
     pub fn handle_open_from(&mut self, ip: Option<IpAddr>, now: u64) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
+        self.handle_open_as(id, ip, now);
+        id
+    }
+
+    /// A socket opened, numbered by the driver: a cluster node hands out its socket ids
+    /// itself (see [`crate::engine::cluster::ClusterNode::handle_open`]), since inputs
+    /// wait while a transaction is in flight.
+    pub fn handle_open_as(&mut self, id: ConnId, ip: Option<IpAddr>, now: u64) {
         self.journal_conn(id);
         self.conns.insert(
             id,
@@ -263,7 +271,6 @@ impl<S: Store> ServerEngine<S> {
         );
         self.metrics.connections_opened += 1;
         self.schedule(now + self.config.heartbeat_timeout_ms, Timer::Hello(id));
-        id
     }
 
     /// A socket closed or failed. Its session (if any) is detached and its resume

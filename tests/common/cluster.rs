@@ -1,0 +1,249 @@
+//! The server side of a simulation as several cluster nodes over one shared store in
+//! memory ([`MemoryLedger`]), for [`super::sim::Sim`]: each new socket goes to the next
+//! live node, as a load balancer that knows nothing of sessions would send it.
+//!
+//! The shared store answers at once: after every input the nodes run their
+//! transactions to the end, and what the store tells them (moved sessions, queued
+//! messages) is handed over before anything else happens. A node that is killed
+//! stops at once; its lease ends `LEASE_MS` later, and then a live node claims it.
+#![allow(dead_code)]
+
+use holdfast::engine::cluster::{node_of_conn, ClusterNode, MemoryLedger, Note};
+use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig, ServerEngine};
+use holdfast::engine::store::{MemoryStore, Record, RecordKey, Records};
+use holdfast::engine::SplitMix;
+use holdfast::protocol::{BadFrame, ClientFrame};
+
+/// How long a killed node's sessions stay attached to it, until its lease ends.
+pub const LEASE_MS: u64 = 3_000;
+
+/// How long past its deadline a record waits before a live node claims it (its own
+/// node's timer fires first while that node lives).
+pub const CLAIM_MARGIN_MS: u64 = 500;
+
+pub struct SimCluster {
+    pub ledger: MemoryLedger,
+    /// Every node started, with `None` for those killed.
+    pub nodes: Vec<Option<ClusterNode>>,
+    config: ServerConfig,
+    seed: u64,
+    /// Where the next socket goes (counts over live nodes).
+    next_route: usize,
+}
+
+impl SimCluster {
+    pub fn new(config: ServerConfig, count: usize, seed: u64) -> Self {
+        let mut cluster = Self {
+            ledger: MemoryLedger::new(config.replay_buffer),
+            nodes: Vec::new(),
+            config,
+            seed,
+            next_route: 0,
+        };
+        for _ in 0..count {
+            cluster.start_node();
+        }
+        cluster
+    }
+
+    /// A new node joins; returns its index.
+    pub fn start_node(&mut self) -> usize {
+        let no = self.ledger.join(u64::MAX);
+        self.seed = self.seed.wrapping_add(0x9E37_79B9);
+        let engine = ServerEngine::new(
+            self.config.clone(),
+            MemoryStore::with_change_tracking(true),
+            Box::new(DevAuth),
+            Box::new(SplitMix(self.seed)),
+        );
+        self.nodes.push(Some(ClusterNode::new(engine, no)));
+        self.nodes.len() - 1
+    }
+
+    /// Node `i` dies without a word; its lease ends `LEASE_MS` after `now`, or at once
+    /// with `lease_now`. Returns the sockets it held (their clients see a reset).
+    pub fn kill(&mut self, i: usize, now: u64, lease_now: bool) {
+        if let Some(node) = self.nodes[i].take() {
+            let until = if lease_now { now } else { now + LEASE_MS };
+            // The lease is no longer renewed: it ends `until`.
+            self.ledger.end_lease(node.no(), until);
+        }
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = (usize, &ClusterNode)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+    }
+
+    /// The index of the node with number `no`, if it lives.
+    fn index_of(&self, no: u64) -> Option<usize> {
+        self.live().find(|(_, n)| n.no() == no).map(|(i, _)| i)
+    }
+
+    fn node_of(&mut self, conn: ConnId) -> Option<&mut ClusterNode> {
+        let i = self.index_of(node_of_conn(conn))?;
+        self.nodes[i].as_mut()
+    }
+
+    /// A socket opens on the next live node (or on node `on`).
+    pub fn open(&mut self, on: Option<usize>) -> ConnId {
+        let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
+        assert!(!live.is_empty(), "no node is running");
+        let i = match on {
+            Some(i) => i,
+            None => {
+                self.next_route += 1;
+                live[(self.next_route - 1) % live.len()]
+            }
+        };
+        self.nodes[i]
+            .as_mut()
+            .expect("a live node")
+            .handle_open(None)
+    }
+
+    pub fn frame(&mut self, conn: ConnId, frame: ClientFrame) {
+        if let Some(n) = self.node_of(conn) {
+            n.handle_frame(conn, frame);
+        }
+    }
+
+    pub fn bad_frame(&mut self, conn: ConnId, bad: BadFrame) {
+        if let Some(n) = self.node_of(conn) {
+            n.handle_bad_frame(conn, bad);
+        }
+    }
+
+    pub fn close(&mut self, conn: ConnId) {
+        if let Some(n) = self.node_of(conn) {
+            n.handle_close(conn);
+        }
+    }
+
+    /// A logout over HTTP, to the next live node; answered once its transaction is in.
+    pub fn bye_request(
+        &mut self,
+        token: &str,
+        session: &str,
+        secret: &str,
+        now: u64,
+    ) -> ByeOutcome {
+        let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
+        self.next_route += 1;
+        let i = live[(self.next_route - 1) % live.len()];
+        let ticket = self.nodes[i]
+            .as_mut()
+            .expect("live")
+            .handle_bye_request(token, session, secret);
+        self.run(now);
+        let node = self.nodes[i].as_mut().expect("live");
+        let mut answer = None;
+        while let Some((t, outcome)) = node.poll_bye() {
+            if t == ticket {
+                answer = Some(outcome);
+            }
+        }
+        answer.expect("the logout was answered")
+    }
+
+    /// The earliest timer of any node, or claim of the shared store.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let timers = self.live().filter_map(|(_, n)| n.poll_timeout());
+        let claims = self.ledger.next_claim(CLAIM_MARGIN_MS);
+        timers.chain(claims).min()
+    }
+
+    /// Whatever is due at `now`: node timers, then lost nodes and overdue deadlines
+    /// claimed by the first live node.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for n in self.nodes.iter_mut().flatten() {
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout();
+            }
+        }
+        let Some(first) = self.live().map(|(i, _)| i).next() else {
+            return;
+        };
+        let lost = self.ledger.claim_lost(now);
+        let due = self
+            .ledger
+            .claim_due(now.saturating_sub(CLAIM_MARGIN_MS), CLAIM_MARGIN_MS);
+        let node = self.nodes[first].as_mut().expect("live");
+        for (no, sessions) in lost {
+            node.handle_node_lost(no, sessions);
+        }
+        for key in due {
+            node.handle_due(key);
+        }
+    }
+
+    /// Runs every node's transactions against the shared store until none is left,
+    /// handing over what the store tells them. Returns the outputs released.
+    pub fn run(&mut self, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for _ in 0..100_000 {
+            let mut progress = false;
+            for i in 0..self.nodes.len() {
+                let Some(node) = self.nodes[i].as_mut() else {
+                    continue;
+                };
+                while let Some(txn) = node.poll_txn(now) {
+                    progress = true;
+                    let answer = self.ledger.commit(txn);
+                    node.handle_committed(answer);
+                }
+                while let Some(o) = node.poll_output() {
+                    progress = true;
+                    out.push(o);
+                }
+                for note in self.ledger.take_notes(node.no()) {
+                    progress = true;
+                    match note {
+                        Note::Moved(sid) => {
+                            let key = RecordKey::Session(sid);
+                            node.handle_fresh(self.ledger.fetch(&[key]));
+                        }
+                        Note::Queued(sid) => {
+                            let queue = self.ledger.queue(&sid);
+                            node.handle_queued(sid, queue);
+                        }
+                    }
+                }
+            }
+            if !progress {
+                return out;
+            }
+        }
+        panic!("the cluster does not settle at {now}");
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The session a socket is attached to, on the node holding it.
+    pub fn session_of_conn(&self, conn: ConnId) -> Option<String> {
+        let i = self.index_of(node_of_conn(conn))?;
+        self.nodes[i]
+            .as_ref()?
+            .engine()
+            .session_of_conn(conn)
+            .cloned()
+    }
+
+    /// What the shared store holds, as one store (tests read calls and sessions).
+    pub fn store(&self) -> MemoryStore {
+        let mut records = Records::default();
+        for (key, record) in self.ledger.records() {
+            match (key, record.clone()) {
+                (_, Record::Session(s)) => records.sessions.push(s),
+                (_, Record::Call(c)) => records.calls.push(c),
+                (RecordKey::User(id), Record::User(u)) => records.users.push((id.clone(), u)),
+                _ => {}
+            }
+        }
+        MemoryStore::from_records(records, true).0
+    }
+}
