@@ -35,6 +35,10 @@ enum Op {
     Delay(usize, u64, u64),
     /// The client's network refuses (or swallows) everything for a while.
     Outage(usize, u64, bool),
+    /// With several server nodes: one dies (SIGKILL), and a new one joins.
+    KillNode(usize),
+    /// With several server nodes: one stops (SIGTERM), and a new one joins.
+    StopNode(usize),
 }
 
 fn action() -> impl Strategy<Value = Op> {
@@ -52,9 +56,23 @@ fn action() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// An action of a schedule over several server nodes: those of one process, and now
+/// and then a node that dies or is restarted.
+fn cluster_action() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        40 => action(),
+        1 => (0usize..4).prop_map(Op::KillNode),
+        1 => (0usize..4).prop_map(Op::StopNode),
+    ]
+}
+
 /// An action, then a short pause (zero for actions at the same instant).
 fn op() -> impl Strategy<Value = Vec<Op>> {
-    (action(), prop_oneof![1 => Just(0u64), 3 => 1u64..400]).prop_map(|(a, gap)| {
+    paused(action())
+}
+
+fn paused(action: impl Strategy<Value = Op>) -> impl Strategy<Value = Vec<Op>> {
+    (action, prop_oneof![1 => Just(0u64), 3 => 1u64..400]).prop_map(|(a, gap)| {
         if gap == 0 {
             vec![a]
         } else {
@@ -77,8 +95,12 @@ struct World {
 }
 
 impl World {
-    fn new(n: usize, seed: u64) -> Self {
-        let mut sim = Sim::with_config(ServerConfig::default(), seed);
+    /// `n` pages, on one server process, or on `nodes` cluster nodes.
+    fn new(n: usize, nodes: Option<usize>, seed: u64) -> Self {
+        let mut sim = match nodes {
+            Some(k) => Sim::cluster(ServerConfig::default(), k, seed),
+            None => Sim::with_config(ServerConfig::default(), seed),
+        };
         for name in NAMES.iter().take(n) {
             sim.online(name);
         }
@@ -162,6 +184,21 @@ impl World {
                         self.sim.drop_link(c);
                     }
                     self.restore.push((self.sim.now + ms, c));
+                }
+            }
+            Op::KillNode(k) | Op::StopNode(k) => {
+                let live: Vec<usize> = match &self.sim.cluster {
+                    Some(cluster) => cluster.live().map(|(i, _)| i).collect(),
+                    None => Vec::new(),
+                };
+                if !live.is_empty() {
+                    let i = live[k % live.len()];
+                    if matches!(op, Op::KillNode(_)) {
+                        self.sim.kill_node(i);
+                    } else {
+                        self.sim.stop_node(i);
+                    }
+                    self.sim.start_node();
                 }
             }
         }
@@ -404,8 +441,14 @@ struct Coverage {
     ends: usize,
 }
 
-fn run_case(n: usize, seed: u64, ops: &[Op], cov: &RefCell<Coverage>) -> Result<(), TestCaseError> {
-    let mut world = World::new(n, seed);
+fn run_case(
+    n: usize,
+    nodes: Option<usize>,
+    seed: u64,
+    ops: &[Op],
+    cov: &RefCell<Coverage>,
+) -> Result<(), TestCaseError> {
+    let mut world = World::new(n, nodes, seed);
     for op in ops {
         world.apply(op)?;
     }
@@ -427,24 +470,41 @@ fn run_case(n: usize, seed: u64, ops: &[Op], cov: &RefCell<Coverage>) -> Result<
     Ok(())
 }
 
-#[test]
-fn random_schedules_keep_the_invariants() {
+/// The runner's configuration: `PROPTEST_CASES` (else `default_cases`) cases from
+/// `HOLDFAST_PROP_SEED` (else a fixed seed).
+fn runner(default_cases: u32) -> TestRunner {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1024);
+        .unwrap_or(default_cases);
     let seed = std::env::var("HOLDFAST_PROP_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x401d_fa57);
-    let config = Config {
+    TestRunner::new(Config {
         cases,
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(seed),
         max_shrink_iters: 2_000,
         ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
+    })
+}
+
+/// The schedules must actually exercise what the invariants are about.
+fn assert_covered(cov: RefCell<Coverage>) {
+    let cov = cov.into_inner();
+    if std::env::var("PROP_STATS").is_ok() {
+        eprintln!("{cov:?}");
+    }
+    assert!(cov.calls > cov.cases as u64, "{cov:?}");
+    assert!(cov.signals > 10 * cov.cases, "{cov:?}");
+    assert!(cov.resumes > cov.cases, "{cov:?}");
+    assert!(cov.ends > cov.cases, "{cov:?}");
+}
+
+#[test]
+fn random_schedules_keep_the_invariants() {
+    let mut runner = runner(1024);
     let strategy = (
         2usize..=4,
         any::<u64>(),
@@ -453,18 +513,34 @@ fn random_schedules_keep_the_invariants() {
     let cov = RefCell::new(Coverage::default());
     let result = runner.run(&strategy, |(n, seed, ops)| {
         let ops: Vec<Op> = ops.into_iter().flatten().collect();
-        run_case(n, seed, &ops, &cov)
+        run_case(n, None, seed, &ops, &cov)
     });
     if let Err(e) = result {
         panic!("{e}");
     }
-    let cov = cov.into_inner();
-    if std::env::var("PROP_STATS").is_ok() {
-        eprintln!("{cov:?}");
+    assert_covered(cov);
+}
+
+/// The multi-process mode: two or three server nodes over one shared store, each new
+/// socket to the next node (so every reconnect moves a session to another node), the
+/// nodes' inputs interleaved, and now and then a node killed or restarted. The same
+/// invariants hold.
+#[test]
+fn random_schedules_across_server_nodes_keep_the_invariants() {
+    let mut runner = runner(256);
+    let strategy = (
+        2usize..=4,
+        2usize..=3,
+        any::<u64>(),
+        proptest::collection::vec(paused(cluster_action()), 1..160),
+    );
+    let cov = RefCell::new(Coverage::default());
+    let result = runner.run(&strategy, |(n, nodes, seed, ops)| {
+        let ops: Vec<Op> = ops.into_iter().flatten().collect();
+        run_case(n, Some(nodes), seed, &ops, &cov)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
-    // The schedules must actually exercise what the invariants are about.
-    assert!(cov.calls > cov.cases as u64, "{cov:?}");
-    assert!(cov.signals > 10 * cov.cases, "{cov:?}");
-    assert!(cov.resumes > cov.cases, "{cov:?}");
-    assert!(cov.ends > cov.cases, "{cov:?}");
+    assert_covered(cov);
 }

@@ -664,9 +664,20 @@ impl Store for MemoryStore {
     }
 
     fn call_between(&self, a: &str, b: &str) -> Option<&CallId> {
-        // The pair index is derived from the calls both user records list.
-        self.read(|| RecordKey::User(a.to_owned()));
-        self.read(|| RecordKey::User(b.to_owned()));
+        if self.txn.is_some() {
+            // A cluster node's cache: the pair index knows only the calls cached, so
+            // the user record, which lists every call, is the authority, and each call
+            // it lists is read (one the cache lacks is fetched when the transaction is
+            // refused).
+            self.read(|| RecordKey::User(b.to_owned()));
+            return self.calls_of(a).iter().find(|id| {
+                self.read(|| RecordKey::Call((*id).clone()));
+                self.calls.get(*id).is_some_and(|c| {
+                    let (x, y) = (&c.caller.user.id, &c.callee.user.id);
+                    (x == a && y == b) || (x == b && y == a)
+                })
+            });
+        }
         self.pairs.get(&pair_key(a, b))
     }
 

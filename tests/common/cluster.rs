@@ -17,9 +17,9 @@ use holdfast::protocol::{BadFrame, ClientFrame};
 /// How long a killed node's sessions stay attached to it, until its lease ends.
 pub const LEASE_MS: u64 = 3_000;
 
-/// How long past its deadline a record waits before a live node claims it (its own
-/// node's timer fires first while that node lives).
-pub const CLAIM_MARGIN_MS: u64 = 500;
+/// How long a claimed deadline stays with its claimer before another node may claim it
+/// again (should the claimer die first, or the deadline turn out not to be due).
+pub const CLAIM_MS: u64 = 1_000;
 
 pub struct SimCluster {
     pub ledger: MemoryLedger,
@@ -29,6 +29,8 @@ pub struct SimCluster {
     seed: u64,
     /// Where the next socket goes (counts over live nodes).
     next_route: usize,
+    /// Outputs released and not yet taken.
+    released: Vec<Output>,
 }
 
 impl SimCluster {
@@ -39,6 +41,7 @@ impl SimCluster {
             config,
             seed,
             next_route: 0,
+            released: Vec::new(),
         };
         for _ in 0..count {
             cluster.start_node();
@@ -70,6 +73,21 @@ impl SimCluster {
         }
     }
 
+    /// Node `i` stops gracefully (SIGTERM): its sockets are told to resume elsewhere
+    /// and closed. Its lease ends `LEASE_MS` later, for whoever did not come back.
+    pub fn stop(&mut self, i: usize, now: u64) {
+        if let Some(node) = self.nodes[i].as_mut() {
+            node.handle_shutdown();
+        }
+        self.run(now);
+        self.kill(i, now, false);
+    }
+
+    /// The number of the node with index `i`.
+    pub fn no_of(&self, i: usize) -> Option<u64> {
+        self.nodes[i].as_ref().map(|n| n.no())
+    }
+
     pub fn live(&self) -> impl Iterator<Item = (usize, &ClusterNode)> {
         self.nodes
             .iter()
@@ -87,11 +105,12 @@ impl SimCluster {
         self.nodes[i].as_mut()
     }
 
-    /// A socket opens on the next live node (or on node `on`).
+    /// A socket opens on the next live node (or on node `on`, if it lives).
     pub fn open(&mut self, on: Option<usize>) -> ConnId {
         let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
         assert!(!live.is_empty(), "no node is running");
-        let i = match on {
+        // A page routed to a node that died goes where the balancer sends it.
+        let i = match on.filter(|i| self.nodes[*i].is_some()) {
             Some(i) => i,
             None => {
                 self.next_route += 1;
@@ -151,7 +170,7 @@ impl SimCluster {
     /// The earliest timer of any node, or claim of the shared store.
     pub fn poll_timeout(&self) -> Option<u64> {
         let timers = self.live().filter_map(|(_, n)| n.poll_timeout());
-        let claims = self.ledger.next_claim(CLAIM_MARGIN_MS);
+        let claims = self.ledger.next_claim(0);
         timers.chain(claims).min()
     }
 
@@ -167,9 +186,9 @@ impl SimCluster {
             return;
         };
         let lost = self.ledger.claim_lost(now);
-        let due = self
-            .ledger
-            .claim_due(now.saturating_sub(CLAIM_MARGIN_MS), CLAIM_MARGIN_MS);
+        // At the deadline itself, even while the node that armed it lives: whichever
+        // node acts first commits, the other finds nothing left to do.
+        let due = self.ledger.claim_due(now, CLAIM_MS);
         let node = self.nodes[first].as_mut().expect("live");
         for (no, sessions) in lost {
             node.handle_node_lost(no, sessions);
@@ -179,10 +198,16 @@ impl SimCluster {
         }
     }
 
+    /// Runs every transaction there is to run, then returns every output released.
+    pub fn take_outputs(&mut self, now: u64) -> Vec<Output> {
+        self.run(now);
+        std::mem::take(&mut self.released)
+    }
+
     /// Runs every node's transactions against the shared store until none is left,
-    /// handing over what the store tells them. Returns the outputs released.
-    pub fn run(&mut self, now: u64) -> Vec<Output> {
-        let mut out = Vec::new();
+    /// handing over what the store tells them.
+    fn run(&mut self, now: u64) {
+        let out = &mut self.released;
         for _ in 0..100_000 {
             let mut progress = false;
             for i in 0..self.nodes.len() {
@@ -213,7 +238,7 @@ impl SimCluster {
                 }
             }
             if !progress {
-                return out;
+                return;
             }
         }
         panic!("the cluster does not settle at {now}");

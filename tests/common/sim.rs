@@ -542,6 +542,55 @@ impl Sim {
         self.settle();
     }
 
+    /// Cluster node `i` dies (SIGKILL): its sockets reset, so each client is told at
+    /// once (as by a TCP reset) and reconnects, to another node.
+    pub fn kill_node(&mut self, i: usize) {
+        let now = self.now;
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        let Some(no) = cluster.no_of(i) else {
+            return;
+        };
+        cluster.kill(i, now, false);
+        self.reset_links_of(no);
+        self.settle();
+    }
+
+    /// Cluster node `i` stops gracefully (SIGTERM): its clients are told to resume
+    /// elsewhere, and its sockets close once that is sent.
+    pub fn stop_node(&mut self, i: usize) {
+        let now = self.now;
+        let cluster = self.cluster.as_mut().expect("a cluster");
+        cluster.stop(i, now);
+        // What it sent before it stopped is on the wires; it hears nothing more.
+        self.settle();
+    }
+
+    /// A new cluster node joins; returns its index.
+    pub fn start_node(&mut self) -> usize {
+        self.cluster.as_mut().expect("a cluster").start_node()
+    }
+
+    /// Every page whose socket is on node `no` sees it reset.
+    fn reset_links_of(&mut self, no: u64) {
+        let now = self.now;
+        for c in 0..self.nodes.len() {
+            let Some(link) = self.nodes[c].link else {
+                continue;
+            };
+            let on_node = self
+                .links
+                .get(&(c, link))
+                .and_then(|l| l.conn)
+                .is_some_and(|conn| holdfast::engine::cluster::node_of_conn(conn) == no);
+            if on_node {
+                self.nodes[c].link = None;
+                self.kill_link(c, link, false);
+                let local = self.nodes[c].local(now);
+                self.nodes[c].engine.handle_close(link, local);
+            }
+        }
+    }
+
     /// A page's socket dies silently (see the module documentation).
     pub fn half_open(&mut self, c: C) {
         if let Some(link) = self.nodes[c].link {
@@ -619,7 +668,7 @@ impl Sim {
     fn server_outputs(&mut self) -> Vec<Output> {
         let now = self.now;
         match self.cluster.as_mut() {
-            Some(cluster) => cluster.run(now),
+            Some(cluster) => cluster.take_outputs(now),
             None => std::iter::from_fn(|| self.server.poll_output()).collect(),
         }
     }

@@ -52,7 +52,7 @@ fn a_page_that_leaves_releases_its_session_at_once_and_its_call_waits_for_a_rejo
     // Bob's page unloads (not into the back/forward cache): `leave`, then it is gone.
     sim.act(b, |e, now| e.handle_unload(now));
     let t = sim.now;
-    assert!(sim.run_until(1_000, |s| s.server.store().session(&old).is_none()));
+    assert!(sim.run_until(1_000, |s| s.store().session(&old).is_none()));
     assert!(
         sim.now - t < 100,
         "forgotten as the frame lands, not after the window"

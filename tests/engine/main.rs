@@ -11,6 +11,7 @@ mod helpers;
 mod backoff;
 mod bad_input;
 mod call;
+mod cluster;
 mod connection_failed;
 mod dedup;
 mod grace;

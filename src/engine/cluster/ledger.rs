@@ -13,9 +13,6 @@ pub struct Queue {
     /// The number the next entry gets.
     next: u64,
     pub entries: VecDeque<(u64, ServerMsg)>,
-    /// More entries came than a replay buffer holds: they were dropped, and the
-    /// session can no longer be resumed.
-    pub overflowed: bool,
 }
 
 /// The shared store in memory. See the module documentation of [`super`].
@@ -267,31 +264,34 @@ impl MemoryLedger {
             self.note(b, Note::Moved(sid.to_owned()));
         }
         if let Some(holder) = now_held {
-            if self
-                .queues
-                .get(sid)
-                .is_some_and(|q| !q.entries.is_empty() || q.overflowed)
-            {
+            if self.queues.get(sid).is_some_and(|q| !q.entries.is_empty()) {
                 self.note(holder, Note::Queued(sid.to_owned()));
             }
         }
     }
 
     fn enqueue(&mut self, sid: SessionId, msg: ServerMsg) {
-        if !self.records.contains_key(&RecordKey::Session(sid.clone())) {
+        let key = RecordKey::Session(sid.clone());
+        if !self.records.contains_key(&key) {
             // Nobody to deliver to (the session ended): as a push to a missing session.
             return;
         }
         let limit = self.queue_limit;
         let q = self.queues.entry(sid.clone()).or_default();
         q.next += 1;
-        if q.overflowed {
-            // Nothing more is kept: the session cannot be resumed anyway.
-        } else if q.entries.len() >= limit {
-            q.overflowed = true;
-            q.entries.clear();
-        } else {
+        if q.entries.len() < limit {
             q.entries.push_back((q.next, msg));
+        } else {
+            // Nobody takes the messages (the session is detached, or its node stalls):
+            // the session can no longer promise replay, as when its outbox overflows,
+            // so the next resume starts a new one. The record says so at once.
+            q.entries.clear();
+            if let Some((version, Record::Session(s))) = self.records.get_mut(&key) {
+                s.overflowed = true;
+                s.outbox.clear();
+                self.version += 1;
+                *version = self.version;
+            }
         }
         if let Some(holder) = self.holder(&sid) {
             self.note(holder, Note::Queued(sid));

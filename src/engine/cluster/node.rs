@@ -16,9 +16,10 @@ enum Input {
     BadFrame(ConnId, BadFrame),
     Close(ConnId),
     Timeout,
-    Queued(SessionId, Vec<(u64, ServerMsg)>, bool),
+    Queued(SessionId, Vec<(u64, ServerMsg)>),
     NodeLost(NodeNo, Vec<SessionId>),
     Due(RecordKey),
+    Shutdown,
     Bye {
         ticket: u64,
         token: String,
@@ -105,11 +106,8 @@ impl ClusterNode {
 
     /// The shared store's delivery queue of `sid` (see [`super::Note::Queued`]).
     pub fn handle_queued(&mut self, sid: SessionId, queue: super::Queue) {
-        self.pending.push_back(Input::Queued(
-            sid,
-            queue.entries.into_iter().collect(),
-            queue.overflowed,
-        ));
+        self.pending
+            .push_back(Input::Queued(sid, queue.entries.into_iter().collect()));
     }
 
     /// Node `node` died; `sessions` were attached to it.
@@ -120,6 +118,13 @@ impl ClusterNode {
     /// A deadline this node claimed from the shared store's timer set.
     pub fn handle_due(&mut self, key: RecordKey) {
         self.pending.push_back(Input::Due(key));
+    }
+
+    /// Graceful stop (SIGTERM): every socket is told `server-restarting` and closed;
+    /// sessions and calls stay in the shared store, and the clients resume on other
+    /// nodes at once.
+    pub fn handle_shutdown(&mut self) {
+        self.pending.push_back(Input::Shutdown);
     }
 
     /// A logout over HTTP: the answer comes from [`ClusterNode::poll_bye`] with this
@@ -245,11 +250,10 @@ impl ClusterNode {
             Input::BadFrame(conn, bad) => e.handle_bad_frame(conn, bad, now),
             Input::Close(conn) => e.handle_close(conn, now),
             Input::Timeout => e.handle_timeout(now),
-            Input::Queued(sid, entries, overflowed) => {
-                e.handle_queued(&sid, entries, overflowed, now)
-            }
+            Input::Queued(sid, entries) => e.handle_queued(&sid, entries, now),
             Input::NodeLost(node, sessions) => e.handle_node_lost(node, &sessions, now),
             Input::Due(key) => e.handle_record_due(&key, now),
+            Input::Shutdown => e.shutdown(now),
             Input::Bye {
                 ticket,
                 token,

@@ -199,7 +199,8 @@ impl ServerEngine<MemoryStore> {
     /// The store's value of a record changed under this node (it was refreshed after
     /// a refused transaction, or another node told it): a socket here that the session
     /// no longer names was superseded (resumed on another node) and closes; one whose
-    /// session is gone (ended on another node) closes too.
+    /// session is gone (logged out on another node) gets the logout's answer and
+    /// closes.
     pub fn reconcile_session(&mut self, sid: &str, conn: Option<ConnId>) {
         let Some(conn) = conn else {
             return;
@@ -233,6 +234,13 @@ impl ServerEngine<MemoryStore> {
                 reason: CloseReason::Error(ErrorCode::Superseded),
             });
         } else {
+            // A session attached here can only end elsewhere by a logout over HTTP
+            // (expiry and eviction take detached sessions only): its socket carries
+            // the answer, as `bye_without_socket` does on one node.
+            self.out.push_back(Output::Send {
+                conn,
+                frame: crate::protocol::ServerFrame::Bye,
+            });
             self.out.push_back(Output::Close {
                 conn,
                 reason: CloseReason::Bye,
@@ -240,17 +248,10 @@ impl ServerEngine<MemoryStore> {
         }
     }
 
-    /// Entries of `sid`'s delivery queue, numbered by the shared store, oldest first;
-    /// `overflowed`: the queue dropped some (the session can no longer be resumed).
+    /// Entries of `sid`'s delivery queue, numbered by the shared store, oldest first.
     /// Taken into the outbox (and sent) only by the node holding the session's socket,
     /// each once: the session records the last number taken.
-    pub fn handle_queued(
-        &mut self,
-        sid: &str,
-        entries: Vec<(u64, ServerMsg)>,
-        overflowed: bool,
-        _now: u64,
-    ) {
+    pub fn handle_queued(&mut self, sid: &str, entries: Vec<(u64, ServerMsg)>, _now: u64) {
         if !self.attached_here(sid) {
             // Moved or detached: whichever node attaches it next takes the queue.
             return;
@@ -259,12 +260,6 @@ impl ServerEngine<MemoryStore> {
             return;
         };
         let mut last = taken;
-        if overflowed {
-            if let Some(s) = self.store.session_mut(sid) {
-                s.overflowed = true;
-                s.outbox.clear();
-            }
-        }
         for (no, msg) in entries {
             if no <= last {
                 continue;
