@@ -27,6 +27,10 @@ scripts/fuzz.sh 30
 step "the server-engine scenarios again, every change written to (and reloaded from) a throwaway Redis"
 scripts/redis.sh cargo test --locked --test engine
 
+step "the server-engine scenarios again with the server as 2, then 3 cluster nodes over one shared store (each new socket to the next node, so every reconnect moves a session)"
+HOLDFAST_TEST_NODES=2 cargo test --locked --test engine
+HOLDFAST_TEST_NODES=3 cargo test --locked --test engine
+
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
 (cd www && npm run test:unit)
