@@ -31,6 +31,9 @@ step "the server-engine scenarios again with the server as 2, then 3 cluster nod
 HOLDFAST_TEST_NODES=2 cargo test --locked --test engine
 HOLDFAST_TEST_NODES=3 cargo test --locked --test engine
 
+step "the server-engine scenarios across 2 cluster nodes over a throwaway Redis: every transaction through the shared store's real scripts"
+HOLDFAST_TEST_NODES=2 scripts/redis.sh cargo test --locked --test engine
+
 step "npm package build (wasm + TypeScript facade) with size report"
 (cd www && npm run build)
 (cd www && npm run test:unit)

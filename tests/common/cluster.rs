@@ -8,11 +8,17 @@
 //! stops at once; its lease ends `LEASE_MS` later, and then a live node claims it.
 #![allow(dead_code)]
 
-use holdfast::engine::cluster::{node_of_conn, ClusterNode, MemoryLedger, Note};
+use super::sim::T0;
+use holdfast::engine::cluster::{
+    node_of_conn, ClusterNode, Committed, Fresh, MemoryLedger, Note, Queue, Txn,
+};
 use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig, ServerEngine};
 use holdfast::engine::store::{MemoryStore, Record, RecordKey, Records};
 use holdfast::engine::SplitMix;
 use holdfast::protocol::{BadFrame, ClientFrame};
+use holdfast::server::store::redis::{Keys, Windows};
+use holdfast::server::store::shared::{RedisLedger, SharedError};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a killed node's sessions stay attached to it, until its lease ends.
 pub const LEASE_MS: u64 = 3_000;
@@ -21,8 +27,161 @@ pub const LEASE_MS: u64 = 3_000;
 /// again (should the claimer die first, or the deadline turn out not to be due).
 pub const CLAIM_MS: u64 = 1_000;
 
+/// The shared store of a simulated cluster: in memory, or a throwaway Redis when
+/// `HOLDFAST_TEST_REDIS` is set (then every transaction runs the real scripts, and the
+/// scenarios check them).
+pub enum SimLedger {
+    Memory(Box<MemoryLedger>),
+    Redis(Box<RedisSide>),
+}
+
+pub struct RedisSide {
+    rt: tokio::runtime::Runtime,
+    ledger: RedisLedger,
+    taken: u64,
+}
+
+impl SimLedger {
+    fn new(config: &ServerConfig) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let Ok(url) = std::env::var("HOLDFAST_TEST_REDIS") else {
+            return SimLedger::Memory(Box::new(MemoryLedger::new(config.replay_buffer)));
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut windows = Windows::from_config(config);
+        // Expiries are absolute: keep the simulated clock's records alive in Redis.
+        windows.clock_offset_ms = holdfast::server::now_ms().saturating_sub(T0) + 3_600_000;
+        let ns = format!(
+            "hf-cluster-{}-{}:",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let conn = rt
+            .block_on(async {
+                let client = redis::Client::open(url.as_str())?;
+                redis::aio::ConnectionManager::new(client).await
+            })
+            .expect("HOLDFAST_TEST_REDIS is set but Redis cannot be reached");
+        let ledger = RedisLedger::new(
+            conn,
+            Keys::with_namespace(&ns),
+            windows,
+            config.replay_buffer,
+        );
+        SimLedger::Redis(Box::new(RedisSide {
+            rt,
+            ledger,
+            taken: 0,
+        }))
+    }
+
+    /// Runs one operation of the Redis side to its end.
+    fn redis<T>(
+        r: &RedisSide,
+        op: impl AsyncFnOnce(&mut RedisLedger) -> Result<T, SharedError>,
+    ) -> T {
+        let mut ledger = r.ledger.clone();
+        r.rt.block_on(op(&mut ledger))
+            .expect("the shared store in Redis")
+    }
+
+    fn join(&mut self, until: u64) -> u64 {
+        match self {
+            SimLedger::Memory(m) => m.join(until),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.join(until).await),
+        }
+    }
+
+    fn end_lease(&mut self, no: u64, at: u64) {
+        match self {
+            SimLedger::Memory(m) => m.end_lease(no, at),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.end_lease(no, at).await),
+        }
+    }
+
+    fn next_claim(&self) -> Option<u64> {
+        match self {
+            SimLedger::Memory(m) => m.next_claim(0),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.next_claim().await),
+        }
+    }
+
+    fn claim_lost(&mut self, now: u64) -> Vec<(u64, Vec<String>)> {
+        match self {
+            SimLedger::Memory(m) => m.claim_lost(now),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.claim_lost(now).await),
+        }
+    }
+
+    fn claim_due(&mut self, now: u64, claim_ms: u64) -> Vec<RecordKey> {
+        match self {
+            SimLedger::Memory(m) => m.claim_due(now, claim_ms),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.claim_due(now, claim_ms).await),
+        }
+    }
+
+    fn commit(&mut self, txn: Txn) -> Committed {
+        match self {
+            SimLedger::Memory(m) => m.commit(txn),
+            SimLedger::Redis(r) => {
+                let answer = Self::redis(r, async |l| l.commit(&txn).await);
+                if matches!(answer, Committed::Taken(_)) {
+                    r.taken += 1;
+                }
+                answer
+            }
+        }
+    }
+
+    fn take_notes(&mut self, no: u64) -> Vec<Note> {
+        match self {
+            SimLedger::Memory(m) => m.take_notes(no),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.take_notes(no).await),
+        }
+    }
+
+    fn fetch(&mut self, keys: &[RecordKey]) -> Vec<Fresh> {
+        match self {
+            SimLedger::Memory(m) => m.fetch(keys),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.fetch(keys).await),
+        }
+    }
+
+    fn queue(&mut self, sid: &str) -> Queue {
+        match self {
+            SimLedger::Memory(m) => m.queue(sid),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.queue(sid).await),
+        }
+    }
+
+    fn records(&self) -> Vec<(RecordKey, Record)> {
+        match self {
+            SimLedger::Memory(m) => m.records().map(|(k, r)| (k.clone(), r.clone())).collect(),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.records().await),
+        }
+    }
+
+    /// Transactions the shared store took.
+    pub fn taken(&self) -> u64 {
+        match self {
+            SimLedger::Memory(m) => m.taken,
+            SimLedger::Redis(r) => r.taken,
+        }
+    }
+}
+
+impl Drop for RedisSide {
+    fn drop(&mut self) {
+        let mut ledger = self.ledger.clone();
+        let _ = self.rt.block_on(ledger.clear());
+    }
+}
+
 pub struct SimCluster {
-    pub ledger: MemoryLedger,
+    pub ledger: SimLedger,
     /// Every node started, with `None` for those killed.
     pub nodes: Vec<Option<ClusterNode>>,
     config: ServerConfig,
@@ -36,7 +195,7 @@ pub struct SimCluster {
 impl SimCluster {
     pub fn new(config: ServerConfig, count: usize, seed: u64) -> Self {
         let mut cluster = Self {
-            ledger: MemoryLedger::new(config.replay_buffer),
+            ledger: SimLedger::new(&config),
             nodes: Vec::new(),
             config,
             seed,
@@ -170,7 +329,7 @@ impl SimCluster {
     /// The earliest timer of any node, or claim of the shared store.
     pub fn poll_timeout(&self) -> Option<u64> {
         let timers = self.live().filter_map(|(_, n)| n.poll_timeout());
-        let claims = self.ledger.next_claim(0);
+        let claims = self.ledger.next_claim();
         timers.chain(claims).min()
     }
 
@@ -262,7 +421,7 @@ impl SimCluster {
     pub fn store(&self) -> MemoryStore {
         let mut records = Records::default();
         for (key, record) in self.ledger.records() {
-            match (key, record.clone()) {
+            match (&key, record) {
                 (_, Record::Session(s)) => records.sessions.push(s),
                 (_, Record::Call(c)) => records.calls.push(c),
                 (RecordKey::User(id), Record::User(u)) => records.users.push((id.clone(), u)),

@@ -54,7 +54,7 @@ fn a_call_across_two_nodes_relays_both_ways_exactly_once_and_in_order() {
     assert_eq!(signals(&sim, b, &id), numbers(0..50, "a"));
     assert_eq!(signals(&sim, a, &id), numbers(0..50, "b"));
     // The nodes had to agree on the call through the store.
-    assert!(sim.cluster.as_ref().unwrap().ledger.taken > 0);
+    assert!(sim.cluster.as_ref().unwrap().ledger.taken() > 0);
 }
 
 #[test]

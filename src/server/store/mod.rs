@@ -6,6 +6,7 @@
 
 pub mod lease;
 pub mod redis;
+pub mod shared;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;

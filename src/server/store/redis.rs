@@ -185,6 +185,49 @@ impl Keys {
     pub fn user(&self, id: &str) -> String {
         format!("{}{{u:{}}}", self.ns, escape(id))
     }
+
+    /// Keys under namespace `ns` (see [`RedisStore::with_namespace`]).
+    pub fn with_namespace(ns: &str) -> Self {
+        Self { ns: ns.to_owned() }
+    }
+
+    /// The namespace every key starts with.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// The record a key names (the key of a session, call or user itself).
+    pub fn parse(&self, key: &str) -> Option<crate::engine::store::RecordKey> {
+        use crate::engine::store::RecordKey;
+        let tagged = key
+            .strip_prefix(&self.ns)?
+            .strip_prefix('{')?
+            .strip_suffix('}')?;
+        let (kind, id) = tagged.split_once(':')?;
+        let id = unescape(id)?;
+        match kind {
+            "s" => Some(RecordKey::Session(id)),
+            "c" => Some(RecordKey::Call(id)),
+            "u" => Some(RecordKey::User(id)),
+            _ => None,
+        }
+    }
+}
+
+/// The id [`escape`] made `escaped` from.
+fn unescape(escaped: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut it = escaped.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hex = [it.next()?, it.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 pub fn session_key(id: &str) -> String {
@@ -615,5 +658,21 @@ mod tests {
         assert_eq!(user_key("a}b{c%"), "hf:{u:a%7Db%7Bc%25}");
         assert_eq!(user_key("é"), "hf:{u:%C3%A9}");
         assert_eq!(replay_key("ab12"), "hf:{s:ab12}:out");
+    }
+
+    #[test]
+    fn a_key_names_its_record_again() {
+        use crate::engine::store::RecordKey;
+        let keys = Keys::default();
+        for id in ["alice", "a}b{c%", "é", "x:y"] {
+            assert_eq!(keys.parse(&keys.user(id)), Some(RecordKey::User(id.into())));
+            assert_eq!(keys.parse(&keys.call(id)), Some(RecordKey::Call(id.into())));
+            assert_eq!(
+                keys.parse(&keys.session(id)),
+                Some(RecordKey::Session(id.into()))
+            );
+        }
+        assert_eq!(keys.parse("hf:{s:ab}:out"), None);
+        assert_eq!(keys.parse("other:{s:ab}"), None);
     }
 }
