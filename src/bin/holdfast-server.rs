@@ -72,6 +72,7 @@ mod app {
             net: cli.net_limits(),
             store: cli.store.clone(),
             lease: cli.lease(),
+            cluster: cli.cluster,
         };
         match run_with_metrics_listener(listener, metrics_listener, config, shutdown_signal()).await
         {

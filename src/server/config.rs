@@ -117,6 +117,14 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_NODE")]
     pub node: Option<String>,
 
+    /// Serve the Redis store together with every other process started with
+    /// `--cluster` on it: all of them active, a session resumes on any of them, a call's
+    /// two people may be on different ones (put any load balancer in front). Without
+    /// it, one process serves a Redis store at a time and the others stand by. With
+    /// `--cluster`, `--lease-ttl` is how soon a process that died is noticed.
+    #[arg(long, env = "HOLDFAST_CLUSTER")]
+    pub cluster: bool,
+
     /// How long the store's lease outlives a process that died without releasing it:
     /// how long a standby waits before it takes over (`3s`).
     #[arg(long, env = "HOLDFAST_LEASE_TTL", default_value = "3s", value_parser = parse_duration_ms)]

@@ -6,6 +6,7 @@
 //! timer. If the actor dies, `/healthz` fails at once and [`run`] returns an error.
 
 mod actor;
+mod cluster;
 pub mod auth;
 pub mod config;
 mod http;
@@ -47,6 +48,8 @@ pub enum ServerError {
     LeaseLost(String),
     /// `--node` is not a usable name.
     BadNode(String),
+    /// `--cluster` without a Redis store: there is nothing to share.
+    ClusterNeedsRedis,
     Io(std::io::Error),
 }
 
@@ -66,6 +69,9 @@ impl std::fmt::Display for ServerError {
                 "the store's lease went to {node} (this process stalled past --lease-ttl); exiting: its clients resume there"
             ),
             ServerError::BadNode(why) => write!(f, "--node: {why}"),
+            ServerError::ClusterNeedsRedis => f.write_str(
+                "--cluster needs --store redis://…: the processes of a cluster share their state there",
+            ),
             ServerError::Io(e) => write!(f, "io error: {e}"),
         }
     }
@@ -104,6 +110,9 @@ pub struct RunConfig {
     /// The lease that lets one process at a time write a Redis store (`--node`,
     /// `--lease-ttl`).
     pub lease: LeaseConfig,
+    /// With a Redis store: serve it together with every other process started so
+    /// (`--cluster`), all of them active, instead of one at a time.
+    pub cluster: bool,
 }
 
 impl RunConfig {
@@ -118,6 +127,7 @@ impl RunConfig {
             net: NetLimits::default(),
             store: StoreSpec::Memory,
             lease: LeaseConfig::default(),
+            cluster: false,
         }
     }
 }
@@ -318,6 +328,9 @@ pub async fn run_with_metrics_listener(
         ),
         AuthMode::Jwt(_) => return Err(ServerError::NoAuth),
     };
+    if config.cluster && config.store == StoreSpec::Memory {
+        return Err(ServerError::ClusterNeedsRedis);
+    }
     let max_frame_bytes = config.engine.max_frame_bytes;
     let node = match &config.lease.node {
         Some(node) => node.clone(),
@@ -335,6 +348,7 @@ pub async fn run_with_metrics_listener(
         let store = config.store.clone();
         let engine_config = config.engine.clone();
         let lease = config.lease.clone();
+        let cluster = config.cluster;
         let actor_tx = tx.clone();
         let mut stopping = stopping_rx;
         tokio::spawn(async move {
@@ -350,6 +364,10 @@ pub async fn run_with_metrics_listener(
                     durable: None,
                     clock: now_ms(),
                 },
+                StoreSpec::Redis(url) if cluster => {
+                    return cluster::run_node(url, engine_config, auth, health, lease.ttl, rx)
+                        .await;
+                }
                 StoreSpec::Redis(url) => {
                     // A standby (or a process still waiting for Redis) that is told to
                     // stop has nothing to flush: it stops at once.
