@@ -22,7 +22,9 @@ use super::store::redis::{Keys, Windows, DEFAULT_NAMESPACE};
 use super::store::shared::{RedisLedger, SharedError};
 use super::store::StoreHealth;
 use crate::engine::cluster::{ClusterNode, Committed, Note, Txn};
-use crate::engine::server::{Authenticator, ByeOutcome, ConnId, Output, ServerConfig, ServerEngine};
+use crate::engine::server::{
+    Authenticator, ByeOutcome, ConnId, Output, ServerConfig, ServerEngine,
+};
 use crate::engine::store::MemoryStore;
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -311,7 +313,10 @@ impl NodeActor {
         match self.ledger.renew(self.node.no(), until).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::error!(node = self.node.no(), "this node's lease ran out and another node took its sessions; exiting");
+                tracing::error!(
+                    node = self.node.no(),
+                    "this node's lease ran out and another node took its sessions; exiting"
+                );
                 return Some(ActorExit::LeaseLost(format!("node {}", self.node.no())));
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew this node's lease"),
@@ -319,7 +324,11 @@ impl NodeActor {
         match self.ledger.claim_lost(now).await {
             Ok(lost) => {
                 for (no, sessions) in lost {
-                    tracing::info!(node = no, sessions = sessions.len(), "a node died: detaching its sessions");
+                    tracing::info!(
+                        node = no,
+                        sessions = sessions.len(),
+                        "a node died: detaching its sessions"
+                    );
                     self.node.handle_node_lost(no, sessions);
                 }
             }
@@ -365,7 +374,9 @@ impl NodeActor {
             }
             Cmd::Bye { request, reply } => {
                 let r = request;
-                let ticket = self.node.handle_bye_request(&r.token, &r.session, &r.secret);
+                let ticket = self
+                    .node
+                    .handle_bye_request(&r.token, &r.session, &r.secret);
                 self.byes.insert(ticket, reply);
             }
             Cmd::DropUser(user, reply) => {
@@ -396,7 +407,9 @@ impl NodeActor {
                 break;
             }
             if tokio::time::Instant::now() >= give_up {
-                tracing::warn!("Redis did not take the last transactions: they were never acknowledged");
+                tracing::warn!(
+                    "Redis did not take the last transactions: they were never acknowledged"
+                );
                 break;
             }
             if let Some(c) = self.commit.as_mut() {

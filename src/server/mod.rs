@@ -6,8 +6,8 @@
 //! timer. If the actor dies, `/healthz` fails at once and [`run`] returns an error.
 
 mod actor;
-mod cluster;
 pub mod auth;
+mod cluster;
 pub mod config;
 mod http;
 pub mod metrics;
