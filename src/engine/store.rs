@@ -193,6 +193,11 @@ pub trait Store: Send {
     fn set_chosen_status(&mut self, user: &str, status: PresenceStatus);
     /// Every identity with at least one session.
     fn online_users(&self) -> Vec<Peer>;
+    /// An identity's record as the cache has it, without counting as a read of a
+    /// cluster transaction: for presence, which is advisory (a change is pushed again
+    /// when the next one comes) and would otherwise make every watcher's transaction
+    /// depend on every user.
+    fn peek_user(&self, user: &str) -> Option<&UserRecord>;
 
     fn add_tombstone(&mut self, user: &str, stone: Tombstone);
     fn tombstones(&self, user: &str) -> Vec<Tombstone>;
@@ -699,6 +704,10 @@ impl Store for MemoryStore {
             other => Some(other),
         };
         self.gc_user(user);
+    }
+
+    fn peek_user(&self, user: &str) -> Option<&UserRecord> {
+        self.users.get(user)
     }
 
     fn online_users(&self) -> Vec<Peer> {

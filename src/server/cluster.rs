@@ -80,14 +80,26 @@ pub(crate) async fn run_node(
         }
     };
     tracing::info!(store = %url, node = no, "joined the cluster");
+    // Presence is cluster-wide: start knowing who is online.
+    let online = loop {
+        match ledger.online().await {
+            Ok(online) => break online,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read who is online; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
     let engine = ServerEngine::new(
         config,
         MemoryStore::with_change_tracking(true),
         auth,
         Box::new(super::actor::OsEntropy),
     );
+    let mut node = ClusterNode::new(engine, no);
+    node.handle_fresh(online);
     let node = NodeActor {
-        node: ClusterNode::new(engine, no),
+        node,
         ledger,
         writers: HashMap::new(),
         byes: HashMap::new(),
@@ -298,6 +310,13 @@ impl NodeActor {
                     .queue(&sid)
                     .await
                     .map(|queue| self.node.handle_queued(sid, queue)),
+                Note::Presence(user) => {
+                    let key = crate::engine::store::RecordKey::User(user.clone());
+                    self.ledger.fetch(&[key]).await.map(|fresh| {
+                        self.node.handle_fresh(fresh);
+                        self.node.handle_presence(user);
+                    })
+                }
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "cannot act on a note");

@@ -218,7 +218,17 @@ impl SimCluster {
             Box::new(DevAuth),
             Box::new(SplitMix(self.seed)),
         );
-        self.nodes.push(Some(ClusterNode::new(engine, no)));
+        let mut node = ClusterNode::new(engine, no);
+        // A node starts knowing who is online (presence is cluster-wide).
+        let users: Vec<RecordKey> = self
+            .ledger
+            .records()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| matches!(k, RecordKey::User(_)))
+            .collect();
+        node.handle_fresh(self.ledger.fetch(&users));
+        self.nodes.push(Some(node));
         self.nodes.len() - 1
     }
 
@@ -392,6 +402,11 @@ impl SimCluster {
                         Note::Queued(sid) => {
                             let queue = self.ledger.queue(&sid);
                             node.handle_queued(sid, queue);
+                        }
+                        Note::Presence(user) => {
+                            let key = RecordKey::User(user.clone());
+                            node.handle_fresh(self.ledger.fetch(&[key]));
+                            node.handle_presence(user);
                         }
                     }
                 }

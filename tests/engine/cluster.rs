@@ -259,3 +259,63 @@ fn a_rolling_restart_of_every_node_under_traffic_loses_nothing() {
         assert!(node_of(&sim, c) >= first_new);
     }
 }
+
+/// The status a watching page shows for `user` (from its presence list).
+fn shown(sim: &Sim, c: C, user: &str) -> Option<PresenceStatus> {
+    sim.nodes[c]
+        .engine
+        .presence()
+        .find(|e| e.user.id == user)
+        .map(|e| e.status)
+}
+
+#[test]
+fn presence_is_cluster_wide() {
+    let mut sim = Sim::cluster(ServerConfig::default(), 2, 509);
+    let mut watcher = holdfast::engine::client::ClientConfig::new("alice");
+    watcher.presence = true;
+    let a = sim.add_with(watcher);
+    sim.nodes[a].route = Some(0);
+    sim.connect(a);
+    // Bob comes online on the other node: Alice sees him.
+    let b = sim.add("bob");
+    sim.nodes[b].route = Some(1);
+    sim.connect(b);
+    sim.advance(500);
+    assert_eq!(shown(&sim, a, "bob"), Some(PresenceStatus::Available));
+    sim.act(b, |e, now| e.set_status(PresenceStatus::Busy, now))
+        .unwrap();
+    sim.advance(500);
+    assert_eq!(shown(&sim, a, "bob"), Some(PresenceStatus::Busy));
+    // A watcher that arrives later, on either node, is given Bob in its first list.
+    let mut late = holdfast::engine::client::ClientConfig::new("carol");
+    late.presence = true;
+    let c = sim.add_with(late);
+    sim.nodes[c].route = Some(0);
+    sim.connect(c);
+    sim.advance(100);
+    assert_eq!(shown(&sim, c, "bob"), Some(PresenceStatus::Busy));
+    // Bob logs out on his node: everyone watching hears he is offline.
+    sim.act(b, |e, now| e.logout(now));
+    sim.advance(500);
+    for w in [a, c] {
+        assert_eq!(
+            shown(&sim, w, "bob").unwrap_or(PresenceStatus::Offline),
+            PresenceStatus::Offline
+        );
+    }
+    // And when a node dies, its people stay listed until their sessions expire.
+    let d = sim.add("dan");
+    sim.nodes[d].route = Some(1);
+    sim.connect(d);
+    sim.advance(500);
+    assert_eq!(shown(&sim, a, "dan"), Some(PresenceStatus::Available));
+    sim.set_net(d, Net::Refuse);
+    sim.kill_node(1);
+    let window = sim.config().resume_window_ms;
+    sim.advance(window + LEASE_MS + 1_000);
+    assert_eq!(
+        shown(&sim, a, "dan").unwrap_or(PresenceStatus::Offline),
+        PresenceStatus::Offline
+    );
+}

@@ -228,8 +228,20 @@ impl MemoryLedger {
                 Some(at) if version != 0 => self.deadlines.insert(w.key.clone(), at),
                 _ => self.deadlines.remove(&w.key),
             };
-            if let RecordKey::Session(sid) = &w.key {
-                self.session_written(sid, holder_before, txn.node);
+            match &w.key {
+                RecordKey::Session(sid) => self.session_written(sid, holder_before, txn.node),
+                RecordKey::User(user) => {
+                    let others: Vec<NodeNo> = self
+                        .leases
+                        .keys()
+                        .copied()
+                        .filter(|n| *n != txn.node)
+                        .collect();
+                    for n in others {
+                        self.note(n, Note::Presence(user.clone()));
+                    }
+                }
+                RecordKey::Call(_) => {}
             }
             written.push((w.key, version));
         }

@@ -41,6 +41,11 @@
 //! in order and records the last one taken in the session, in one transaction: each is
 //! delivered once. A node that attaches a session (a resume) is told of its queue.
 //!
+//! Presence is cluster-wide: every node hears of every identity whose record another
+//! node changed ([`Note::Presence`]), refreshes it and tells its own watchers of a
+//! status that changed. Presence reads the cache without making a transaction depend
+//! on it (it is advisory, and would otherwise tie every watcher to every user).
+//!
 //! A resume on another node rewrites the session with the new socket. The node that
 //! held it is told ([`Note::Moved`]), refreshes the record and closes its socket as
 //! superseded, without detaching anything.
@@ -69,7 +74,7 @@ pub use node::ClusterNode;
 
 pub use crate::engine::server::{node_of_conn, NodeNo};
 use crate::engine::store::{Record, RecordKey};
-use crate::protocol::{ServerMsg, SessionId};
+use crate::protocol::{ServerMsg, SessionId, UserId};
 
 #[cfg(doc)]
 use crate::engine::{server::ServerEngine, store::MemoryStore};
@@ -130,4 +135,7 @@ pub enum Note {
     /// The delivery queue of a session this node holds has entries: read them and hand
     /// them to [`ClusterNode::handle_queued`].
     Queued(SessionId),
+    /// Another node changed this identity's record: fetch it, and hand it to
+    /// [`ClusterNode::handle_presence`] (watchers here may need to hear of a status).
+    Presence(UserId),
 }

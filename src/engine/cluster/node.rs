@@ -4,7 +4,7 @@
 use super::{next_deadline, Committed, Fresh, NodeNo, Txn, Write};
 use crate::engine::server::{ByeOutcome, ConnId, Output, ServerEngine};
 use crate::engine::store::{MemoryStore, RecordKey, Store};
-use crate::protocol::{BadFrame, ClientFrame, ServerMsg, SessionId};
+use crate::protocol::{BadFrame, ClientFrame, ServerMsg, SessionId, UserId};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
@@ -19,6 +19,7 @@ enum Input {
     Queued(SessionId, Vec<(u64, ServerMsg)>),
     NodeLost(NodeNo, Vec<SessionId>),
     Due(RecordKey),
+    Presence(UserId),
     Shutdown,
     Bye {
         ticket: u64,
@@ -118,6 +119,12 @@ impl ClusterNode {
     /// A deadline this node claimed from the shared store's timer set.
     pub fn handle_due(&mut self, key: RecordKey) {
         self.pending.push_back(Input::Due(key));
+    }
+
+    /// Another node changed `user`'s record (refreshed with
+    /// [`ClusterNode::handle_fresh`] first): watchers here hear of a changed status.
+    pub fn handle_presence(&mut self, user: UserId) {
+        self.pending.push_back(Input::Presence(user));
     }
 
     /// Graceful stop (SIGTERM): every socket is told `server-restarting` and closed;
@@ -253,6 +260,7 @@ impl ClusterNode {
             Input::Queued(sid, entries) => e.handle_queued(&sid, entries, now),
             Input::NodeLost(node, sessions) => e.handle_node_lost(node, &sessions, now),
             Input::Due(key) => e.handle_record_due(&key, now),
+            Input::Presence(user) => e.handle_presence_changed(&user, now),
             Input::Shutdown => e.shutdown(now),
             Input::Bye {
                 ticket,

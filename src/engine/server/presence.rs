@@ -7,13 +7,19 @@ use crate::protocol::*;
 impl<S: Store> ServerEngine<S> {
     /// Offline without sessions, busy in a call, else what the user chose.
     fn status_of(&self, user: &str) -> PresenceStatus {
-        if self.store.sessions_of(user).is_empty() {
-            PresenceStatus::Offline
-        } else if !self.store.calls_of(user).is_empty() {
-            PresenceStatus::Busy
-        } else {
-            self.store.chosen_status(user)
+        match self.store.peek_user(user) {
+            None => PresenceStatus::Offline,
+            Some(u) if u.sessions.is_empty() => PresenceStatus::Offline,
+            Some(u) if !u.calls.is_empty() => PresenceStatus::Busy,
+            Some(u) => u.status.unwrap_or(PresenceStatus::Available),
         }
+    }
+
+    /// Another node changed `user`'s record (in a cluster): watchers here hear of it
+    /// as of any change of status.
+    pub fn handle_presence_changed(&mut self, user: &str, now: u64) {
+        self.broadcast_presence(user, now);
+        self.store.commit();
     }
 
     /// Everyone online, by identity.
@@ -73,10 +79,8 @@ impl<S: Store> ServerEngine<S> {
             }
             let peer = self
                 .store
-                .sessions_of(&user)
-                .first()
-                .and_then(|s| self.store.session(s))
-                .map(|s| s.user.clone())
+                .peek_user(&user)
+                .and_then(|u| u.peer.clone())
                 .unwrap_or_else(|| Peer {
                     id: user.clone(),
                     name: user.clone(),

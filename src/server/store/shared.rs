@@ -18,9 +18,11 @@
 //! | `<ns>node:<no>:sessions` | set | sessions attached to a node (for whoever claims it when it dies) |
 //! | `<ns>timers` | sorted set | records by their next deadline (ms) |
 //! | `<ns>node-seq` | counter | the last node number handed out |
+//! | `<ns>online` | set | identities with at least one session (a node starts with their records) |
 //!
 //! What a node must hear of (a session moved away, messages queued for a session it
-//! holds) goes into the set `<ns>node:<no>:notes` (`m <session>`, `q <session>`), and
+//! holds, an identity's record changed: presence) goes into the set
+//! `<ns>node:<no>:notes` (`m <session>`, `q <session>`, `p <user>`), and
 //! an empty message on the pub/sub channel `<ns>node:<no>` rings its bell. The set is
 //! the mailbox, so a note is never lost while a subscription reconnects; the node also
 //! looks at it now and then without the bell.
@@ -69,6 +71,14 @@ local function note(holder, kind, sid)
   redis.call('PUBLISH', ns .. 'node:' .. holder, '')
 end
 local me = tostring(t.node)
+local others = nil
+-- Every other live node hears of every identity whose record changed (presence).
+local function presence(uid)
+  if others == nil then others = redis.call('ZRANGE', ns .. 'nodes', 0, -1) end
+  for _, n in ipairs(others) do
+    if n ~= me then note(n, 'p', uid) end
+  end
+end
 local written = {1}
 for _, w in ipairs(t.writes) do
   local k = w.k
@@ -109,11 +119,19 @@ for _, w in ipairs(t.writes) do
       if holder and redis.call('LLEN', q) > 0 then note(holder, 'q', w.sid) end
     end
     if w.dl ~= null then redis.call('ZADD', ns .. 'timers', w.dl, k) else redis.call('ZREM', ns .. 'timers', k) end
+    if w.uid ~= null then
+      if w.online then redis.call('SADD', ns .. 'online', w.uid) else redis.call('SREM', ns .. 'online', w.uid) end
+      presence(w.uid)
+    end
     written[#written + 1] = k
     written[#written + 1] = tostring(v)
   else
     redis.call('DEL', k, k .. ':v', k .. ':out', k .. ':node', k .. ':q', k .. ':qn', k .. ':ovf')
     redis.call('ZREM', ns .. 'timers', k)
+    if w.uid ~= null then
+      redis.call('SREM', ns .. 'online', w.uid)
+      presence(w.uid)
+    end
     if before then
       redis.call('SREM', ns .. 'node:' .. before .. ':sessions', w.sid)
       if before ~= me then note(before, 'm', w.sid) end
@@ -236,6 +254,9 @@ struct WireWrite {
     out: Vec<String>,
     holder: Option<NodeNo>,
     queued: u64,
+    /// Users: the id, and whether it has sessions (the set of who is online).
+    uid: Option<String>,
+    online: bool,
     /// Absolute expiry (ms) and next deadline.
     px: Option<u64>,
     dl: Option<u64>,
@@ -486,6 +507,7 @@ impl RedisLedger {
             .filter_map(|n| match n.split_once(' ')? {
                 ("m", sid) => Some(Note::Moved(sid.to_owned())),
                 ("q", sid) => Some(Note::Queued(sid.to_owned())),
+                ("p", user) => Some(Note::Presence(user.to_owned())),
                 _ => None,
             })
             .collect();
@@ -517,6 +539,21 @@ impl RedisLedger {
             .map(|at| at as u64 + 1);
         let timer = timer.first().map(|(_, at)| *at as u64);
         Ok(lease.into_iter().chain(timer).min())
+    }
+
+    /// The user records of everyone online (a node starts knowing them: presence is
+    /// cluster-wide).
+    pub async fn online(&mut self) -> Result<Vec<Fresh>, SharedError> {
+        let users: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}online", self.keys.ns()))
+            .query_async(&mut self.conn)
+            .await?;
+        let keys: Vec<RecordKey> = users.into_iter().map(RecordKey::User).collect();
+        let mut fresh = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(256) {
+            fresh.extend(self.fetch(chunk).await?);
+        }
+        Ok(fresh)
     }
 
     /// Every record (tests compare with it).
@@ -591,11 +628,15 @@ impl RedisLedger {
             out: Vec::new(),
             holder: None,
             queued: 0,
+            uid: None,
+            online: false,
             px: None,
             dl: w.deadline,
         };
-        if let RecordKey::Session(id) = &w.key {
-            wire.sid = Some(id.clone());
+        match &w.key {
+            RecordKey::Session(id) => wire.sid = Some(id.clone()),
+            RecordKey::User(id) => wire.uid = Some(id.clone()),
+            RecordKey::Call(_) => {}
         }
         match &w.value {
             None => {}
@@ -625,6 +666,7 @@ impl RedisLedger {
                 };
                 wire.v = Some(serde_json::to_string(&stored).expect("a user serializes"));
                 wire.px = self.windows.user_expiry(u);
+                wire.online = !u.sessions.is_empty();
             }
         }
         wire
