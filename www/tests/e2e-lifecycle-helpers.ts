@@ -148,10 +148,15 @@ export class ThrowawayRedis {
  *  can kill or stop and start again on the same port. */
 export class OwnServer {
   private proc: import('node:child_process').ChildProcess | null = null;
-  private constructor(readonly port: number, private readonly store: string) {}
+  private constructor(
+    readonly port: number,
+    private readonly store: string,
+    private readonly extra: string[],
+  ) {}
 
-  static async start(opts: { store?: string } = {}): Promise<OwnServer> {
-    const server = new OwnServer(await freePort(), opts.store ?? 'memory');
+  /** `extra`: more flags (`--cluster` for a node of a cluster on the Redis `store`). */
+  static async start(opts: { store?: string; extra?: string[] } = {}): Promise<OwnServer> {
+    const server = new OwnServer(await freePort(), opts.store ?? 'memory', opts.extra ?? []);
     await server.spawn();
     return server;
   }
@@ -169,7 +174,7 @@ export class OwnServer {
       '--dev', '--test-hooks', '--listen', `127.0.0.1:${this.port}`, '--static-dir', root,
       '--heartbeat-interval', '500ms', '--heartbeat-timeout', '1500ms', '--resume-window', '20s',
       '--grace', '8s', '--grace-kinds', 'quick=3s,long=20s', '--ring-timeout', '6s',
-      '--ring-detach-grace', '1500ms', '--store', this.store,
+      '--ring-detach-grace', '1500ms', '--store', this.store, ...this.extra,
     ], { stdio: 'ignore' });
     await expect.poll(async () => {
       try {
@@ -208,5 +213,51 @@ export class OwnServer {
 
   async stop(): Promise<void> {
     await this.crash();
+  }
+}
+
+/** A load balancer that knows nothing of sessions: each new TCP connection goes to the
+ *  first backend that accepts it, in the order given. */
+export class Balancer {
+  private constructor(private readonly server: import('node:net').Server, readonly port: number) {}
+
+  static async start(backends: number[]): Promise<Balancer> {
+    const net = await import('node:net');
+    const server = net.createServer((inbound) => {
+      inbound.pause();
+      const attempt = (i: number): void => {
+        if (i >= backends.length) {
+          inbound.destroy();
+          return;
+        }
+        const outbound = net.connect(backends[i], '127.0.0.1');
+        outbound.once('error', () => attempt(i + 1));
+        outbound.once('connect', () => {
+          outbound.removeAllListeners('error');
+          const close = () => {
+            inbound.destroy();
+            outbound.destroy();
+          };
+          outbound.on('error', close).on('close', close);
+          inbound.on('error', close).on('close', close);
+          inbound.pipe(outbound);
+          outbound.pipe(inbound);
+          inbound.resume();
+        });
+      };
+      attempt(0);
+    });
+    const port = await new Promise<number>((resolve) =>
+      server.listen(0, '127.0.0.1', () => resolve((server.address() as import('node:net').AddressInfo).port)),
+    );
+    return new Balancer(server, port);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise((r) => this.server.close(r));
   }
 }
