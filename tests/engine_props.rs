@@ -98,7 +98,15 @@ impl World {
     /// `n` pages, on one server process, or on `nodes` cluster nodes.
     fn new(n: usize, nodes: Option<usize>, seed: u64) -> Self {
         let mut sim = match nodes {
-            Some(k) => Sim::cluster(ServerConfig::default(), k, seed),
+            Some(k) => {
+                let mut sim = Sim::cluster(ServerConfig::default(), k, seed);
+                // Notes reach their node a moment later, as over Redis: meanwhile the
+                // node goes on handling its own sockets.
+                if let Some(c) = sim.cluster.as_mut() {
+                    c.note_delay_ms = 2;
+                }
+                sim
+            }
             None => Sim::with_config(ServerConfig::default(), seed),
         };
         for name in NAMES.iter().take(n) {

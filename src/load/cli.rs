@@ -2,8 +2,8 @@
 
 use super::chaos::{chaos, ChaosReport, ChaosSettings};
 use super::{
-    dead_link, relay_latency, restart, resume_latency, storm, today, DropMode, Machine,
-    ProxyWorkers, Report, RestartSignal, ServerSpec, Settings,
+    dead_link, relay_latency, relay_latency_across, restart, resume_latency, rolling_restart,
+    storm, today, DropMode, Machine, ProxyWorkers, Report, RestartSignal, ServerSpec, Settings,
 };
 use clap::{Parser, Subcommand};
 use std::io;
@@ -110,14 +110,26 @@ pub enum Figure {
     /// Kill (or SIGTERM) the server under N sessions in calls with traffic and start a
     /// new one on the same port; time from the new process listening to every session
     /// resumed, payloads lost/doubled. Needs `--store redis://…`. Not part of `all`.
+    ///
+    /// With `--nodes K`: K processes on the Redis (`--cluster`), the two people of
+    /// every call on different ones; each process in turn is stopped and started again
+    /// (a rolling restart) while its sessions resume on the others.
     Restart {
         /// How the old process is stopped.
         #[arg(long, value_enum, default_value = "both")]
         signal: SignalChoice,
+        /// Server processes on the store (above 1: a rolling restart of a cluster).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// Relay latency (send → partner's engine) with the memory store, and with
     /// `--store` when given. Not part of `all`.
-    Relay,
+    Relay {
+        /// Server processes on the store for a second figure across processes (the two
+        /// people of every call on different ones); needs `--store`.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
     /// Resume, dead link and storm.
     All,
     /// A soak under random faults, reloads and call churn, counted by an oracle
@@ -126,8 +138,9 @@ pub enum Figure {
     /// Internal: serve a proxy shard for another holdfast-load (commands on stdin).
     #[command(hide = true)]
     ProxyWorker {
-        #[arg(long)]
-        upstream: std::net::SocketAddr,
+        /// Where to forward: the first that accepts each connection.
+        #[arg(long, value_delimiter = ',', required = true)]
+        upstream: Vec<std::net::SocketAddr>,
     },
 }
 
@@ -306,10 +319,11 @@ impl Cli {
             dead_link: None,
             resume_latency: None,
             restarts: Vec::new(),
+            rolling: Vec::new(),
             relay: Vec::new(),
             targets: Vec::new(),
         };
-        if let Figure::Restart { signal } = figure {
+        if let Figure::Restart { signal, nodes } = figure {
             if self.store.is_none() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -319,6 +333,17 @@ impl Cli {
                 ));
             }
             for &sig in signal.signals() {
+                if nodes > 1 {
+                    eprintln!(
+                        "holdfast-load: rolling restart ({}) of {nodes} processes, {} sessions…",
+                        sig.as_str(),
+                        settings.sessions
+                    );
+                    report
+                        .rolling
+                        .push(rolling_restart(&spec, &settings, sig, nodes).await?);
+                    continue;
+                }
                 eprintln!(
                     "holdfast-load: server restart ({}), {} sessions…",
                     sig.as_str(),
@@ -327,7 +352,7 @@ impl Cli {
                 report.restarts.push(restart(&spec, &settings, sig).await?);
             }
         }
-        if figure == Figure::Relay {
+        if let Figure::Relay { nodes } = figure {
             let mut stores = vec![None];
             if self.store.is_some() {
                 stores.push(self.store.as_deref());
@@ -342,6 +367,16 @@ impl Cli {
                 report
                     .relay
                     .push(relay_latency(&spec, &settings, name).await?);
+            }
+            if let (Some(store), true) = (self.store.as_deref(), nodes > 1) {
+                eprintln!(
+                    "holdfast-load: relay latency across {nodes} processes, {} sessions…",
+                    settings.sessions
+                );
+                let spec = self.spec_with_store(Some(store));
+                report
+                    .relay
+                    .push(relay_latency_across(&spec, &settings, store, nodes).await?);
             }
         }
         if matches!(figure, Figure::Resume | Figure::All) {

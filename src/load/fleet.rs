@@ -167,6 +167,19 @@ impl Fleet {
         }
     }
 
+    /// Starts a new measurement at local epoch ms `since` (one step of a rolling
+    /// restart): the resumes and disconnects counted so far are returned and
+    /// forgotten.
+    pub(super) fn rearm(&mut self, since: u64) -> Vec<Option<(u64, bool)>> {
+        self.absorb_pending();
+        let n = self.n;
+        self.tally.since = since;
+        self.tally.resumed_count = 0;
+        self.tally.disconnected_count = 0;
+        self.tally.disconnected = vec![None; n];
+        std::mem::replace(&mut self.tally.resumed, vec![None; n])
+    }
+
     /// Absorbs whatever notes are waiting.
     pub(super) fn absorb_pending(&mut self) {
         while let Ok(note) = self.notes.try_recv() {

@@ -20,12 +20,20 @@ impl Links {
         upstream: std::net::SocketAddr,
         settings: &Settings,
     ) -> io::Result<Links> {
+        Self::start_to(&[upstream], settings).await
+    }
+
+    /// Links whose new connections go to the first of `upstreams` that accepts them.
+    pub(super) async fn start_to(
+        upstreams: &[std::net::SocketAddr],
+        settings: &Settings,
+    ) -> io::Result<Links> {
         match &settings.proxy_workers {
-            None => Ok(Links::Local(Proxy::start(upstream).await?)),
+            None => Ok(Links::Local(Proxy::start_to(upstreams.to_vec()).await?)),
             Some(w) => {
                 let mut shards = Vec::with_capacity(w.count.max(1));
                 for _ in 0..w.count.max(1) {
-                    shards.push(RemoteProxy::start(&w.bin, upstream).await?);
+                    shards.push(RemoteProxy::start(&w.bin, upstreams).await?);
                 }
                 Ok(Links::Remote(shards))
             }

@@ -37,6 +37,7 @@ mod fleet;
 pub mod host;
 pub mod hostile;
 mod links;
+mod nodes;
 pub mod proxy;
 pub mod relay;
 pub mod report;
@@ -53,12 +54,12 @@ pub use chaos::{chaos, ChaosReport, ChaosSettings};
 pub use dead_link::dead_link;
 pub use host::{fds_needed, raise_nofile_limit, today, tool_rss_baseline, Machine};
 pub use proxy::{Action, Proxy, Traffic};
-pub use relay::relay_latency;
+pub use relay::{relay_latency, relay_latency_across};
 pub use report::{
     DeadLinkReport, RelayLatencyReport, Report, RestartReport, ResumeLatencyReport, ResumeTimes,
     StormReport, TargetCheck,
 };
-pub use restart::{restart, RestartSignal};
+pub use restart::{restart, rolling_restart, RestartSignal};
 pub use resume::resume_latency;
 pub use settings::{ProxyWorkers, Settings};
 pub use stats::Summary;

@@ -70,7 +70,8 @@ impl Traffic {
 }
 
 struct Inner {
-    upstream: SocketAddr,
+    /// Where connections go: the first that accepts (a balancer's failover order).
+    upstreams: Vec<SocketAddr>,
     conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Action>>>,
     next_id: AtomicU64,
     /// New connections are accepted and black-holed (never forwarded), as when SYNs
@@ -113,7 +114,13 @@ impl Proxy {
     /// Listens on 127.0.0.1 (an ephemeral port) and forwards to `upstream`, which must
     /// be a loopback address.
     pub async fn start(upstream: SocketAddr) -> io::Result<Self> {
-        if !upstream.ip().is_loopback() {
+        Self::start_to(vec![upstream]).await
+    }
+
+    /// Forwards each new connection to the first of `upstreams` that accepts it, as a
+    /// load balancer in front of several server processes would (all on loopback).
+    pub async fn start_to(upstreams: Vec<SocketAddr>) -> io::Result<Self> {
+        if upstreams.is_empty() || !upstreams.iter().all(|u| u.ip().is_loopback()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the proxy only forwards to loopback addresses",
@@ -125,7 +132,7 @@ impl Proxy {
         let listener = socket.listen(BACKLOG)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
-            upstream,
+            upstreams,
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             blackhole_new: AtomicBool::new(false),
@@ -291,17 +298,20 @@ enum State {
 
 async fn serve(inner: &Inner, client: TcpStream, mut ctl: mpsc::UnboundedReceiver<Action>) {
     let started = std::time::Instant::now();
-    let server =
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(inner.upstream))
-            .await
+    let mut connected = None;
+    for upstream in &inner.upstreams {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(upstream)).await
         {
-            Ok(Ok(s)) => s,
-            _ => {
-                inner.upstream_failures.fetch_add(1, Ordering::Relaxed);
-                let _ = client.set_zero_linger();
-                return;
-            }
-        };
+            connected = Some(s);
+            break;
+        }
+    }
+    let Some(server) = connected else {
+        inner.upstream_failures.fetch_add(1, Ordering::Relaxed);
+        let _ = client.set_zero_linger();
+        return;
+    };
     let us = started.elapsed().as_micros() as u64;
     inner
         .slowest_upstream_connect_us

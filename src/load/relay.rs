@@ -5,6 +5,7 @@
 
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::links::Links;
+use super::nodes::Nodes;
 use super::report::HoldFigures;
 use super::report::RelayLatencyReport;
 use super::session::Phase;
@@ -33,23 +34,55 @@ async fn relay_on(
 ) -> io::Result<RelayLatencyReport> {
     let proxy = Links::start(server.addr, settings).await?;
     let path = server.path.clone();
-    let url = |idx| proxy.url_for(idx, &path);
-    let mut fleet = match Fleet::launch(url, settings, &run_prefix("rl")).await {
-        Ok(f) => f,
-        Err(e) => {
-            proxy.shutdown().await;
-            return Err(e);
-        }
-    };
+    let result = relay_via(
+        |idx| proxy.url_for(idx, &path),
+        Some(server),
+        settings,
+        store,
+    )
+    .await;
+    proxy.shutdown().await;
+    result
+}
+
+/// The same across `k` server processes on one Redis (`--nodes`): the two people of
+/// every call are on different processes.
+pub async fn relay_latency_across(
+    spec: &ServerSpec,
+    settings: &Settings,
+    store: &str,
+    k: usize,
+) -> io::Result<RelayLatencyReport> {
+    let nodes = Nodes::start(spec, k, settings).await?;
+    let label = format!("{store}, {k} processes");
+    let result = relay_via(|idx| nodes.url_for(idx), None, settings, &label).await;
+    nodes.shutdown().await;
+    result
+}
+
+/// Relay latency of sessions connecting to `url(i)`; `server`: whose store-hold
+/// figures to read (one process).
+async fn relay_via(
+    url: impl Fn(usize) -> String,
+    server: Option<&Server>,
+    settings: &Settings,
+    store: &str,
+) -> io::Result<RelayLatencyReport> {
+    let mut fleet = Fleet::launch(url, settings, &run_prefix("rl")).await?;
     let n = fleet.n;
     tokio::time::sleep(settings.settle).await;
-    let before = server.metrics().await.ok();
+    let before = match server {
+        Some(s) => s.metrics().await.ok(),
+        None => None,
+    };
     fleet.set(Phase::Send);
     tokio::time::sleep(settings.relay_window).await;
-    let after = server.metrics().await.ok();
+    let after = match server {
+        Some(s) => s.metrics().await.ok(),
+        None => None,
+    };
     let drained = fleet.quiesce(settings.drain_timeout).await;
     let (results, _) = fleet_finish(fleet).await;
-    proxy.shutdown().await;
     let o = outcome(&results);
     let samples: Vec<f64> = results
         .iter()

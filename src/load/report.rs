@@ -165,6 +165,42 @@ pub struct RestartReport {
     pub total_ms: u64,
 }
 
+/// A rolling restart of every server process of a cluster, one after another
+/// (`restart --nodes K`), under paired sessions in calls with traffic.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollingReport {
+    pub signal: super::restart::RestartSignal,
+    pub nodes: usize,
+    pub sessions: usize,
+    pub calls: usize,
+    pub rate_per_session: f64,
+    pub steps: Vec<RollingStep>,
+    pub msgs_sent: u64,
+    pub msgs_delivered: u64,
+    pub drained: bool,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+    pub msgs_reordered: u64,
+    pub calls_lost: usize,
+    pub duplicate_calls: usize,
+    pub sessions_lost: usize,
+    pub total_ms: u64,
+}
+
+/// One process of a rolling restart: its sessions move to the others at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollingStep {
+    pub node: usize,
+    /// Sockets the process held when it was signalled.
+    pub sessions_on_node: usize,
+    /// Of those, resumed (`recovered: true`) elsewhere.
+    pub recovered: usize,
+    /// From the signal until a share of the process's sessions resumed.
+    pub resume: ResumeTimes,
+    /// From the signal until the old process exited (None: it had to be killed).
+    pub old_exit_ms: Option<u64>,
+}
+
 /// Relay latency on one store (see [`relay_latency`](super::relay_latency)).
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayLatencyReport {
@@ -209,6 +245,8 @@ pub struct Report {
     pub dead_link: Option<DeadLinkReport>,
     pub resume_latency: Option<ResumeLatencyReport>,
     pub restarts: Vec<RestartReport>,
+    /// Rolling restarts of a cluster (`restart --nodes K`).
+    pub rolling: Vec<RollingReport>,
     pub relay: Vec<RelayLatencyReport>,
     pub targets: Vec<TargetCheck>,
 }
@@ -277,6 +315,35 @@ impl Report {
                     s.duplicate_calls
                 ),
                 met: Some(clean && s.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
+            });
+        }
+        for r in &self.rolling {
+            let clean = r.msgs_lost == 0
+                && r.msgs_doubled == 0
+                && r.calls_lost == 0
+                && r.duplicate_calls == 0
+                && r.sessions_lost == 0;
+            let slowest = r
+                .steps
+                .iter()
+                .map(|s| s.resume.p100_ms)
+                .try_fold(0.0f64, |acc, p| p.map(|p| acc.max(p)));
+            let all_back = r.steps.iter().all(|s| s.recovered >= s.sessions_on_node);
+            t.push(TargetCheck {
+                target: format!(
+                    "rolling restart ({}) of {} processes, {} sessions: 100% resumed within 1 s of each restart, 0 calls lost, 0 lost, 0 doubled",
+                    r.signal.as_str(),
+                    r.nodes,
+                    r.sessions
+                ),
+                measured: format!(
+                    "slowest step 100% at {}, {} lost, {} doubled, {} calls lost",
+                    ms(slowest),
+                    r.msgs_lost,
+                    r.msgs_doubled,
+                    r.calls_lost
+                ),
+                met: Some(clean && all_back && slowest.is_some_and(|p| p <= 1_000.0)),
             });
         }
         for r in &self.restarts {
@@ -580,6 +647,48 @@ impl Report {
                     );
                 }
             }
+        }
+        for r in &self.rolling {
+            let _ = writeln!(
+                out,
+                "\nRolling restart ({}) of {} processes on one Redis, {} sessions in {} calls, times from each signal",
+                r.signal.as_str(),
+                r.nodes,
+                r.sessions,
+                r.calls
+            );
+            let _ = writeln!(
+                out,
+                "{:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10}",
+                "node", "sessions", "recovered", "50%", "99%", "100%", "old exit"
+            );
+            for s in &r.steps {
+                let _ = writeln!(
+                    out,
+                    "{:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10}",
+                    s.node,
+                    s.sessions_on_node,
+                    s.recovered,
+                    ms(s.resume.p50_ms),
+                    ms(s.resume.p99_ms),
+                    ms(s.resume.p100_ms),
+                    s.old_exit_ms
+                        .map_or_else(|| "killed".into(), |v| format!("{v} ms")),
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  whole run: {} msgs sent, {} delivered{}, {} lost, {} doubled, {} reordered; {} calls lost, {} duplicate calls, {} sessions lost",
+                r.msgs_sent,
+                r.msgs_delivered,
+                if r.drained { "" } else { " (drain timed out)" },
+                r.msgs_lost,
+                r.msgs_doubled,
+                r.msgs_reordered,
+                r.calls_lost,
+                r.duplicate_calls,
+                r.sessions_lost,
+            );
         }
         if !self.relay.is_empty() {
             let _ = writeln!(out, "\nRelay latency (send → partner's engine)");

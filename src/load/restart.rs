@@ -8,7 +8,8 @@
 
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::links::Links;
-use super::report::{RestartReport, ResumeTimes};
+use super::nodes::{cluster_spec, Nodes};
+use super::report::{RestartReport, ResumeTimes, RollingReport, RollingStep};
 use super::session::Phase;
 use super::settings::Settings;
 use super::target::{metric, Server, ServerSpec};
@@ -175,6 +176,96 @@ async fn restart_on(
         session_errors: o.errors,
         error_samples: o.samples,
         setup_ms,
+        total_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// A rolling restart (`restart --nodes K`): `k` processes on one Redis, sessions spread
+/// over them (the two people of a call on different ones), traffic flowing; each
+/// process in turn is signalled and started again on its port. Its sessions reconnect
+/// at once through their links to another process and resume there. The figure per
+/// step is the time from the signal until every session the process held resumed;
+/// nothing may be lost or doubled over the whole run.
+pub async fn rolling_restart(
+    spec: &ServerSpec,
+    settings: &Settings,
+    signal: RestartSignal,
+    k: usize,
+) -> io::Result<RollingReport> {
+    if !has_store(spec) {
+        return Err(io::Error::other(
+            "restart --nodes needs a Redis store: pass --store redis://127.0.0.1:PORT",
+        ));
+    }
+    let started = Instant::now();
+    let mut nodes = Nodes::start(spec, k, settings).await?;
+    let cluster = cluster_spec(spec);
+    let fleet = Fleet::launch(|idx| nodes.url_for(idx), settings, &run_prefix("rr")).await;
+    let mut fleet = match fleet {
+        Ok(f) => f,
+        Err(e) => {
+            nodes.shutdown().await;
+            return Err(e);
+        }
+    };
+    let n = fleet.n;
+    tokio::time::sleep(settings.settle).await;
+    fleet.set(Phase::Send);
+    tokio::time::sleep(settings.warmup).await;
+    let mut steps = Vec::with_capacity(k);
+    for node in 0..k {
+        let on_node = nodes.servers[node]
+            .metrics()
+            .await
+            .ok()
+            .and_then(|m| metric(&m, "holdfast_connections"))
+            .unwrap_or(0.0) as usize;
+        let signal_at = now_ms();
+        fleet.rearm(signal_at);
+        let exit = nodes.servers[node]
+            .signal_and_wait(signal.number(), EXIT_TIMEOUT)
+            .await;
+        let addr = nodes.servers[node].addr;
+        nodes.servers[node] = Server::start_on(&cluster, addr).await?;
+        let deadline = TokioInstant::now() + settings.resume_timeout;
+        fleet.wait(deadline, |t| t.resumed_count >= on_node).await;
+        let resumed = fleet.rearm(now_ms());
+        let mut times: Vec<f64> = resumed
+            .iter()
+            .flatten()
+            .filter(|(_, recovered)| *recovered)
+            .map(|(at, _)| at.saturating_sub(signal_at) as f64)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        steps.push(RollingStep {
+            node,
+            sessions_on_node: on_node,
+            recovered: times.len(),
+            resume: ResumeTimes::of(&times, on_node.max(1)),
+            old_exit_ms: exit.map(|d| d.as_millis() as u64),
+        });
+        tokio::time::sleep(settings.after).await;
+    }
+    let drained = fleet.quiesce(settings.drain_timeout).await;
+    let (results, _) = fleet_finish(fleet).await;
+    nodes.shutdown().await;
+    let o = outcome(&results);
+    Ok(RollingReport {
+        signal,
+        nodes: k,
+        sessions: n,
+        calls: n / 2,
+        rate_per_session: settings.rate,
+        steps,
+        msgs_sent: o.sent,
+        msgs_delivered: o.delivered,
+        drained,
+        msgs_lost: o.lost,
+        msgs_doubled: o.doubled,
+        msgs_reordered: o.reordered,
+        calls_lost: o.calls_lost,
+        duplicate_calls: o.duplicate_calls,
+        sessions_lost: o.sessions_lost,
         total_ms: started.elapsed().as_millis() as u64,
     })
 }

@@ -36,13 +36,13 @@ fn parse_action(s: &str) -> Option<Action> {
 
 /// The worker side: runs a proxy to `upstream` and obeys stdin until `shutdown` or
 /// end of input. Blocks the calling thread.
-pub fn serve_proxy_worker(upstream: SocketAddr) -> io::Result<()> {
+pub fn serve_proxy_worker(upstreams: Vec<SocketAddr>) -> io::Result<()> {
     super::raise_nofile_limit(u64::MAX >> 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let proxy = rt.block_on(Proxy::start(upstream))?;
+    let proxy = rt.block_on(Proxy::start_to(upstreams))?;
     let mut out = io::stdout().lock();
     writeln!(out, "addr {}", proxy.addr())?;
     out.flush()?;
@@ -101,12 +101,17 @@ impl Drop for RemoteProxy {
 }
 
 impl RemoteProxy {
-    /// Starts `bin proxy-worker --upstream ADDR` (`bin` is a `holdfast-load`).
-    pub async fn start(bin: &Path, upstream: SocketAddr) -> io::Result<RemoteProxy> {
+    /// Starts `bin proxy-worker --upstream ADDR[,ADDR…]` (`bin` is a `holdfast-load`).
+    pub async fn start(bin: &Path, upstreams: &[SocketAddr]) -> io::Result<RemoteProxy> {
         let bin = bin.to_owned();
+        let upstream = upstreams
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         tokio::task::spawn_blocking(move || {
             let mut child = Command::new(&bin)
-                .args(["proxy-worker", "--upstream", &upstream.to_string()])
+                .args(["proxy-worker", "--upstream", &upstream])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

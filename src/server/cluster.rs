@@ -282,7 +282,8 @@ impl NodeActor {
                         }
                     }
                 };
-                self.node.handle_committed(Committed::Refused(fresh));
+                self.node
+                    .handle_committed(Committed::Refused(fresh, Vec::new()));
             }
         }
     }

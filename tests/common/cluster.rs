@@ -190,6 +190,11 @@ pub struct SimCluster {
     next_route: usize,
     /// Outputs released and not yet taken.
     released: Vec<Output>,
+    /// Notes the shared store left, handed to their node `note_delay_ms` later.
+    notes: Vec<(u64, usize, Note)>,
+    /// How long a note takes to reach its node (the bell and the reads take a moment,
+    /// and meanwhile the node goes on). 0 by default: scenarios time what a user sees.
+    pub note_delay_ms: u64,
 }
 
 impl SimCluster {
@@ -201,6 +206,8 @@ impl SimCluster {
             seed,
             next_route: 0,
             released: Vec::new(),
+            notes: Vec::new(),
+            note_delay_ms: 0,
         };
         for _ in 0..count {
             cluster.start_node();
@@ -340,7 +347,8 @@ impl SimCluster {
     pub fn poll_timeout(&self) -> Option<u64> {
         let timers = self.live().filter_map(|(_, n)| n.poll_timeout());
         let claims = self.ledger.next_claim();
-        timers.chain(claims).min()
+        let notes = self.notes.iter().map(|(at, ..)| *at).min();
+        timers.chain(claims).chain(notes).min()
     }
 
     /// Whatever is due at `now`: node timers, then lost nodes and overdue deadlines
@@ -376,6 +384,9 @@ impl SimCluster {
     /// Runs every node's transactions against the shared store until none is left,
     /// handing over what the store tells them.
     fn run(&mut self, now: u64) {
+        // A dead node hears nothing more.
+        let nodes = &self.nodes;
+        self.notes.retain(|(_, i, _)| nodes[*i].is_some());
         let out = &mut self.released;
         for _ in 0..100_000 {
             let mut progress = false;
@@ -393,6 +404,13 @@ impl SimCluster {
                     out.push(o);
                 }
                 for note in self.ledger.take_notes(node.no()) {
+                    self.notes.push((now + self.note_delay_ms, i, note));
+                }
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.notes)
+                    .into_iter()
+                    .partition(|(at, n, _)| *at <= now && *n == i);
+                self.notes = later;
+                for (_, _, note) in due {
                     progress = true;
                     match note {
                         Note::Moved(sid) => {

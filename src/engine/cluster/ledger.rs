@@ -202,9 +202,20 @@ impl MemoryLedger {
             .filter(|(key, version)| self.records.get(key).map_or(0, |(v, _)| *v) != *version)
             .map(|(key, _)| self.fresh(key))
             .collect();
-        if !changed.is_empty() {
+        let waiting: Vec<(SessionId, Queue)> = txn
+            .direct
+            .iter()
+            .filter_map(|(sid, taken)| {
+                let q = self.queues.get(sid)?;
+                q.entries
+                    .back()
+                    .is_some_and(|(no, _)| no > taken)
+                    .then(|| (sid.clone(), q.clone()))
+            })
+            .collect();
+        if !changed.is_empty() || !waiting.is_empty() {
             self.refused += 1;
-            return Committed::Refused(changed);
+            return Committed::Refused(changed, waiting);
         }
         self.taken += 1;
         let mut written = Vec::with_capacity(txn.writes.len());

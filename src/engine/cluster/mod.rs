@@ -99,12 +99,20 @@ pub struct Txn {
     /// Messages for the delivery queues of sessions held by other nodes (or by none),
     /// in order.
     pub deliveries: Vec<(SessionId, ServerMsg)>,
+    /// Sessions held here that this transaction pushed messages to directly, each
+    /// with the last queue entry it has taken: the store takes the transaction only if
+    /// nothing waits in their queues, or a message another node sent earlier would
+    /// arrive after one sent later.
+    pub direct: Vec<(SessionId, u64)>,
 }
 
 impl Txn {
     /// Nothing to check or write: the node commits it without asking.
     pub fn is_empty(&self) -> bool {
-        self.reads.is_empty() && self.writes.is_empty() && self.deliveries.is_empty()
+        self.reads.is_empty()
+            && self.writes.is_empty()
+            && self.deliveries.is_empty()
+            && self.direct.is_empty()
     }
 }
 
@@ -122,8 +130,10 @@ pub struct Fresh {
 pub enum Committed {
     /// Taken: the new version of every record written (0 for a deletion).
     Taken(Vec<(RecordKey, u64)>),
-    /// Refused: a record read changed; here are the current values of those that did.
-    Refused(Vec<Fresh>),
+    /// Refused: a record read changed (here are the current values of those that
+    /// did), or a session pushed to directly has entries waiting in its queue (here
+    /// they are: they go first when the transaction runs again).
+    Refused(Vec<Fresh>, Vec<(SessionId, Queue)>),
 }
 
 /// What the shared store tells a node after another node's transaction.

@@ -210,13 +210,18 @@ impl ClusterNode {
                 self.engine.commit_txn(&written);
                 self.release();
             }
-            Committed::Refused(fresh) => {
+            Committed::Refused(fresh, waiting) => {
                 self.retries += 1;
                 self.engine.rollback_txn();
                 self.byes_tentative.clear();
                 self.fresh.extend(fresh);
                 for input in inputs.into_iter().rev() {
                     self.pending.push_front(input);
+                }
+                // What waited in the queues goes before anything pushed again.
+                for (sid, queue) in waiting.into_iter().rev() {
+                    self.pending
+                        .push_front(Input::Queued(sid, queue.entries.into_iter().collect()));
                 }
             }
         }
@@ -296,11 +301,20 @@ impl ClusterNode {
             })
             .collect();
         let reads = store.txn_reads();
+        let (deliveries, direct) = self.engine.take_deliveries();
+        let direct = direct
+            .into_iter()
+            .filter_map(|sid| {
+                let taken = self.engine.store().peek_session(&sid)?.queued;
+                Some((sid, taken))
+            })
+            .collect();
         Txn {
             node: self.no,
             reads,
             writes,
-            deliveries: self.engine.take_deliveries(),
+            deliveries,
+            direct,
         }
     }
 }

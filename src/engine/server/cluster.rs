@@ -25,6 +25,8 @@ pub(super) struct ClusterPart {
     /// Messages for sessions whose socket is not on this node, in the order pushed,
     /// for the shared store's delivery queues (taken with the transaction).
     deliveries: Vec<(SessionId, ServerMsg)>,
+    /// Sessions held here that got a message pushed straight into their outbox.
+    direct: BTreeSet<SessionId>,
 }
 
 /// What a running transaction changed outside the store.
@@ -79,13 +81,18 @@ impl<S: Store> ServerEngine<S> {
     /// In a cluster, a message for a session not attached here goes to the session's
     /// delivery queue instead of its outbox; returns false then.
     pub(super) fn deliver_here(&mut self, sid: &str, body: &ServerMsg) -> bool {
-        if self.cluster.is_none() || self.attached_here(sid) {
+        if self.cluster.is_none() {
             return true;
         }
+        let here = self.attached_here(sid);
         if let Some(part) = self.cluster.as_mut() {
-            part.deliveries.push((sid.to_owned(), body.clone()));
+            if here {
+                part.direct.insert(sid.to_owned());
+            } else {
+                part.deliveries.push((sid.to_owned(), body.clone()));
+            }
         }
-        false
+        here
     }
 }
 
@@ -96,6 +103,7 @@ impl ServerEngine<MemoryStore> {
         self.next_conn = (node << NODE_SHIFT) + 1;
         self.cluster = Some(ClusterPart {
             deliveries: Vec::new(),
+            direct: BTreeSet::new(),
         });
     }
 
@@ -129,11 +137,17 @@ impl ServerEngine<MemoryStore> {
         self.store.install(key, version, value);
     }
 
-    /// Messages for sessions held elsewhere, pushed since the last call.
-    pub fn take_deliveries(&mut self) -> Vec<(SessionId, ServerMsg)> {
+    /// Messages for sessions held elsewhere, pushed since the last call, and the
+    /// sessions held here that were pushed to directly.
+    pub fn take_deliveries(&mut self) -> (Vec<(SessionId, ServerMsg)>, BTreeSet<SessionId>) {
         self.cluster
             .as_mut()
-            .map(|c| std::mem::take(&mut c.deliveries))
+            .map(|c| {
+                (
+                    std::mem::take(&mut c.deliveries),
+                    std::mem::take(&mut c.direct),
+                )
+            })
             .unwrap_or_default()
     }
 
@@ -158,6 +172,7 @@ impl ServerEngine<MemoryStore> {
         self.out.truncate(txn.out_len);
         if let Some(c) = self.cluster.as_mut() {
             c.deliveries.truncate(txn.deliveries_len);
+            c.direct.clear();
         }
         self.metrics = txn.metrics;
         self.next_conn = txn.next_conn;

@@ -55,16 +55,24 @@ local changed = {}
 for _, r in ipairs(t.reads) do
   if ver(r[1]) ~= r[2] then changed[#changed + 1] = r[1] end
 end
-if #changed > 0 then
-  local out = {0}
-  for _, k in ipairs(changed) do
-    out[#out + 1] = k
-    out[#out + 1] = tostring(ver(k))
-    out[#out + 1] = redis.call('GET', k) or ''
-    out[#out + 1] = redis.call('LRANGE', k .. ':out', 0, -1)
-    out[#out + 1] = redis.call('EXISTS', k .. ':ovf')
+local waiting = {}
+for _, d in ipairs(t.direct) do
+  local last = redis.call('LINDEX', d[1] .. ':q', -1)
+  if last and tonumber(string.match(last, '^(%d+) ')) > d[3] then
+    waiting[#waiting + 1] = d[2]
+    waiting[#waiting + 1] = redis.call('LRANGE', d[1] .. ':q', 0, -1)
   end
-  return out
+end
+if #changed > 0 or #waiting > 0 then
+  local recs = {}
+  for _, k in ipairs(changed) do
+    recs[#recs + 1] = k
+    recs[#recs + 1] = tostring(ver(k))
+    recs[#recs + 1] = redis.call('GET', k) or ''
+    recs[#recs + 1] = redis.call('LRANGE', k .. ':out', 0, -1)
+    recs[#recs + 1] = redis.call('EXISTS', k .. ':ovf')
+  end
+  return {0, recs, waiting}
 end
 local function note(holder, kind, sid)
   redis.call('SADD', ns .. 'node:' .. holder .. ':notes', kind .. ' ' .. sid)
@@ -268,6 +276,8 @@ struct WireTxn {
     reads: Vec<(String, u64)>,
     writes: Vec<WireWrite>,
     deliver: Vec<(String, SessionId, String)>,
+    /// Sessions pushed to directly: key, id, last queue entry taken.
+    direct: Vec<(String, SessionId, u64)>,
 }
 
 /// A user record as stored (the same shape as the single-process store's).
@@ -436,11 +446,17 @@ impl RedisLedger {
                 (self.keys.session(sid), sid.clone(), json)
             })
             .collect();
+        let direct = txn
+            .direct
+            .iter()
+            .map(|(sid, taken)| (self.keys.session(sid), sid.clone(), *taken))
+            .collect();
         let wire = WireTxn {
             node: txn.node,
             reads,
             writes,
             deliver,
+            direct,
         };
         let answer: Vec<Value> = COMMIT
             .arg(serde_json::to_string(&wire).expect("a transaction serializes"))
@@ -464,17 +480,33 @@ impl RedisLedger {
             }
             return Ok(Committed::Taken(written));
         }
+        let recs: Vec<Value> = match it.next() {
+            Some(Value::Array(v)) => v,
+            _ => return Err(corrupt("a refusal")),
+        };
         let mut fresh = Vec::new();
-        while let Some(name) = it.next() {
+        let mut recs = recs.into_iter();
+        while let Some(name) = recs.next() {
             let name: String = redis::from_redis_value(&name)?;
             let key = names
                 .get(&name)
                 .cloned()
                 .ok_or_else(|| corrupt("a changed key"))?;
-            let parts: Vec<Value> = it.by_ref().take(4).collect();
+            let parts: Vec<Value> = recs.by_ref().take(4).collect();
             fresh.push(self.decode(key, parts)?);
         }
-        Ok(Committed::Refused(fresh))
+        let waiting: Vec<Value> = match it.next() {
+            Some(Value::Array(v)) => v,
+            _ => Vec::new(),
+        };
+        let mut queues = Vec::new();
+        let mut waiting = waiting.into_iter();
+        while let (Some(sid), Some(entries)) = (waiting.next(), waiting.next()) {
+            let sid: String = redis::from_redis_value(&sid)?;
+            let entries: Vec<String> = redis::from_redis_value(&entries)?;
+            queues.push((sid, parse_queue(entries)?));
+        }
+        Ok(Committed::Refused(fresh, queues))
     }
 
     /// What the shared store holds for `keys`.
@@ -607,16 +639,7 @@ impl RedisLedger {
             .arg(-1)
             .query_async(&mut self.conn)
             .await?;
-        let mut queue = Queue::default();
-        for entry in entries {
-            let (no, json) = entry
-                .split_once(' ')
-                .ok_or_else(|| corrupt("a queue entry"))?;
-            let no = no.parse().map_err(|_| corrupt("a queue number"))?;
-            let msg = serde_json::from_str(json).map_err(|e| corrupt(&e.to_string()))?;
-            queue.entries.push_back((no, msg));
-        }
-        Ok(queue)
+        parse_queue(entries)
     }
 
     fn wire_write(&self, w: &crate::engine::cluster::Write) -> WireWrite {
@@ -717,6 +740,20 @@ impl RedisLedger {
             value: Some(value),
         })
     }
+}
+
+/// A delivery queue from its list entries (`<no> <message JSON>`).
+fn parse_queue(entries: Vec<String>) -> Result<Queue, SharedError> {
+    let mut queue = Queue::default();
+    for entry in entries {
+        let (no, json) = entry
+            .split_once(' ')
+            .ok_or_else(|| corrupt("a queue entry"))?;
+        let no = no.parse().map_err(|_| corrupt("a queue number"))?;
+        let msg = serde_json::from_str(json).map_err(|e| corrupt(&e.to_string()))?;
+        queue.entries.push_back((no, msg));
+    }
+    Ok(queue)
 }
 
 fn corrupt(what: &str) -> SharedError {
