@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 
 /// How soon a process that died is noticed by the others (`--lease-ttl`).
-const LEASE: &str = "1s";
+const LEASE: &str = "3s";
 
 pub(super) struct Nodes {
     pub servers: Vec<Server>,

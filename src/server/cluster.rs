@@ -14,14 +14,14 @@
 //! (a transaction that did apply is then found applied: a frame's sequence number is
 //! in the session, so nothing is handled twice).
 
-use super::actor::{ActorExit, ActorRx, Cmd, Outbound};
+use super::actor::{ActorExit, ActorRx, ActorTx, Cmd, Outbound};
 use super::metrics::MetricsSnapshot;
 use super::now_ms;
 use super::socket::Writer;
 use super::store::redis::{Keys, Windows, DEFAULT_NAMESPACE};
 use super::store::shared::{RedisLedger, SharedError};
 use super::store::StoreHealth;
-use crate::engine::cluster::{ClusterNode, Committed, Note, Txn};
+use crate::engine::cluster::{ClusterNode, Committed, NodeNo, Note, Txn};
 use crate::engine::server::{
     Authenticator, ByeOutcome, ConnId, Output, ServerConfig, ServerEngine,
 };
@@ -55,7 +55,7 @@ pub(crate) async fn run_node(
     auth: Box<dyn Authenticator>,
     health: Arc<StoreHealth>,
     lease: Duration,
-    rx: ActorRx,
+    (tx, rx): (ActorTx, ActorRx),
 ) -> ActorExit {
     let windows = Windows::from_config(&config);
     let mut pause = RETRY;
@@ -98,6 +98,7 @@ pub(crate) async fn run_node(
     );
     let mut node = ClusterNode::new(engine, no);
     node.handle_fresh(online);
+    let renewal = tokio::spawn(renew_lease(ledger.clone(), no, lease, tx));
     let node = NodeActor {
         node,
         ledger,
@@ -108,7 +109,32 @@ pub(crate) async fn run_node(
         clock: now_ms(),
     };
     health.set_ready(true);
-    node.run(rx, client).await
+    let exit = node.run(rx, client).await;
+    renewal.abort();
+    exit
+}
+
+/// Renews the node's lease every third of its time, on its own task so that a busy
+/// actor never lets it lapse; tells the actor when the node was declared dead.
+async fn renew_lease(mut ledger: RedisLedger, no: NodeNo, lease: Duration, actor: ActorTx) {
+    let mut every = tokio::time::interval(lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let until = now_ms() + lease.as_millis() as u64;
+        match ledger.renew(no, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(
+                    node = no,
+                    "this node's lease ran out and another node took its sessions; exiting"
+                );
+                let _ = actor.send(Cmd::LeaseLost(format!("node {no}")));
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew this node's lease"),
+        }
+    }
 }
 
 async fn connect(
@@ -177,6 +203,20 @@ impl NodeActor {
                     self.commit = None;
                     self.answered(txn, answer).await;
                 }
+                _ = ticker.tick() => {
+                    if bell.is_none() {
+                        bell = subscribe(&client, self.ledger.channel(self.node.no())).await;
+                    }
+                    self.housekeeping().await;
+                }
+                rang = rung => {
+                    if rang.is_none() {
+                        // The subscription ended (Redis restarted): ticks read the
+                        // notes until it is back.
+                        bell = subscribe(&client, self.ledger.channel(self.node.no())).await;
+                    }
+                    self.read_notes().await;
+                }
                 cmd = rx.recv() => {
                     let Some((sent, cmd)) = cmd else { return ActorExit::Shutdown };
                     self.clock = self.clock.max(sent);
@@ -189,22 +229,6 @@ impl NodeActor {
                         if let Some(exit) = self.handle_cmd(cmd, &mut rx).await {
                             return exit;
                         }
-                    }
-                }
-                rang = rung => {
-                    if rang.is_none() {
-                        // The subscription ended (Redis restarted): ticks read the
-                        // notes until it is back.
-                        bell = subscribe(&client, self.ledger.channel(self.node.no())).await;
-                    }
-                    self.read_notes().await;
-                }
-                _ = ticker.tick() => {
-                    if bell.is_none() {
-                        bell = subscribe(&client, self.ledger.channel(self.node.no())).await;
-                    }
-                    if let Some(exit) = self.housekeeping().await {
-                        return exit;
                     }
                 }
                 _ = sleep => self.node.handle_timeout(),
@@ -325,22 +349,9 @@ impl NodeActor {
         }
     }
 
-    /// Renews the lease, claims dead nodes and due deadlines, reads notes. `Some` when
-    /// this node was declared dead (it must stop: its sessions were handed on).
-    async fn housekeeping(&mut self) -> Option<ActorExit> {
+    /// Claims dead nodes and due deadlines, reads notes.
+    async fn housekeeping(&mut self) {
         let now = self.tick();
-        let until = now + self.lease.as_millis() as u64;
-        match self.ledger.renew(self.node.no(), until).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::error!(
-                    node = self.node.no(),
-                    "this node's lease ran out and another node took its sessions; exiting"
-                );
-                return Some(ActorExit::LeaseLost(format!("node {}", self.node.no())));
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot renew this node's lease"),
-        }
         match self.ledger.claim_lost(now).await {
             Ok(lost) => {
                 for (no, sessions) in lost {
@@ -363,7 +374,6 @@ impl NodeActor {
             Err(e) => tracing::warn!(error = %e, "cannot claim due deadlines"),
         }
         self.read_notes().await;
-        None
     }
 
     /// One command from a socket task or an HTTP handler; `Some` to stop.

@@ -365,8 +365,15 @@ pub async fn run_with_metrics_listener(
                     clock: now_ms(),
                 },
                 StoreSpec::Redis(url) if cluster => {
-                    return cluster::run_node(url, engine_config, auth, health, lease.ttl, rx)
-                        .await;
+                    return cluster::run_node(
+                        url,
+                        engine_config,
+                        auth,
+                        health,
+                        lease.ttl,
+                        (actor_tx, rx),
+                    )
+                    .await;
                 }
                 StoreSpec::Redis(url) => {
                     // A standby (or a process still waiting for Redis) that is told to
