@@ -11,16 +11,25 @@
 #        scripts/demo.sh --pair [port]     the same Redis, two server processes: one
 #                                          serves on port, the other stands by on
 #                                          port+1 and takes over when the first stops
+#        scripts/demo.sh --cluster [port]  the same Redis (database 1), two server
+#                                          processes serving together (--cluster) on
+#                                          port and port+1: a call's two people may be
+#                                          on either, and each survives the other
 set -euo pipefail
 cd "$(dirname "$0")/.."
 redis=""
 pair=""
+cluster=""
 if [ "${1:-}" = "--redis" ]; then
   redis=1
   shift
 elif [ "${1:-}" = "--pair" ]; then
   redis=1
   pair=1
+  shift
+elif [ "${1:-}" = "--cluster" ]; then
+  redis=1
+  cluster=1
   shift
 fi
 port="${1:-${PORT:-8080}}"
@@ -59,6 +68,28 @@ if ! redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
     --dir "$PWD/.demo-redis" --daemonize yes --pidfile "$PWD/.demo-redis/redis.pid" \
     --logfile "$PWD/.demo-redis/redis.log"
   for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+if [ -n "$cluster" ]; then
+  second=$((port + 1))
+  # Database 1: a cluster never shares its keys with a process serving alone.
+  store="redis://127.0.0.1:${redis_port}/1"
+  cat <<MSG
+
+  Two holdfast-server processes serving one Redis together (${store}):
+    node 1  http://127.0.0.1:${port}
+    node 2  http://127.0.0.1:${second}
+  Sign in as one person on each and call across. Stop either (kill -TERM or -KILL
+  \$(cat .demo-redis/cluster-a.pid)); a page on it that reaches the other (a load
+  balancer in front does that) resumes the same call there. Ctrl-C stops both.
+
+MSG
+  ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${port}" \
+    --store "$store" --cluster "${@:2}" &
+  echo $! > .demo-redis/cluster-a.pid
+  trap 'kill $(cat .demo-redis/cluster-a.pid) 2>/dev/null || true' EXIT
+  ./target/release/holdfast-server --dev --static-dir www --listen "127.0.0.1:${second}" \
+    --store "$store" --cluster "${@:2}"
+  exit
 fi
 if [ -n "$pair" ]; then
   second=$((port + 1))

@@ -214,12 +214,21 @@ pub async fn rolling_restart(
     tokio::time::sleep(settings.warmup).await;
     let mut steps = Vec::with_capacity(k);
     for node in 0..k {
-        let on_node = nodes.servers[node]
-            .metrics()
-            .await
-            .ok()
-            .and_then(|m| metric(&m, "holdfast_connections"))
-            .unwrap_or(0.0) as usize;
+        // A busy process may be slow to answer `/metrics`: ask a few times, and count
+        // every session as its when it never answers.
+        let mut on_node = None;
+        for _ in 0..5 {
+            on_node = nodes.servers[node]
+                .metrics()
+                .await
+                .ok()
+                .and_then(|m| metric(&m, "holdfast_connections"));
+            if on_node.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let on_node = on_node.map_or(n, |c| c as usize);
         let signal_at = now_ms();
         fleet.rearm(signal_at);
         let exit = nodes.servers[node]

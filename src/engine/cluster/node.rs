@@ -48,7 +48,14 @@ pub struct ClusterNode {
     next_ticket: u64,
     /// Transactions refused and run again, for tests and figures.
     pub retries: u64,
+    /// At most this many inputs go into one transaction: halved when one is refused
+    /// (a large transaction is more likely to read something another node changes),
+    /// doubled when one is taken.
+    batch_limit: usize,
 }
+
+/// The most inputs one transaction takes.
+const MAX_BATCH: usize = 4_096;
 
 impl ClusterNode {
     /// Node `no` (from the shared store's [`super::MemoryLedger::join`]) over `engine`,
@@ -67,6 +74,7 @@ impl ClusterNode {
             byes: VecDeque::new(),
             next_ticket: 1,
             retries: 0,
+            batch_limit: MAX_BATCH,
         }
     }
 
@@ -184,7 +192,8 @@ impl ClusterNode {
             if self.pending.is_empty() {
                 return None;
             }
-            let inputs: Vec<Input> = self.pending.drain(..).collect();
+            let take = self.pending.len().min(self.batch_limit);
+            let inputs: Vec<Input> = self.pending.drain(..take).collect();
             self.engine.begin_txn();
             for input in &inputs {
                 self.apply(input.clone(), now);
@@ -209,9 +218,11 @@ impl ClusterNode {
             Committed::Taken(written) => {
                 self.engine.commit_txn(&written);
                 self.release();
+                self.batch_limit = (self.batch_limit * 2).min(MAX_BATCH);
             }
             Committed::Refused(fresh, waiting) => {
                 self.retries += 1;
+                self.batch_limit = (self.batch_limit / 2).max(1);
                 self.engine.rollback_txn();
                 self.byes_tentative.clear();
                 self.fresh.extend(fresh);

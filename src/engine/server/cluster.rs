@@ -25,8 +25,11 @@ pub(super) struct ClusterPart {
     /// Messages for sessions whose socket is not on this node, in the order pushed,
     /// for the shared store's delivery queues (taken with the transaction).
     deliveries: Vec<(SessionId, ServerMsg)>,
-    /// Sessions held here that got a message pushed straight into their outbox.
+    /// Sessions held here that got a message pushed straight into their outbox, other
+    /// than entries of their own queue.
     direct: BTreeSet<SessionId>,
+    /// Entries of a queue are being taken: those pushes are the queue's own order.
+    taking_queue: bool,
 }
 
 /// What a running transaction changed outside the store.
@@ -87,7 +90,9 @@ impl<S: Store> ServerEngine<S> {
         let here = self.attached_here(sid);
         if let Some(part) = self.cluster.as_mut() {
             if here {
-                part.direct.insert(sid.to_owned());
+                if !part.taking_queue {
+                    part.direct.insert(sid.to_owned());
+                }
             } else {
                 part.deliveries.push((sid.to_owned(), body.clone()));
             }
@@ -104,6 +109,7 @@ impl ServerEngine<MemoryStore> {
         self.cluster = Some(ClusterPart {
             deliveries: Vec::new(),
             direct: BTreeSet::new(),
+            taking_queue: false,
         });
     }
 
@@ -275,12 +281,18 @@ impl ServerEngine<MemoryStore> {
             return;
         };
         let mut last = taken;
+        if let Some(part) = self.cluster.as_mut() {
+            part.taking_queue = true;
+        }
         for (no, msg) in entries {
             if no <= last {
                 continue;
             }
             last = no;
             self.push(sid, msg);
+        }
+        if let Some(part) = self.cluster.as_mut() {
+            part.taking_queue = false;
         }
         if last != taken {
             if let Some(s) = self.store.session_mut(sid) {
