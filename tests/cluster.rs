@@ -9,7 +9,8 @@ mod common;
 
 use common::native::{active_call, connected};
 use common::process::{
-    client_at, collect, exchange, note, send, Balancer, Seen, ServerProcess, GRACE_MS, WAIT,
+    assert_delivered, client_at, collect, exchange, note, send, Balancer, Seen, ServerProcess,
+    GRACE_MS, WAIT,
 };
 use common::redis::RedisServer;
 use holdfast::engine::client::Event;
@@ -32,20 +33,6 @@ async fn client_via(backends: Vec<u16>, token: &str) -> (NativeClient, Balancer)
     (client_at(&balancer.url(), token, vec![]), balancer)
 }
 
-/// Every payload once and in order on each side, no session lost, the call going on.
-fn assert_intact(seen_a: &Seen, seen_b: &Seen, n: u64, label: &str) {
-    assert_eq!(seen_b.signals, (1..=n).collect::<Vec<_>>(), "bob: {label}");
-    assert_eq!(
-        seen_a.signals,
-        (1_001..=1_000 + n).collect::<Vec<_>>(),
-        "alice: {label}"
-    );
-    for (who, seen) in [("alice", seen_a), ("bob", seen_b)] {
-        assert!(!seen.lost, "{who} lost the session: {label}");
-        assert_eq!(seen.ended, None, "{who}'s call ended: {label}");
-    }
-}
-
 #[tokio::test]
 async fn a_call_across_two_processes_relays_both_ways_exactly_once() {
     let redis = RedisServer::start();
@@ -54,7 +41,7 @@ async fn a_call_across_two_processes_relays_both_ways_exactly_once() {
     let mut bob = client_at(&p2.url(), "bob", vec![]);
     let call = active_call(&mut alice, &mut bob, WAIT).await;
     let (seen_a, seen_b, ()) = exchange(&mut alice, &mut bob, &call, 80, 80, async || {}).await;
-    assert_intact(&seen_a, &seen_b, 80, "no faults");
+    assert_delivered(&seen_a, &seen_b, 80, "no faults");
     assert_eq!(seen_a.resumed + seen_b.resumed, 0);
 }
 
@@ -70,7 +57,7 @@ async fn a_sigkilled_process_s_people_resume_the_same_call_on_another() {
         let (seen_a, seen_b, ()) =
             exchange(&mut alice, &mut bob, &call, 60, at, async || p1.kill()).await;
         let label = format!("seed {seed}, killed at {at}");
-        assert_intact(&seen_a, &seen_b, 60, &label);
+        assert_delivered(&seen_a, &seen_b, 60, &label);
         assert!(
             seen_a.resumed >= 1,
             "alice resumed on the other process: {label}"
@@ -175,7 +162,7 @@ async fn a_rolling_restart_of_every_process_under_traffic_loses_nothing() {
             p.spawn();
         })
         .await;
-        assert_intact(&a, &b, 30, &format!("round {round}"));
+        assert_delivered(&a, &b, 30, &format!("round {round}"));
         for (seen, part) in [(&mut seen_a, a), (&mut seen_b, b)] {
             seen.resumed += part.resumed;
         }

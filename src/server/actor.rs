@@ -292,6 +292,17 @@ pub(crate) struct Actor {
     pub(crate) durable: Option<Durable>,
 }
 
+/// Sleeps until the epoch-ms deadline `at` (an engine's next timer), or forever.
+pub(crate) async fn sleep_until_ms(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            let wait = at.saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits for the oldest write in flight (forever when none is).
 async fn write_done(
     inflight: Option<&mut FuturesOrdered<Write>>,
@@ -578,17 +589,8 @@ impl Actor {
             if let Some(node) = self.durable.as_mut().and_then(|d| d.lost.take()) {
                 return ActorExit::LeaseLost(node);
             }
-            let deadline = self.engine.poll_timeout();
+            let sleep = sleep_until_ms(self.engine.poll_timeout());
             let wake_at = self.durable.as_ref().and_then(Durable::wake_at);
-            let sleep = async {
-                match deadline {
-                    Some(at) => {
-                        let wait = at.saturating_sub(now_ms());
-                        tokio::time::sleep(Duration::from_millis(wait)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
             let wake = async {
                 match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,

@@ -14,7 +14,7 @@
 //! (a transaction that did apply is then found applied: a frame's sequence number is
 //! in the session, so nothing is handled twice).
 
-use super::actor::{ActorExit, ActorRx, ActorTx, Cmd, Outbound};
+use super::actor::{sleep_until_ms, ActorExit, ActorRx, ActorTx, Cmd, Outbound};
 use super::metrics::MetricsSnapshot;
 use super::now_ms;
 use super::socket::Writer;
@@ -181,16 +181,7 @@ impl NodeActor {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.node.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(at) => {
-                        let wait = at.saturating_sub(now_ms());
-                        tokio::time::sleep(Duration::from_millis(wait)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = sleep_until_ms(self.node.poll_timeout());
             let rung = async {
                 match bell.as_mut() {
                     Some(b) => b.next().await,

@@ -271,6 +271,14 @@ impl SimCluster {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
+    /// The next live node, round robin.
+    fn next_live(&mut self) -> usize {
+        let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
+        assert!(!live.is_empty(), "no node is running");
+        self.next_route += 1;
+        live[(self.next_route - 1) % live.len()]
+    }
+
     /// The index of the node with number `no`, if it lives.
     fn index_of(&self, no: u64) -> Option<usize> {
         self.live().find(|(_, n)| n.no() == no).map(|(i, _)| i)
@@ -283,15 +291,10 @@ impl SimCluster {
 
     /// A socket opens on the next live node (or on node `on`, if it lives).
     pub fn open(&mut self, on: Option<usize>) -> ConnId {
-        let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
-        assert!(!live.is_empty(), "no node is running");
         // A page routed to a node that died goes where the balancer sends it.
         let i = match on.filter(|i| self.nodes[*i].is_some()) {
             Some(i) => i,
-            None => {
-                self.next_route += 1;
-                live[(self.next_route - 1) % live.len()]
-            }
+            None => self.next_live(),
         };
         self.nodes[i]
             .as_mut()
@@ -325,9 +328,7 @@ impl SimCluster {
         secret: &str,
         now: u64,
     ) -> ByeOutcome {
-        let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
-        self.next_route += 1;
-        let i = live[(self.next_route - 1) % live.len()];
+        let i = self.next_live();
         let ticket = self.nodes[i]
             .as_mut()
             .expect("live")
