@@ -43,6 +43,24 @@ async fn a_call_across_two_processes_relays_both_ways_exactly_once() {
     let (seen_a, seen_b, ()) = exchange(&mut alice, &mut bob, &call, 80, 80, async || {}).await;
     assert_delivered(&seen_a, &seen_b, 80, "no faults");
     assert_eq!(seen_a.resumed + seen_b.resumed, 0);
+    // Each process shows its own socket, and the whole cluster's view from Redis.
+    for p in [&p1, &p2] {
+        assert_eq!(p.metric("holdfast_connections").await, Some(1.0));
+        assert_eq!(p.metric("holdfast_cluster_nodes").await, Some(2.0));
+        assert_eq!(
+            p.metric("holdfast_cluster_sessions_attached").await,
+            Some(2.0)
+        );
+        assert_eq!(p.metric("holdfast_cluster_calls").await, Some(1.0));
+        assert_eq!(p.metric("holdfast_cluster_users_online").await, Some(2.0));
+    }
+    // A hang-up on one process ends the call for the whole cluster.
+    let id = call.clone();
+    alice.with(move |e, now| e.hangup(&id, now)).await.unwrap();
+    bob.expect(WAIT, |e| matches!(e, Event::CallEnded { .. }).then_some(()))
+        .await
+        .unwrap();
+    assert_eq!(p2.metric("holdfast_cluster_calls").await, Some(0.0));
 }
 
 #[tokio::test]

@@ -681,6 +681,7 @@ impl Actor {
                     counts: self.engine.counts(),
                     connections: self.engine.connection_count(),
                     store: self.durable.as_ref().map(|d| d.stats.clone()),
+                    cluster: None,
                 });
             }
             Cmd::Bye { request, reply } => {

@@ -385,12 +385,20 @@ impl NodeActor {
                 self.node.handle_close(conn);
             }
             Cmd::Metrics(reply) => {
+                let cluster = match self.ledger.counts().await {
+                    Ok(counts) => Some(counts),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the cluster's counts");
+                        None
+                    }
+                };
                 let engine = self.node.engine();
                 let _ = reply.send(MetricsSnapshot {
                     counters: engine.metrics().clone(),
                     counts: engine.counts(),
                     connections: engine.connection_count(),
                     store: None,
+                    cluster,
                 });
             }
             Cmd::Bye { request, reply } => {

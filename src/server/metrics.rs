@@ -18,6 +18,8 @@ pub struct MetricsSnapshot {
     pub connections: usize,
     /// With a durable store: its write latency, errors and start-up load.
     pub store: Option<crate::server::store::StoreStats>,
+    /// On a cluster node: what the whole cluster holds, read from Redis.
+    pub cluster: Option<crate::server::store::shared::ClusterCounts>,
 }
 
 /// The listener's own counters.
@@ -179,6 +181,32 @@ pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
     reg.register("holdfast_errors", "Errors answered, by code", errors);
     if let Some(store) = &m.store {
         store.register(&mut reg);
+    }
+    if let Some(cluster) = &m.cluster {
+        gauge(
+            &mut reg,
+            "holdfast_cluster_nodes",
+            "Processes of the cluster with a live lease",
+            cluster.nodes,
+        );
+        gauge(
+            &mut reg,
+            "holdfast_cluster_sessions_attached",
+            "Sessions attached to a socket on some process of the cluster",
+            cluster.sessions_attached,
+        );
+        gauge(
+            &mut reg,
+            "holdfast_cluster_calls",
+            "Calls (ringing or active) in the cluster's store",
+            cluster.calls,
+        );
+        gauge(
+            &mut reg,
+            "holdfast_cluster_users_online",
+            "Identities with at least one session in the cluster",
+            cluster.users_online,
+        );
     }
     let mut out = String::with_capacity(4096);
     // Writing into a String cannot fail.

@@ -140,6 +140,22 @@ impl ServerProcess {
     pub async fn get(&self, path: &str) -> u16 {
         http_status(self.port, path, &[]).await
     }
+
+    /// The value of one metric (a line `name value`) of `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut body = String::new();
+        tokio::time::timeout(WAIT, s.read_to_string(&mut body))
+            .await
+            .ok()?
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
 impl Drop for ServerProcess {

@@ -19,6 +19,7 @@
 //! | `<ns>timers` | sorted set | records by their next deadline (ms) |
 //! | `<ns>node-seq` | counter | the last node number handed out |
 //! | `<ns>online` | set | identities with at least one session (a node starts with their records) |
+//! | `<ns>calls` | set | the keys of calls not ended (for the cluster's `/metrics`) |
 //!
 //! What a node must hear of (a session moved away, messages queued for a session it
 //! holds, an identity's record changed: presence) goes into the set
@@ -127,6 +128,9 @@ for _, w in ipairs(t.writes) do
       if holder and redis.call('LLEN', q) > 0 then note(holder, 'q', w.sid) end
     end
     if w.dl ~= null then redis.call('ZADD', ns .. 'timers', w.dl, k) else redis.call('ZREM', ns .. 'timers', k) end
+    if w.call then
+      if w.live then redis.call('SADD', ns .. 'calls', k) else redis.call('SREM', ns .. 'calls', k) end
+    end
     if w.uid ~= null then
       if w.online then redis.call('SADD', ns .. 'online', w.uid) else redis.call('SREM', ns .. 'online', w.uid) end
       presence(w.uid)
@@ -136,6 +140,7 @@ for _, w in ipairs(t.writes) do
   else
     redis.call('DEL', k, k .. ':v', k .. ':out', k .. ':node', k .. ':q', k .. ':qn', k .. ':ovf')
     redis.call('ZREM', ns .. 'timers', k)
+    if w.call then redis.call('SREM', ns .. 'calls', k) end
     if w.uid ~= null then
       redis.call('SREM', ns .. 'online', w.uid)
       presence(w.uid)
@@ -265,6 +270,9 @@ struct WireWrite {
     /// Users: the id, and whether it has sessions (the set of who is online).
     uid: Option<String>,
     online: bool,
+    /// Calls: whether it is one, and whether it has not ended (the set of calls).
+    call: bool,
+    live: bool,
     /// Absolute expiry (ms) and next deadline.
     px: Option<u64>,
     dl: Option<u64>,
@@ -287,6 +295,31 @@ struct StoredUser {
     #[serde(flatten)]
     record: UserRecord,
 }
+
+/// What the whole cluster holds, for every node's `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterCounts {
+    pub nodes: usize,
+    pub sessions_attached: usize,
+    pub calls: usize,
+    pub users_online: usize,
+}
+
+/// Counts the cluster's nodes, attached sessions, calls and identities online.
+/// ARGV[1]: the namespace.
+static COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ns = ARGV[1]
+local nodes = redis.call('ZRANGE', ns .. 'nodes', 0, -1)
+local attached = 0
+for _, n in ipairs(nodes) do
+  attached = attached + redis.call('SCARD', ns .. 'node:' .. n .. ':sessions')
+end
+return {#nodes, attached, redis.call('SCARD', ns .. 'calls'), redis.call('SCARD', ns .. 'online')}
+",
+    )
+});
 
 /// Why a shared-store operation failed.
 #[derive(Debug)]
@@ -573,6 +606,20 @@ impl RedisLedger {
         Ok(lease.into_iter().chain(timer).min())
     }
 
+    /// What the whole cluster holds now.
+    pub async fn counts(&mut self) -> Result<ClusterCounts, SharedError> {
+        let [nodes, sessions_attached, calls, users_online]: [usize; 4] = COUNTS
+            .arg(self.keys.ns())
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(ClusterCounts {
+            nodes,
+            sessions_attached,
+            calls,
+            users_online,
+        })
+    }
+
     /// The user records of everyone online (a node starts knowing them: presence is
     /// cluster-wide).
     pub async fn online(&mut self) -> Result<Vec<Fresh>, SharedError> {
@@ -653,6 +700,8 @@ impl RedisLedger {
             queued: 0,
             uid: None,
             online: false,
+            call: matches!(w.key, RecordKey::Call(_)),
+            live: false,
             px: None,
             dl: w.deadline,
         };
@@ -677,6 +726,7 @@ impl RedisLedger {
             Some(Record::Call(c)) => {
                 wire.v = Some(serde_json::to_string(c).expect("a call serializes"));
                 wire.px = self.windows.call_expiry(c);
+                wire.live = c.state != crate::protocol::CallState::Ended;
             }
             Some(Record::User(u)) => {
                 let id = match &w.key {
