@@ -12,6 +12,7 @@ use super::nodes::{cluster_spec, Nodes};
 use super::report::{RestartReport, ResumeTimes, RollingReport, RollingStep};
 use super::session::Phase;
 use super::settings::Settings;
+use super::storm::resume_times;
 use super::target::{metric, Server, ServerSpec};
 use crate::native::now_ms;
 use serde::Serialize;
@@ -122,15 +123,7 @@ async fn restart_on(
     let results = fleet_finish(fleet).await;
     new.stop().await;
 
-    let mut times: Vec<f64> = results
-        .1
-        .iter()
-        .flatten()
-        .filter(|(_, recovered)| *recovered)
-        .map(|(at, _)| at.saturating_sub(listening_at) as f64)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    let recovered = times.len();
+    let (times, recovered) = resume_times(&results.1, listening_at);
     let early = results
         .1
         .iter()
@@ -238,18 +231,11 @@ pub async fn rolling_restart(
         nodes.servers[node] = Server::start_on(&cluster, addr).await?;
         let deadline = TokioInstant::now() + settings.resume_timeout;
         fleet.wait(deadline, |t| t.resumed_count >= on_node).await;
-        let resumed = fleet.rearm(now_ms());
-        let mut times: Vec<f64> = resumed
-            .iter()
-            .flatten()
-            .filter(|(_, recovered)| *recovered)
-            .map(|(at, _)| at.saturating_sub(signal_at) as f64)
-            .collect();
-        times.sort_by(f64::total_cmp);
+        let (times, recovered) = resume_times(&fleet.rearm(now_ms()), signal_at);
         steps.push(RollingStep {
             node,
             sessions_on_node: on_node,
-            recovered: times.len(),
+            recovered,
             resume: ResumeTimes::of(&times, on_node.max(1)),
             old_exit_ms: exit.map(|d| d.as_millis() as u64),
         });

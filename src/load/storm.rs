@@ -218,7 +218,7 @@ async fn storm_on(
 
 /// Sorted times (ms after the drop) of sessions that resumed with nothing lost, and how
 /// many did.
-fn resume_times(resumed: &[Option<(u64, bool)>], drop_at: u64) -> (Vec<f64>, usize) {
+pub(super) fn resume_times(resumed: &[Option<(u64, bool)>], drop_at: u64) -> (Vec<f64>, usize) {
     let mut times: Vec<f64> = resumed
         .iter()
         .flatten()
