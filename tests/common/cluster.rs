@@ -8,7 +8,7 @@
 //! stops at once; its lease ends `LEASE_MS` later, and then a live node claims it.
 #![allow(dead_code)]
 
-use super::sim::T0;
+use super::sim::TestRedis;
 use holdfast::engine::cluster::{
     node_of_conn, ClusterNode, Committed, Fresh, MemoryLedger, Note, Queue, Txn,
 };
@@ -16,9 +16,8 @@ use holdfast::engine::server::{ByeOutcome, ConnId, DevAuth, Output, ServerConfig
 use holdfast::engine::store::{MemoryStore, Record, RecordKey, Records};
 use holdfast::engine::SplitMix;
 use holdfast::protocol::{BadFrame, ClientFrame};
-use holdfast::server::store::redis::{Keys, Windows};
+use holdfast::server::store::redis::Keys;
 use holdfast::server::store::shared::{RedisLedger, SharedError};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How long a killed node's sessions stay attached to it, until its lease ends.
 pub const LEASE_MS: u64 = 3_000;
@@ -43,22 +42,15 @@ pub struct RedisSide {
 
 impl SimLedger {
     fn new(config: &ServerConfig) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let Ok(url) = std::env::var("HOLDFAST_TEST_REDIS") else {
+        let Some(TestRedis {
+            url,
+            rt,
+            windows,
+            namespace: ns,
+        }) = TestRedis::from_env(config, "hf-cluster")
+        else {
             return SimLedger::Memory(Box::new(MemoryLedger::new(config.replay_buffer)));
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut windows = Windows::from_config(config);
-        // Expiries are absolute: keep the simulated clock's records alive in Redis.
-        windows.clock_offset_ms = holdfast::server::now_ms().saturating_sub(T0) + 3_600_000;
-        let ns = format!(
-            "hf-cluster-{}-{}:",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let conn = rt
             .block_on(async {
                 let client = redis::Client::open(url.as_str())?;

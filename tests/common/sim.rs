@@ -148,8 +148,19 @@ struct Durable {
     windows: Windows,
 }
 
-impl Durable {
-    fn from_env(config: &ServerConfig) -> Option<Self> {
+/// What a simulation needs to use the Redis of `HOLDFAST_TEST_REDIS` (None: unset).
+pub struct TestRedis {
+    pub url: String,
+    /// To block on Redis from the simulation's synchronous steps.
+    pub rt: tokio::runtime::Runtime,
+    /// Expiries are absolute: these keep the simulated clock's records alive in Redis.
+    pub windows: Windows,
+    /// Keys of this simulation alone: `<prefix>-<pid>-<n>:`.
+    pub namespace: String,
+}
+
+impl TestRedis {
+    pub fn from_env(config: &ServerConfig, prefix: &str) -> Option<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let url = std::env::var("HOLDFAST_TEST_REDIS").ok()?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -157,13 +168,29 @@ impl Durable {
             .build()
             .unwrap();
         let mut windows = Windows::from_config(config);
-        // Expiries are absolute: keep the simulated clock's records alive in Redis.
         windows.clock_offset_ms = holdfast::server::now_ms().saturating_sub(T0) + 3_600_000;
         let namespace = format!(
-            "hf-sim-{}-{}:",
+            "{prefix}-{}-{}:",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        Some(Self {
+            url,
+            rt,
+            windows,
+            namespace,
+        })
+    }
+}
+
+impl Durable {
+    fn from_env(config: &ServerConfig) -> Option<Self> {
+        let TestRedis {
+            url,
+            rt,
+            windows,
+            namespace,
+        } = TestRedis::from_env(config, "hf-sim")?;
         let writer = rt
             .block_on(RedisStore::connect(&url, windows, Duration::from_secs(5)))
             .expect("HOLDFAST_TEST_REDIS is set but Redis cannot be reached")
