@@ -3,7 +3,8 @@
 use super::chaos::{chaos, ChaosReport, ChaosSettings};
 use super::{
     dead_link, relay_latency, relay_latency_across, restart, resume_latency, rolling_restart,
-    storm, today, DropMode, Machine, ProxyWorkers, Report, RestartSignal, ServerSpec, Settings,
+    storm, storm_across, today, DropMode, Machine, ProxyWorkers, Report, RestartSignal, ServerSpec,
+    Settings,
 };
 use clap::{Parser, Subcommand};
 use std::io;
@@ -102,7 +103,15 @@ pub struct Cli {
 pub enum Figure {
     /// Drop every link at once and measure the resume (per drop mode), server memory
     /// per idle session and heartbeat traffic.
-    Storm,
+    ///
+    /// With `--nodes K` (and `--store redis://…`): K processes on the Redis
+    /// (`--cluster`), the two people of every call on different ones; every link to
+    /// every process is dropped at once and each session may resume on any of them.
+    Storm {
+        /// Server processes on the store (above 1: a cluster).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
     /// Black-hole every link and measure when client and server notice.
     DeadLink,
     /// Time from a single session's link coming back to `resumed`.
@@ -399,14 +408,24 @@ impl Cli {
                 w.count
             );
         }
-        if matches!(figure, Figure::Storm | Figure::All) {
+        let storm_nodes = match figure {
+            Figure::Storm { nodes } => Some(nodes),
+            Figure::All => Some(1),
+            _ => None,
+        };
+        if let Some(nodes) = storm_nodes {
             for mode in modes {
                 eprintln!(
-                    "holdfast-load: resume storm, {} sessions, {} drop…",
+                    "holdfast-load: resume storm, {} sessions over {nodes} process(es), {} drop…",
                     settings.sessions,
                     mode.as_str()
                 );
-                report.storms.push(storm(&spec, &settings, mode).await?);
+                let run = if nodes > 1 {
+                    storm_across(&spec, &settings, mode, nodes).await?
+                } else {
+                    storm(&spec, &settings, mode).await?
+                };
+                report.storms.push(run);
             }
         }
         report.check_targets();

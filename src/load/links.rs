@@ -80,10 +80,7 @@ impl Links {
                 let mut sum = Traffic::default();
                 for s in shards {
                     if let Ok(t) = s.traffic().await {
-                        sum.bytes_up += t.bytes_up;
-                        sum.bytes_down += t.bytes_down;
-                        sum.chunks_up += t.chunks_up;
-                        sum.chunks_down += t.chunks_down;
+                        sum.add(&t);
                     }
                 }
                 sum
@@ -104,17 +101,15 @@ impl Links {
         }
     }
 
-    /// CPU time of this process plus the proxy workers.
-    pub(super) fn tool_cpu(&self) -> Option<Duration> {
-        let own = host::cpu_time(Who::ThisTool)?;
-        let workers = match self {
+    /// CPU time of the proxy workers alone.
+    pub(super) fn workers_cpu(&self) -> Duration {
+        match self {
             Links::Local(_) => Duration::ZERO,
             Links::Remote(shards) => shards
                 .iter()
                 .filter_map(|s| host::cpu_time(Who::Process(s.pid())))
                 .sum(),
-        };
-        Some(own + workers)
+        }
     }
 
     pub(super) async fn shutdown(self) {

@@ -63,6 +63,6 @@ pub use restart::{restart, rolling_restart, RestartSignal};
 pub use resume::resume_latency;
 pub use settings::{ProxyWorkers, Settings};
 pub use stats::Summary;
-pub use storm::{storm, DropMode};
+pub use storm::{storm, storm_across, DropMode};
 pub use target::{Server, ServerSpec};
 pub use worker::RemoteProxy;

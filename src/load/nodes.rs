@@ -1,14 +1,22 @@
-//! Several server processes on one Redis (`--nodes K`): each started with `--cluster`,
-//! and in front of them one set of links per node whose new connections go to that
-//! node first and to the next ones when it does not answer, as a load balancer would.
-//! Session `i` comes in through node `i % K`'s links, so the two people of a call
-//! (sessions `2j`, `2j + 1`) are on different processes.
+//! The server processes a figure runs against, and the links in front of them.
+//!
+//! One process ([`Nodes::one`]), or several on one Redis (`--nodes K`,
+//! [`Nodes::start`]): each started with `--cluster`, and in front of them one set of
+//! links per node whose new connections go to that node first and to the next ones
+//! when it does not answer, as a load balancer would. Session `i` comes in through node
+//! `i % K`'s links, so the two people of a call (sessions `2j`, `2j + 1`) are on
+//! different processes. What a figure reads of "the server" (memory, CPU, counters) is
+//! summed over the processes.
 
+use super::host::{self, Who};
 use super::links::Links;
+use super::proxy::{Action, Traffic};
 use super::settings::Settings;
-use super::target::{Server, ServerSpec};
+use super::target::{metric, Server, ServerSpec};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// How soon a process that died is noticed by the others (`--lease-ttl`).
 const LEASE: &str = "3s";
@@ -35,18 +43,41 @@ pub(super) fn cluster_spec(spec: &ServerSpec) -> ServerSpec {
 }
 
 impl Nodes {
-    /// Starts `k` processes of `spec` (which must name a Redis store) and their links.
+    /// One process of `spec` (not a cluster node) and the links in front of it.
+    pub async fn one(spec: &ServerSpec, settings: &Settings) -> io::Result<Nodes> {
+        let server = Server::start(spec).await?;
+        Self::over(vec![server], settings).await
+    }
+
+    /// Starts `k` processes of `spec` (which must name a Redis store) as cluster nodes,
+    /// and their links.
     pub async fn start(spec: &ServerSpec, k: usize, settings: &Settings) -> io::Result<Nodes> {
         let spec = cluster_spec(spec);
         let mut servers = Vec::with_capacity(k);
         for _ in 0..k {
             servers.push(Server::start(&spec).await?);
         }
+        Self::over(servers, settings).await
+    }
+
+    async fn over(servers: Vec<Server>, settings: &Settings) -> io::Result<Nodes> {
+        let k = servers.len();
         let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let mut links = Vec::with_capacity(k);
         for i in 0..k {
             let order: Vec<SocketAddr> = (0..k).map(|j| addrs[(i + j) % k]).collect();
-            links.push(Links::start_to(&order, settings).await?);
+            match Links::start_to(&order, settings).await {
+                Ok(l) => links.push(l),
+                Err(e) => {
+                    for l in links {
+                        l.shutdown().await;
+                    }
+                    for s in servers {
+                        s.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let path = servers[0].path.clone();
         Ok(Nodes {
@@ -60,6 +91,84 @@ impl Nodes {
     pub fn url_for(&self, idx: usize) -> String {
         let k = self.links.len();
         self.links[idx % k].url_for(idx / k, &self.path)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// True when every process is a child of this tool (not `--target`).
+    pub fn own(&self) -> bool {
+        self.servers.iter().all(|s| s.pid().is_some())
+    }
+
+    /// Resident memory of every process together.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.servers.iter().map(Server::rss_bytes).sum()
+    }
+
+    /// CPU time of every process together.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.servers.iter().map(Server::cpu_time).sum()
+    }
+
+    /// Open file descriptors of every process together.
+    pub fn fd_count(&self) -> Option<usize> {
+        self.servers.iter().map(Server::fd_count).sum()
+    }
+
+    /// Every process's `/metrics`, each series summed over them (counters and the
+    /// per-process gauges add up; the `holdfast_cluster_*` view is the same on every
+    /// node, so it is taken from the first).
+    pub async fn metrics(&self) -> io::Result<HashMap<String, f64>> {
+        let mut sum: HashMap<String, f64> = HashMap::new();
+        for (i, server) in self.servers.iter().enumerate() {
+            for (name, value) in server.metrics().await? {
+                if name.starts_with("holdfast_cluster_") && i > 0 {
+                    continue;
+                }
+                *sum.entry(name).or_default() += value;
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Calls not ended in `m`: on a cluster, all of them in Redis; on one process, its
+    /// active calls.
+    pub fn calls_in(&self, m: &HashMap<String, f64>) -> Option<f64> {
+        if self.servers.len() > 1 {
+            metric(m, "holdfast_cluster_calls")
+        } else {
+            metric(m, "holdfast_calls{state=\"active\"}")
+        }
+    }
+
+    /// Applies `action` to every link at once.
+    pub async fn apply_all(&self, action: Action) -> usize {
+        let asks = self.links.iter().map(|l| l.apply_all(action));
+        futures_util::future::join_all(asks).await.into_iter().sum()
+    }
+
+    pub async fn traffic(&self) -> Traffic {
+        let mut sum = Traffic::default();
+        for l in &self.links {
+            sum.add(&l.traffic().await);
+        }
+        sum
+    }
+
+    pub async fn slowest_upstream_connect(&self) -> Duration {
+        let mut max = Duration::ZERO;
+        for l in &self.links {
+            max = max.max(l.slowest_upstream_connect().await);
+        }
+        max
+    }
+
+    /// CPU time of this process plus every proxy worker.
+    pub fn tool_cpu(&self) -> Option<Duration> {
+        let workers: Duration = self.links.iter().map(Links::workers_cpu).sum();
+        Some(host::cpu_time(Who::ThisTool)? + workers)
     }
 
     pub async fn shutdown(self) {

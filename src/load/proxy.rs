@@ -50,6 +50,14 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Traffic) {
+        self.bytes_up += other.bytes_up;
+        self.bytes_down += other.bytes_down;
+        self.chunks_up += other.chunks_up;
+        self.chunks_down += other.chunks_down;
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes_up + self.bytes_down
     }

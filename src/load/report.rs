@@ -31,6 +31,8 @@ impl ResumeTimes {
 #[derive(Debug, Clone, Serialize)]
 pub struct StormReport {
     pub mode: DropMode,
+    /// Server processes (above 1: cluster nodes on one Redis, `storm --nodes K`).
+    pub nodes: usize,
     pub sessions: usize,
     pub calls: usize,
     pub rate_per_session: f64,
@@ -301,8 +303,13 @@ impl Report {
                 && s.duplicate_calls == 0;
             t.push(TargetCheck {
                 target: format!(
-                    "{} sessions, {} drop: 100% recovered within 1 s, 0 lost, 0 doubled",
+                    "{} sessions{}, {} drop: 100% recovered within 1 s, 0 lost, 0 doubled",
                     s.sessions,
+                    if s.nodes > 1 {
+                        format!(" over {} processes", s.nodes)
+                    } else {
+                        String::new()
+                    },
                     s.mode.as_str()
                 ),
                 measured: format!(
@@ -442,8 +449,9 @@ impl Report {
             let _ = writeln!(out, "\nResume storm (every link dropped at once)");
             let _ = writeln!(
                 out,
-                "{:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10}",
+                "{:>6} {:>5} {:>9} {:>10} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10}",
                 "N",
+                "procs",
                 "drop",
                 "recovered",
                 "50%",
@@ -459,8 +467,9 @@ impl Report {
             for s in &self.storms {
                 let _ = writeln!(
                     out,
-                    "{:>6} {:>9} {:>9.2}% {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10.0}",
+                    "{:>6} {:>5} {:>9} {:>9.2}% {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>5} {:>9} {:>10.0}",
                     s.sessions,
+                    s.nodes,
                     s.mode.as_str(),
                     s.recovered_fraction * 100.0,
                     ms(s.resume.p50_ms),

@@ -7,14 +7,16 @@
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::host::{self, Who};
 use super::hostile::Hostile;
-use super::links::Links;
+use super::nodes::Nodes;
 use super::proxy::Action;
 use super::report::{ResumeTimes, StormReport};
+use super::restart::has_store;
 use super::session::Phase;
 use super::settings::Settings;
-use super::target::{delta, metric, Server, ServerSpec};
+use super::target::{delta, metric, ServerSpec};
 use crate::native::now_ms;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
@@ -60,58 +62,76 @@ pub async fn storm(
     mode: DropMode,
 ) -> io::Result<StormReport> {
     let started = Instant::now();
-    let server = Server::start(spec).await?;
-    let result = storm_on(&server, settings, mode, started).await;
-    server.stop().await;
+    let nodes = Nodes::one(spec, settings).await?;
+    let result = storm_on(&nodes, settings, mode, started).await;
+    nodes.shutdown().await;
+    result
+}
+
+/// The same storm over `k` processes on one Redis (`storm --nodes K`): sessions spread
+/// over them, the two people of every call on different ones; every link to every
+/// process is dropped at once, and each session may come back on any process.
+pub async fn storm_across(
+    spec: &ServerSpec,
+    settings: &Settings,
+    mode: DropMode,
+    k: usize,
+) -> io::Result<StormReport> {
+    if !has_store(spec) {
+        return Err(io::Error::other(
+            "storm --nodes needs a Redis store: pass --store redis://127.0.0.1:PORT",
+        ));
+    }
+    let started = Instant::now();
+    let nodes = Nodes::start(spec, k, settings).await?;
+    let result = storm_on(&nodes, settings, mode, started).await;
+    nodes.shutdown().await;
     result
 }
 
 async fn storm_on(
-    server: &Server,
+    nodes: &Nodes,
     settings: &Settings,
     mode: DropMode,
     started: Instant,
 ) -> io::Result<StormReport> {
-    // Let the child finish starting before its baseline is read.
+    // Let the children finish starting before their baseline is read.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_base = server.rss_bytes();
+    let rss_base = nodes.rss_bytes();
     let tool_base = host::tool_rss_baseline();
-    let proxy = Links::start(server.addr, settings).await?;
-    let path = server.path.clone();
-    let url = |idx| proxy.url_for(idx, &path);
-    let mut fleet = match Fleet::launch(url, settings, &run_prefix("st")).await {
-        Ok(f) => f,
-        Err(e) => {
-            proxy.shutdown().await;
-            return Err(e);
-        }
-    };
+    let mut fleet = Fleet::launch(|idx| nodes.url_for(idx), settings, &run_prefix("st")).await?;
     let n = fleet.n;
     let setup_ms = started.elapsed().as_millis() as u64;
 
     // Idle: memory and heartbeat traffic.
     tokio::time::sleep(settings.settle).await;
-    let rss_idle = server.rss_bytes();
+    let rss_idle = nodes.rss_bytes();
     let tool_idle = host::rss_bytes(Who::ThisTool);
-    let t0 = proxy.traffic().await;
+    let t0 = nodes.traffic().await;
     let w0 = Instant::now();
     tokio::time::sleep(settings.idle_window).await;
-    let idle = proxy.traffic().await.since(&t0);
+    let idle = nodes.traffic().await.since(&t0);
     let minutes = w0.elapsed().as_secs_f64() / 60.0;
     let per_min = |v: u64| v as f64 / n as f64 / minutes;
 
     // Traffic (and the hostile clients, if any), then the drop.
-    let hostile = (settings.hostile > 0)
-        .then(|| Hostile::start(server.addr, &path, settings.hostile, settings.hostile_rate));
+    let hostile = (settings.hostile > 0).then(|| {
+        Hostile::start(
+            nodes.servers[0].addr,
+            nodes.path(),
+            settings.hostile,
+            settings.hostile_rate,
+        )
+    });
     fleet.set(Phase::Send);
     // The first half of the warm-up settles the traffic; the second is the baseline.
     tokio::time::sleep(settings.warmup / 2).await;
-    let steady_from = (Instant::now(), server.cpu_time());
+    let steady_from = (Instant::now(), nodes.cpu_time());
     tokio::time::sleep(settings.warmup / 2).await;
-    let before = server.metrics().await.ok();
+    let before = nodes.metrics().await.ok();
     let overflows_before = host::listen_overflows();
-    let cpu_before = server.cpu_time();
-    let tool_cpu_before = proxy.tool_cpu();
+    let cpu_before = nodes.cpu_time();
+    let tool_cpu_before = nodes.tool_cpu();
     let server_cpu_ms_per_s_steady = match (steady_from.1, cpu_before) {
         (Some(b), Some(a)) => Some(
             a.saturating_sub(b).as_secs_f64() * 1000.0
@@ -122,11 +142,11 @@ async fn storm_on(
     fleet.absorb_pending();
     let drop_at = now_ms();
     fleet.tally.since = drop_at;
-    let links_dropped = proxy.apply_all(mode.action()).await;
+    let links_dropped = nodes.apply_all(mode.action()).await;
     let resume_deadline = TokioInstant::now() + settings.resume_timeout;
     fleet.wait(resume_deadline, |t| t.resumed_count >= n).await;
-    let cpu_after = server.cpu_time();
-    let tool_cpu_after = proxy.tool_cpu();
+    let cpu_after = nodes.cpu_time();
+    let tool_cpu_after = nodes.tool_cpu();
     let resume_wall = Duration::from_millis(now_ms().saturating_sub(drop_at));
     let overflows_after = host::listen_overflows();
     tokio::time::sleep(settings.after).await;
@@ -135,19 +155,19 @@ async fn storm_on(
         Some(h) => Some(h.stop().await),
         None => None,
     };
-    let after = server.metrics().await.ok();
-    let server_fds_end = server.fd_count();
+    let after = nodes.metrics().await.ok();
+    let server_fds_end = nodes.fd_count();
     let results = fleet_finish(fleet).await;
 
     let (times, recovered) = resume_times(&results.1, drop_at);
     let o = outcome(&results.0);
-    let server_active = after
-        .as_ref()
-        .and_then(|m| metric(m, "holdfast_calls{state=\"active\"}"))
-        .unwrap_or(0.0) as usize;
-    let own_server = server.pid().is_some();
-    let server_excess = if own_server {
-        server_active.saturating_sub(n / 2)
+    // Calls the store held before (earlier runs on the same Redis leave theirs until
+    // their resume window ends) are not this run's duplicates.
+    let calls = |m: &Option<HashMap<String, f64>>| {
+        m.as_ref().and_then(|m| nodes.calls_in(m)).unwrap_or(0.0) as usize
+    };
+    let server_excess = if nodes.own() {
+        calls(&after).saturating_sub(calls(&before).max(n / 2))
     } else {
         0
     };
@@ -157,6 +177,7 @@ async fn storm_on(
     };
     let report = StormReport {
         mode,
+        nodes: nodes.servers.len(),
         sessions: n,
         calls: n / 2,
         rate_per_session: settings.rate,
@@ -201,7 +222,7 @@ async fn storm_on(
         server_cpu_ms_per_s_steady,
         resume_wall_ms: resume_wall.as_millis() as u64,
         listen_overflows: overflow,
-        slowest_upstream_connect_ms: proxy.slowest_upstream_connect().await.as_secs_f64() * 1000.0,
+        slowest_upstream_connect_ms: nodes.slowest_upstream_connect().await.as_secs_f64() * 1000.0,
         server_fds_end,
         server_connections_end: after
             .as_ref()
@@ -212,7 +233,6 @@ async fn storm_on(
         total_ms: started.elapsed().as_millis() as u64,
         hostile,
     };
-    proxy.shutdown().await;
     Ok(report)
 }
 
