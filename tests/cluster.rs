@@ -53,6 +53,13 @@ async fn a_call_across_two_processes_relays_both_ways_exactly_once() {
         );
         assert_eq!(p.metric("holdfast_cluster_calls").await, Some(1.0));
         assert_eq!(p.metric("holdfast_cluster_users_online").await, Some(2.0));
+        let taken = p.metric("holdfast_txns_total{outcome=\"taken\"}").await;
+        assert!(
+            taken.is_some_and(|t| t >= 1.0),
+            "each process counts the transactions Redis took: {taken:?}"
+        );
+        let refused = p.metric("holdfast_txns_total{outcome=\"refused\"}").await;
+        assert!(refused.is_some(), "and those it refused");
     }
     // A hang-up on one process ends the call for the whole cluster.
     let id = call.clone();
@@ -193,4 +200,74 @@ async fn a_rolling_restart_of_every_process_under_traffic_loses_nothing() {
         note(&mut seen_a, ev);
     }
     assert_eq!(seen_a.ended, None);
+}
+
+/// Waits until `p` answers `/readyz` (it has claimed the database and can serve).
+async fn ready(p: &ServerProcess) {
+    let started = std::time::Instant::now();
+    while p.get("/readyz").await != 200 {
+        assert!(started.elapsed() < WAIT, "the process never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `holdfast-server` on `redis` with `extra` flags, expecting it to refuse to
+/// serve: its exit status and what it printed.
+fn refused(redis: &RedisServer, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-server"))
+        .args(["--dev", "--listen", "127.0.0.1:0", "--store", &redis.url()])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("holdfast-server starts");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("a server of the other kind kept running on the database");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+#[tokio::test]
+async fn a_database_serves_one_kind_of_server_and_the_other_is_refused_at_start() {
+    // A cluster's database: a process started without --cluster exits with the reason.
+    let redis = RedisServer::start();
+    let p1 = node(&redis);
+    ready(&p1).await;
+    let (status, err) = refused(&redis, &[]);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("started with --cluster") && err.contains("another database"),
+        "says why and what to do: {err}"
+    );
+    // ...and the cluster goes on serving, its state untouched.
+    let mut alice = client_at(&p1.url(), "alice", vec![]);
+    let mut bob = client_at(&p1.url(), "bob", vec![]);
+    active_call(&mut alice, &mut bob, WAIT).await;
+    assert_eq!(p1.get("/readyz").await, 200);
+
+    // A single writer's database: a --cluster process exits with the reason.
+    let other = RedisServer::start();
+    let single = ServerProcess::start(&other);
+    ready(&single).await;
+    let (status, err) = refused(&other, CLUSTER);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("started without --cluster"), "{err}");
+    assert_eq!(single.get("/readyz").await, 200);
 }

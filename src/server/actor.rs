@@ -124,6 +124,9 @@ pub(crate) enum ActorExit {
     /// Another process holds the store now (its node): nothing this one holds may be
     /// written or acknowledged any more.
     LeaseLost(String),
+    /// The Redis database holds the state of the other kind of server (why): nothing
+    /// was read or written.
+    WrongLayout(String),
 }
 
 /// Why a write failed.
@@ -682,6 +685,7 @@ impl Actor {
                     connections: self.engine.connection_count(),
                     store: self.durable.as_ref().map(|d| d.stats.clone()),
                     cluster: None,
+                    txns: None,
                 });
             }
             Cmd::Bye { request, reply } => {

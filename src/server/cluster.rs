@@ -18,6 +18,7 @@ use super::actor::{sleep_until_ms, ActorExit, ActorRx, ActorTx, Cmd, Outbound};
 use super::metrics::MetricsSnapshot;
 use super::now_ms;
 use super::socket::Writer;
+use super::store::layout::{self, Layout, LayoutError};
 use super::store::redis::{Keys, Windows, DEFAULT_NAMESPACE};
 use super::store::shared::{RedisLedger, SharedError};
 use super::store::StoreHealth;
@@ -62,6 +63,7 @@ pub(crate) async fn run_node(
     let (ledger, client) = loop {
         match connect(&url, windows, config.replay_buffer).await {
             Ok(connected) => break connected,
+            Err(LayoutError::Taken(why)) => return ActorExit::WrongLayout(why),
             Err(e) => {
                 tracing::warn!(store = %url, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot use Redis; not ready");
                 tokio::time::sleep(pause).await;
@@ -137,13 +139,15 @@ async fn renew_lease(mut ledger: RedisLedger, no: NodeNo, lease: Duration, actor
     }
 }
 
+/// Connects and claims the database for a cluster ([`layout`]).
 async fn connect(
     url: &str,
     windows: Windows,
     queue_limit: usize,
-) -> Result<(RedisLedger, redis::Client), redis::RedisError> {
+) -> Result<(RedisLedger, redis::Client), LayoutError> {
     let client = redis::Client::open(url)?;
-    let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+    let mut conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+    layout::claim(&mut conn, DEFAULT_NAMESPACE, Layout::Cluster).await?;
     let keys = Keys::with_namespace(DEFAULT_NAMESPACE);
     Ok((RedisLedger::new(conn, keys, windows, queue_limit), client))
 }
@@ -399,6 +403,7 @@ impl NodeActor {
                     connections: engine.connection_count(),
                     store: None,
                     cluster,
+                    txns: Some(self.node.txns()),
                 });
             }
             Cmd::Bye { request, reply } => {

@@ -20,6 +20,8 @@ pub struct MetricsSnapshot {
     pub store: Option<crate::server::store::StoreStats>,
     /// On a cluster node: what the whole cluster holds, read from Redis.
     pub cluster: Option<crate::server::store::shared::ClusterCounts>,
+    /// On a cluster node: how its transactions fared at Redis.
+    pub txns: Option<crate::engine::cluster::TxnCounts>,
 }
 
 /// The listener's own counters.
@@ -181,6 +183,20 @@ pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
     reg.register("holdfast_errors", "Errors answered, by code", errors);
     if let Some(store) = &m.store {
         store.register(&mut reg);
+    }
+    if let Some(txns) = &m.txns {
+        let family = Labelled::default();
+        family
+            .get_or_create(&label("outcome", "taken"))
+            .inc_by(txns.taken);
+        family
+            .get_or_create(&label("outcome", "refused"))
+            .inc_by(txns.refused);
+        reg.register(
+            "holdfast_txns",
+            "Transactions this process offered to the shared store, by outcome (a refused one read a record another process had changed, and ran again)",
+            family,
+        );
     }
     if let Some(cluster) = &m.cluster {
         gauge(

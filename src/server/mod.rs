@@ -28,6 +28,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::layout::{self, Layout, LayoutError};
 use store::lease::{Acquired, Lease, LeaseConfig};
 use store::redis::{RedisStore, Windows};
 use store::{StoreHealth, StoreSpec, StoreStats};
@@ -50,6 +51,9 @@ pub enum ServerError {
     BadNode(String),
     /// `--cluster` without a Redis store: there is nothing to share.
     ClusterNeedsRedis,
+    /// The Redis database holds the state of the other kind of server (a cluster's, or
+    /// a single writer's): why, and what to do.
+    StoreLayout(String),
     Io(std::io::Error),
 }
 
@@ -72,6 +76,7 @@ impl std::fmt::Display for ServerError {
             ServerError::ClusterNeedsRedis => f.write_str(
                 "--cluster needs --store redis://…: the processes of a cluster share their state there",
             ),
+            ServerError::StoreLayout(why) => write!(f, "--store: {why}"),
             ServerError::Io(e) => write!(f, "io error: {e}"),
         }
     }
@@ -216,7 +221,8 @@ async fn acquire_lease(
 
 /// Connects to Redis, waits as a standby until this process holds the store's lease,
 /// and loads the state, retrying with backoff until each works (the server is not
-/// ready meanwhile); then rebuilds the engine from it.
+/// ready meanwhile); then rebuilds the engine from it. Fails only when the database
+/// holds a cluster's state ([`layout`]).
 async fn open_redis(
     url: &str,
     config: ServerConfig,
@@ -225,7 +231,7 @@ async fn open_redis(
     lease: &LeaseConfig,
     node: &str,
     actor: ActorTx,
-) -> (ServerEngine<MemoryStore>, Durable) {
+) -> Result<(ServerEngine<MemoryStore>, Durable), String> {
     let windows = Windows::from_config(&config);
     let mut stats = StoreStats::default();
     let mut pause = Duration::from_millis(100);
@@ -234,27 +240,35 @@ async fn open_redis(
         let failed = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
             Err(e) => e.to_string(),
             Ok(redis) => {
-                let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
-                match acquire_lease(&redis, &held, url, &health).await {
-                    Err(e) => format!("asking for the store's lease: {e}"),
+                match layout::claim(&mut redis.connection(), redis.ns(), Layout::OneWriter).await {
+                    Err(LayoutError::Taken(why)) => return Err(why),
+                    Err(e) => format!("reading the database's layout: {e}"),
                     Ok(()) => {
-                        let started = std::time::Instant::now();
-                        let renewal = renew_lease(held.clone(), redis.connection(), actor.clone());
-                        let mut redis = redis.with_lease(held);
-                        match redis.load().await {
-                            Ok(records) => {
-                                stats.load_ms = started.elapsed().as_millis() as u64;
-                                let engine =
-                                    restore_engine(config, auth, records, &mut stats, url, node);
-                                health.set_standby(false);
-                                return (
-                                    engine,
-                                    Durable::new(redis, health, stats).renewing(renewal),
-                                );
-                            }
-                            Err(e) => {
-                                renewal.abort();
-                                format!("loading the state: {e}")
+                        let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
+                        match acquire_lease(&redis, &held, url, &health).await {
+                            Err(e) => format!("asking for the store's lease: {e}"),
+                            Ok(()) => {
+                                let started = std::time::Instant::now();
+                                let renewal =
+                                    renew_lease(held.clone(), redis.connection(), actor.clone());
+                                let mut redis = redis.with_lease(held);
+                                match redis.load().await {
+                                    Ok(records) => {
+                                        stats.load_ms = started.elapsed().as_millis() as u64;
+                                        let engine = restore_engine(
+                                            config, auth, records, &mut stats, url, node,
+                                        );
+                                        health.set_standby(false);
+                                        return Ok((
+                                            engine,
+                                            Durable::new(redis, health, stats).renewing(renewal),
+                                        ));
+                                    }
+                                    Err(e) => {
+                                        renewal.abort();
+                                        format!("loading the state: {e}")
+                                    }
+                                }
                             }
                         }
                     }
@@ -381,7 +395,10 @@ pub async fn run_with_metrics_listener(
                     let opened =
                         open_redis(&url, engine_config, auth, health, &lease, &node, actor_tx);
                     let (engine, durable) = tokio::select! {
-                        opened = opened => opened,
+                        opened = opened => match opened {
+                            Ok(opened) => opened,
+                            Err(why) => return actor::ActorExit::WrongLayout(why),
+                        },
                         _ = stopping.wait_for(|stop| *stop) => return actor::ActorExit::Shutdown,
                     };
                     Actor {
@@ -477,6 +494,11 @@ pub async fn run_with_metrics_listener(
             () = &mut serving => break Ok(()),
             joined = &mut actor, if !actor_done => match joined {
                 Ok(actor::ActorExit::Shutdown) => actor_done = true,
+                Ok(actor::ActorExit::WrongLayout(why)) => {
+                    let _ = metrics_stop_tx.send(());
+                    tracing::error!(%why, "this process cannot use the Redis database; exiting");
+                    return Err(ServerError::StoreLayout(why));
+                }
                 Ok(actor::ActorExit::LeaseLost(node)) => {
                     let _ = metrics_stop_tx.send(());
                     tracing::error!(holder = %node, "the store's lease went to another process; exiting");

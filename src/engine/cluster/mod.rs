@@ -70,7 +70,7 @@ mod node;
 
 pub use deadline::next_deadline;
 pub use ledger::{MemoryLedger, Queue};
-pub use node::ClusterNode;
+pub use node::{ClusterNode, TxnCounts};
 
 pub use crate::engine::server::{node_of_conn, NodeNo};
 use crate::engine::store::{Record, RecordKey};

@@ -46,12 +46,21 @@ pub struct ClusterNode {
     byes_tentative: Vec<(u64, ByeOutcome)>,
     byes: VecDeque<(u64, ByeOutcome)>,
     next_ticket: u64,
-    /// Transactions refused and run again, for tests and figures.
-    pub retries: u64,
+    /// Transactions taken and refused (and run again), for `/metrics`.
+    txns: TxnCounts,
     /// At most this many inputs go into one transaction: halved when one is refused
     /// (a large transaction is more likely to read something another node changes),
     /// doubled when one is taken.
     batch_limit: usize,
+}
+
+/// How this node's transactions fared at the shared store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxnCounts {
+    /// Taken: their writes are in the store.
+    pub taken: u64,
+    /// Refused because a record read had changed; undone and run again.
+    pub refused: u64,
 }
 
 /// The most inputs one transaction takes.
@@ -73,13 +82,17 @@ impl ClusterNode {
             byes_tentative: Vec::new(),
             byes: VecDeque::new(),
             next_ticket: 1,
-            retries: 0,
+            txns: TxnCounts::default(),
             batch_limit: MAX_BATCH,
         }
     }
 
     pub fn no(&self) -> NodeNo {
         self.no
+    }
+
+    pub fn txns(&self) -> TxnCounts {
+        self.txns
     }
 
     pub fn engine(&self) -> &ServerEngine<MemoryStore> {
@@ -216,12 +229,13 @@ impl ClusterNode {
         };
         match answer {
             Committed::Taken(written) => {
+                self.txns.taken += 1;
                 self.engine.commit_txn(&written);
                 self.release();
                 self.batch_limit = (self.batch_limit * 2).min(MAX_BATCH);
             }
             Committed::Refused(fresh, waiting) => {
-                self.retries += 1;
+                self.txns.refused += 1;
                 self.batch_limit = (self.batch_limit / 2).max(1);
                 self.engine.rollback_txn();
                 self.byes_tentative.clear();

@@ -4,6 +4,7 @@
 //! Redis, the driver writes the records it changed after every batch of inputs and
 //! releases the batch's outputs only once Redis answered (see `super::actor`).
 
+pub mod layout;
 pub mod lease;
 pub mod redis;
 pub mod shared;

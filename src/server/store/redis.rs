@@ -354,6 +354,11 @@ impl RedisStore {
         self.lease.as_ref()
     }
 
+    /// The namespace every key of this store starts with.
+    pub fn ns(&self) -> &str {
+        self.keys.ns()
+    }
+
     /// The lease key under this store's namespace.
     pub fn lease_key(&self) -> String {
         format!("{}writer", self.keys.ns)
