@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (libFuzzer, coverage-guided) for SECONDS each, starting from
+# Runs every fuzz target (libFuzzer, coverage-guided) for SECONDS, side by side, from
 # the seed corpora in fuzz/seeds/; exits non-zero on a crash or an invariant failure
 # (the input is left in fuzz/artifacts/TARGET/).
 # Usage: scripts/fuzz.sh SECONDS [TARGET...]
@@ -28,19 +28,28 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
   cargo build --release --locked --target "$triple" --target-dir target/stable
 bin="target/stable/$triple/release"
 
+# The targets run side by side (each is one process on one core), so the step takes
+# SECONDS of wall time whatever their number.
+declare -A pids logs
 for t in "${targets[@]}"; do
-  printf '\n==> fuzz %s for %ss\n' "$t" "$seconds"
+  printf '==> fuzz %s for %ss\n' "$t" "$seconds"
   # A scratch corpus (grows as libFuzzer finds new paths), seeded from the repo's.
   work="corpus/$t"
   mkdir -p "$work" "artifacts/$t"
-  log="$(mktemp)"
-  if ! "$bin/$t" "$work" "seeds/$t" -artifact_prefix="artifacts/$t/" \
-      -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 >"$log" 2>&1; then
-    tail -n 60 "$log"
-    echo "fuzz target $t failed (input in fuzz/artifacts/$t/)" >&2
-    exit 1
-  fi
-  grep -E '^stat::number_of_executed_units|^Done ' "$log" | sed "s/^/$t: /" || true
-  rm -f "$log"
+  logs[$t]="$(mktemp)"
+  "$bin/$t" "$work" "seeds/$t" -artifact_prefix="artifacts/$t/" \
+    -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 >"${logs[$t]}" 2>&1 &
+  pids[$t]=$!
 done
+failed=0
+for t in "${targets[@]}"; do
+  if ! wait "${pids[$t]}"; then
+    tail -n 60 "${logs[$t]}"
+    echo "fuzz target $t failed (input in fuzz/artifacts/$t/)" >&2
+    failed=1
+  fi
+  grep -E '^stat::number_of_executed_units|^Done ' "${logs[$t]}" | sed "s/^/$t: /" || true
+  rm -f "${logs[$t]}"
+done
+exit "$failed"

@@ -21,7 +21,7 @@ cargo build --locked --bin holdfast-load --bin holdfast-server
 scripts/redis.sh sh -c 'nice target/debug/holdfast-load chaos --duration 60s --settle 30s \
   --restarts 2 --store "$HOLDFAST_TEST_REDIS" --max-time 300s'
 
-step "fuzzing: every libFuzzer target for 30 s from the seed corpora (stable toolchain, coverage-guided); a crash or an invariant failure fails the run"
+step "fuzzing: every libFuzzer target for 30 s, side by side, from the seed corpora (stable toolchain, coverage-guided); a crash or an invariant failure fails the run"
 scripts/fuzz.sh 30
 
 step "the server-engine scenarios again, every change written to (and reloaded from) a throwaway Redis"
