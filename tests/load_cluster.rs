@@ -7,6 +7,7 @@
 
 mod common;
 
+use clap::Parser as _;
 use common::redis::RedisServer;
 use holdfast::load::{self, DropMode, RestartSignal, ServerSpec, Settings};
 use std::time::Duration;
@@ -86,4 +87,43 @@ async fn a_rolling_restart_of_two_processes_loses_nothing() {
     assert_eq!(r.calls_lost, 0, "{show}");
     assert_eq!(r.duplicate_calls, 0, "{show}");
     assert_eq!(r.sessions_lost, 0, "{show}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_figure_runs_one_process_and_then_a_cluster_on_one_redis() {
+    // `holdfast-load relay --nodes 2 --store URL`: memory, one process on the Redis,
+    // then two cluster processes (on the next database: one database serves one kind).
+    let redis = RedisServer::start();
+    load::raise_nofile_limit(load::fds_needed(SESSIONS * 3));
+    let cli = load::cli::Cli::try_parse_from([
+        "holdfast-load",
+        "relay",
+        "--nodes",
+        "2",
+        "-n",
+        "20",
+        "--rate",
+        "4",
+        "--relay-window",
+        "2s",
+        "--store",
+        &redis.url(),
+        "--server-bin",
+        env!("CARGO_BIN_EXE_holdfast-server"),
+    ])
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(90), cli.run(20_000))
+        .await
+        .expect("the relay figures took over 90 s")
+        .expect("the relay figures");
+    assert_eq!(report.relay.len(), 3, "{report:#?}");
+    for r in &report.relay {
+        assert!(r.latency.is_some(), "measured: {r:#?}");
+        assert!(r.msgs_sent > 0 && r.drained, "{r:#?}");
+        assert_eq!((r.msgs_lost, r.msgs_doubled), (0, 0), "{r:#?}");
+    }
+    assert!(
+        report.relay[2].store.ends_with("/1, 2 processes"),
+        "{report:#?}"
+    );
 }

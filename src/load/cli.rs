@@ -135,7 +135,8 @@ pub enum Figure {
     /// `--store` when given. Not part of `all`.
     Relay {
         /// Server processes on the store for a second figure across processes (the two
-        /// people of every call on different ones); needs `--store`.
+        /// people of every call on different ones); needs `--store`, and runs on the
+        /// next database of that Redis (`/1` for `/0`).
         #[arg(long, default_value_t = 1)]
         nodes: usize,
     },
@@ -378,8 +379,10 @@ impl Cli {
                     .push(relay_latency(&spec, &settings, name).await?);
             }
             if let (Some(store), true) = (self.store.as_deref(), nodes > 1) {
+                // Next to the single process's figure: on a database of its own.
+                let store = &super::nodes::next_database(store);
                 eprintln!(
-                    "holdfast-load: relay latency across {nodes} processes, {} sessions…",
+                    "holdfast-load: relay latency across {nodes} processes, {} sessions, store {store}…",
                     settings.sessions
                 );
                 let spec = self.spec_with_store(Some(store));

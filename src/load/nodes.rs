@@ -42,6 +42,28 @@ pub(super) fn cluster_spec(spec: &ServerSpec) -> ServerSpec {
     }
 }
 
+/// `url` naming the next database of the same Redis: a figure that runs one process
+/// and then a cluster on one Redis puts the cluster there, since one database serves
+/// one kind of server (`hf:layout`).
+pub(super) fn next_database(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let host_from = base.find("://").map_or(0, |i| i + 3);
+    let (head, db) = match base[host_from..].find('/') {
+        Some(i) => {
+            let (head, path) = base.split_at(host_from + i);
+            (head, path[1..].parse::<u32>().unwrap_or(0))
+        }
+        None => (base, 0),
+    };
+    match query {
+        Some(q) => format!("{head}/{}?{q}", db + 1),
+        None => format!("{head}/{}", db + 1),
+    }
+}
+
 impl Nodes {
     /// One process of `spec` (not a cluster node) and the links in front of it.
     pub async fn one(spec: &ServerSpec, settings: &Settings) -> io::Result<Nodes> {
@@ -178,5 +200,24 @@ impl Nodes {
         for server in self.servers {
             server.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_database;
+
+    #[test]
+    fn the_next_database_of_a_redis_url() {
+        assert_eq!(
+            next_database("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379/1"
+        );
+        assert_eq!(next_database("redis://h:1/3"), "redis://h:1/4");
+        assert_eq!(next_database("redis://:pw@h:1/"), "redis://:pw@h:1/1");
+        assert_eq!(
+            next_database("redis://h:1/2?protocol=resp3"),
+            "redis://h:1/3?protocol=resp3"
+        );
     }
 }
