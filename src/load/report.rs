@@ -72,6 +72,9 @@ pub struct StormReport {
     pub server_resume_failures: Option<u64>,
     pub server_superseded: Option<u64>,
     pub server_dead_links: Option<u64>,
+    /// On a cluster: transactions Redis took and refused from the drop to the end.
+    pub server_txns_taken: Option<u64>,
+    pub server_txns_refused: Option<u64>,
     /// Server CPU time from the drop until every session resumed.
     pub server_cpu_ms_during_resume: Option<f64>,
     /// CPU time of this tool (clients and proxies) over the same window.
@@ -522,6 +525,13 @@ impl Report {
                         "    server CPU per resume {:.3} ms (all the server's CPU in the window); the same sessions and traffic without a drop cost it {:.0} ms of CPU per second",
                         cpu / s.sessions.max(1) as f64,
                         steady,
+                    );
+                }
+                if let (Some(taken), Some(refused)) = (s.server_txns_taken, s.server_txns_refused)
+                {
+                    let _ = writeln!(
+                        out,
+                        "    cluster transactions from the drop to the end: {taken} taken, {refused} refused and run again",
                     );
                 }
                 if let Some(h) = &s.hostile {

@@ -211,6 +211,8 @@ async fn storm_on(
         server_resume_failures: delta(&before, &after, "holdfast_resume_failures_total"),
         server_superseded: delta(&before, &after, "holdfast_superseded_total"),
         server_dead_links: delta(&before, &after, "holdfast_dead_links_total"),
+        server_txns_taken: delta(&before, &after, "holdfast_txns_total{outcome=\"taken\"}"),
+        server_txns_refused: delta(&before, &after, "holdfast_txns_total{outcome=\"refused\"}"),
         server_cpu_ms_during_resume: match (cpu_before, cpu_after) {
             (Some(b), Some(a)) => Some(a.saturating_sub(b).as_secs_f64() * 1000.0),
             _ => None,
