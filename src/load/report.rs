@@ -527,8 +527,7 @@ impl Report {
                         steady,
                     );
                 }
-                if let (Some(taken), Some(refused)) = (s.server_txns_taken, s.server_txns_refused)
-                {
+                if let (Some(taken), Some(refused)) = (s.server_txns_taken, s.server_txns_refused) {
                     let _ = writeln!(
                         out,
                         "    cluster transactions from the drop to the end: {taken} taken, {refused} refused and run again",
