@@ -34,14 +34,7 @@ async fn storm(mode: DropMode) {
     assert_eq!((r.nodes, r.sessions), (2, SESSIONS), "{show}");
     assert_eq!(r.links_dropped, SESSIONS, "every link was dropped: {show}");
     assert_eq!(r.recovered, SESSIONS, "100% recovered: {show}");
-    assert_eq!(r.sessions_lost, 0, "{show}");
-    assert!(r.drained, "{show}");
-    assert!(r.msgs_sent > 0 && r.msgs_delivered == r.msgs_sent, "{show}");
-    assert_eq!(r.msgs_lost, 0, "{show}");
-    assert_eq!(r.msgs_doubled, 0, "{show}");
-    assert_eq!(r.msgs_reordered, 0, "{show}");
-    assert_eq!(r.calls_lost, 0, "{show}");
-    assert_eq!(r.duplicate_calls, 0, "{show}");
+    assert_nothing_lost!(r);
     assert_eq!(r.session_errors, 0, "{show}");
     // Counters summed over both processes: every session resumed once, on one of them.
     assert_eq!(r.server_resumes, Some(SESSIONS as u64), "{show}");
@@ -79,14 +72,7 @@ async fn a_rolling_restart_of_two_processes_loses_nothing() {
             "every session of the stopped process resumed: {show}"
         );
     }
-    assert!(r.drained, "{show}");
-    assert!(r.msgs_sent > 0, "{show}");
-    assert_eq!(r.msgs_lost, 0, "{show}");
-    assert_eq!(r.msgs_doubled, 0, "{show}");
-    assert_eq!(r.msgs_reordered, 0, "{show}");
-    assert_eq!(r.calls_lost, 0, "{show}");
-    assert_eq!(r.duplicate_calls, 0, "{show}");
-    assert_eq!(r.sessions_lost, 0, "{show}");
+    assert_nothing_lost!(r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

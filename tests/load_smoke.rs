@@ -4,6 +4,8 @@
 //! Keeps the benchmark tool working; the figures themselves are in the README.
 #![cfg(not(target_arch = "wasm32"))] // native: real sockets and processes (`wasm-pack test` builds every test target)
 
+mod common;
+
 use holdfast::load::{self, DropMode, ProxyWorkers, ServerSpec, Settings, StormReport};
 
 const SESSIONS: usize = 50;
@@ -29,13 +31,7 @@ async fn storm_with(mode: DropMode, settings: Settings) -> StormReport {
     assert_eq!(r.links_dropped, SESSIONS, "every link was dropped: {show}");
     assert_eq!(r.recovered, SESSIONS, "100% recovered: {show}");
     assert!(r.resume.p100_ms.is_some(), "{show}");
-    assert!(r.drained, "{show}");
-    assert!(r.msgs_sent > 0 && r.msgs_delivered == r.msgs_sent, "{show}");
-    assert_eq!(r.msgs_lost, 0, "{show}");
-    assert_eq!(r.msgs_doubled, 0, "{show}");
-    assert_eq!(r.msgs_reordered, 0, "{show}");
-    assert_eq!(r.calls_lost, 0, "{show}");
-    assert_eq!(r.duplicate_calls, 0, "{show}");
+    assert_nothing_lost!(r);
     assert_eq!(r.server_resumes, Some(SESSIONS as u64), "{show}");
     assert!(r.server_rss_per_session_bytes.is_some(), "{show}");
     assert!(r.heartbeat_bytes_per_session_per_min > 0.0, "{show}");

@@ -54,6 +54,21 @@ fn label(key: &str, value: &str) -> Vec<(String, String)> {
     vec![(key.to_owned(), value.to_owned())]
 }
 
+/// A counter per value of the label `key`. `name` without `_total`.
+fn labelled<'a>(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let family = Labelled::default();
+    for (value, n) in values {
+        family.get_or_create(&label(key, value)).inc_by(n);
+    }
+    reg.register(name, help, family);
+}
+
 /// Renders the text format. Help texts get their final period from the encoder.
 pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
     let c = &m.counters;
@@ -158,44 +173,42 @@ pub fn render(m: &MetricsSnapshot, listener: &ListenerCounters) -> String {
     ] {
         counter(&mut reg, name, help, value);
     }
-    let refused = Labelled::default();
-    refused
-        .get_or_create(&label("cap", "global"))
-        .inc_by(listener.refused_global);
-    refused
-        .get_or_create(&label("cap", "per-ip"))
-        .inc_by(listener.refused_per_ip);
-    reg.register(
+    labelled(
+        &mut reg,
         "holdfast_connections_refused",
         "TCP connections over a connection cap (served only /healthz, or closed)",
-        refused,
+        "cap",
+        [
+            ("global", listener.refused_global),
+            ("per-ip", listener.refused_per_ip),
+        ],
     );
-    let ends = Labelled::default();
-    for r in EndReason::ALL {
-        let n = c.ends.get(r.as_str()).copied().unwrap_or(0);
-        ends.get_or_create(&label("reason", r.as_str())).inc_by(n);
-    }
-    reg.register("holdfast_call_ends", "Calls ended, by reason", ends);
-    let errors = Labelled::default();
-    for (code, n) in &c.errors {
-        errors.get_or_create(&label("code", code)).inc_by(*n);
-    }
-    reg.register("holdfast_errors", "Errors answered, by code", errors);
+    labelled(
+        &mut reg,
+        "holdfast_call_ends",
+        "Calls ended, by reason",
+        "reason",
+        EndReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), c.ends.get(r.as_str()).copied().unwrap_or(0))),
+    );
+    labelled(
+        &mut reg,
+        "holdfast_errors",
+        "Errors answered, by code",
+        "code",
+        c.errors.iter().map(|(code, n)| (*code, *n)),
+    );
     if let Some(store) = &m.store {
         store.register(&mut reg);
     }
     if let Some(txns) = &m.txns {
-        let family = Labelled::default();
-        family
-            .get_or_create(&label("outcome", "taken"))
-            .inc_by(txns.taken);
-        family
-            .get_or_create(&label("outcome", "refused"))
-            .inc_by(txns.refused);
-        reg.register(
+        labelled(
+            &mut reg,
             "holdfast_txns",
             "Transactions this process offered to the shared store, by outcome (a refused one read a record another process had changed, and ran again)",
-            family,
+            "outcome",
+            [("taken", txns.taken), ("refused", txns.refused)],
         );
     }
     if let Some(cluster) = &m.cluster {
