@@ -9,10 +9,11 @@
 //! other nodes left for it (their bell rings on the node's pub/sub channel).
 //!
 //! Nothing is released before Redis took the transaction that produced it: a welcome,
-//! an acknowledgement, a message, a pong. A failed or unanswered commit is treated as
-//! refused: the node undoes the transaction, reloads what it read, and runs it again
-//! (a transaction that did apply is then found applied: a frame's sequence number is
-//! in the session, so nothing is handled twice).
+//! an acknowledgement, a message, a pong. When a commit's answer is lost (the
+//! connection failed, or it took too long), the node asks Redis whether that
+//! transaction was taken, by its number (`FENCE`, which also keeps it from being taken
+//! later): if so, it is committed here as well; if not, the node undoes it, reloads
+//! what it read and runs it again.
 
 use super::actor::{sleep_until_ms, ActorExit, ActorRx, ActorTx, Cmd, Outbound};
 use super::metrics::MetricsSnapshot;
@@ -288,21 +289,25 @@ impl NodeActor {
         match answer {
             Ok(answer) => self.node.handle_committed(answer),
             Err(e) => {
-                // Applied or not, nobody can tell: run it again on what Redis has.
-                tracing::warn!(error = %e, "a commit failed; running it again");
-                tokio::time::sleep(RETRY).await;
-                let keys: Vec<_> = txn.reads.iter().map(|(k, _)| k.clone()).collect();
-                let fresh = loop {
-                    match self.ledger.fetch(&keys).await {
-                        Ok(fresh) => break fresh,
+                // Taken or not, only Redis can tell: ask it (which also makes sure a
+                // commit still on its way is not taken later), then fetch what it has.
+                tracing::warn!(error = %e, "a commit's answer was lost; asking whether it was taken");
+                let no = self.node.no();
+                let (applied, fresh) = loop {
+                    tokio::time::sleep(RETRY).await;
+                    let applied = match self.ledger.fence(no, txn.seq).await {
+                        Ok(applied) => applied,
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot reach Redis; retrying");
-                            tokio::time::sleep(RETRY).await;
+                            continue;
                         }
+                    };
+                    match self.ledger.fetch(&txn.keys_to_fetch(applied)).await {
+                        Ok(fresh) => break (applied, fresh),
+                        Err(e) => tracing::warn!(error = %e, "cannot reach Redis; retrying"),
                     }
                 };
-                self.node
-                    .handle_committed(Committed::Refused(fresh, Vec::new()));
+                self.node.handle_answer_lost(applied, fresh);
             }
         }
     }

@@ -128,6 +128,13 @@ impl SimLedger {
         }
     }
 
+    fn fence(&mut self, no: u64, seq: u64) -> bool {
+        match self {
+            SimLedger::Memory(m) => m.fence(no, seq),
+            SimLedger::Redis(r) => Self::redis(r, async |l| l.fence(no, seq).await),
+        }
+    }
+
     fn take_notes(&mut self, no: u64) -> Vec<Note> {
         match self {
             SimLedger::Memory(m) => m.take_notes(no),
@@ -172,6 +179,18 @@ impl Drop for RedisSide {
     }
 }
 
+/// How the answer to a commit is lost (the connection to the store broke, or the
+/// answer came too late), for [`SimCluster::lose_next_answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAnswer {
+    /// The store took the transaction; its answer never came.
+    Taken,
+    /// The transaction never reached the store.
+    NotSent,
+    /// The transaction reaches the store only after the node gave up on it and asked.
+    Late,
+}
+
 pub struct SimCluster {
     pub ledger: SimLedger,
     /// Every node started, with `None` for those killed.
@@ -187,6 +206,8 @@ pub struct SimCluster {
     /// How long a note takes to reach its node (the bell and the reads take a moment,
     /// and meanwhile the node goes on). 0 by default: scenarios time what a user sees.
     pub note_delay_ms: u64,
+    /// The answer to the next commit (of any node) is lost this way.
+    lose_next: Option<LostAnswer>,
 }
 
 impl SimCluster {
@@ -200,6 +221,7 @@ impl SimCluster {
             released: Vec::new(),
             notes: Vec::new(),
             note_delay_ms: 0,
+            lose_next: None,
         };
         for _ in 0..count {
             cluster.start_node();
@@ -389,8 +411,26 @@ impl SimCluster {
                 };
                 while let Some(txn) = node.poll_txn(now) {
                     progress = true;
-                    let answer = self.ledger.commit(txn);
-                    node.handle_committed(answer);
+                    let Some(lost) = self.lose_next.take() else {
+                        let answer = self.ledger.commit(txn);
+                        node.handle_committed(answer);
+                        continue;
+                    };
+                    // What the server driver does when an answer is lost: ask whether
+                    // the transaction was taken, fetch, and hand both to the node.
+                    if lost == LostAnswer::Taken {
+                        let _ = self.ledger.commit(txn.clone());
+                    }
+                    let applied = self.ledger.fence(txn.node, txn.seq);
+                    let fresh = self.ledger.fetch(&txn.keys_to_fetch(applied));
+                    if lost == LostAnswer::Late {
+                        let late = self.ledger.commit(txn);
+                        assert!(
+                            matches!(late, Committed::Refused(..)),
+                            "a fenced transaction is never taken"
+                        );
+                    }
+                    node.handle_answer_lost(applied, fresh);
                 }
                 while let Some(o) = node.poll_output() {
                     progress = true;
@@ -427,6 +467,11 @@ impl SimCluster {
             }
         }
         panic!("the cluster does not settle at {now}");
+    }
+
+    /// The answer to the next commit, whichever node makes it, is lost as `how`.
+    pub fn lose_next_answer(&mut self, how: LostAnswer) {
+        self.lose_next = Some(how);
     }
 
     pub fn config(&self) -> &ServerConfig {

@@ -319,3 +319,44 @@ fn presence_is_cluster_wide() {
         PresenceStatus::Offline
     );
 }
+
+#[test]
+fn a_commit_whose_answer_was_lost_takes_effect_once_however_it_was_lost() {
+    use crate::common::cluster::LostAnswer;
+    for (i, lost) in [LostAnswer::Taken, LostAnswer::NotSent, LostAnswer::Late]
+        .into_iter()
+        .enumerate()
+    {
+        let mut sim = Sim::cluster(ServerConfig::default(), 2, 510 + i as u64);
+        let (a, b) = (sim.add("alice"), sim.add("bob"));
+        sim.nodes[a].route = Some(0);
+        sim.nodes[b].route = Some(1);
+        // Alice's hello: the answer to the commit that makes her session is lost.
+        sim.cluster.as_mut().unwrap().lose_next_answer(lost);
+        sim.connect(a);
+        sim.connect(b);
+        let store = sim.store();
+        assert_eq!(
+            store.sessions_of("alice").len(),
+            1,
+            "{lost:?}: one session, not one per run of the hello"
+        );
+        let events = sim.events(a);
+        let welcomes = events
+            .iter()
+            .filter(|e| matches!(e, Event::Connected { .. }))
+            .count();
+        assert_eq!(welcomes, 1, "{lost:?}: {events:?}");
+        // A message whose commit's answer is lost arrives once.
+        let id = establish(&mut sim, a, b, None);
+        sim.cluster.as_mut().unwrap().lose_next_answer(lost);
+        send(&mut sim, b, &id, json!("once"));
+        send(&mut sim, b, &id, json!("twice?"));
+        sim.advance(500);
+        assert_eq!(
+            signals(&sim, a, &id),
+            vec![json!("once"), json!("twice?")],
+            "{lost:?}"
+        );
+    }
+}

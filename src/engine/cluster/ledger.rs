@@ -30,6 +30,9 @@ pub struct MemoryLedger {
     leases: BTreeMap<NodeNo, u64>,
     next_node: NodeNo,
     notes: BTreeMap<NodeNo, BTreeSet<Note>>,
+    /// Per node, the last [`Txn::seq`] taken or fenced: a transaction with one at or
+    /// below it is not taken.
+    last_txn: HashMap<NodeNo, u64>,
     /// Transactions taken and refused, for tests and figures.
     pub taken: u64,
     pub refused: u64,
@@ -46,6 +49,7 @@ impl MemoryLedger {
             leases: BTreeMap::new(),
             next_node: 1,
             notes: BTreeMap::new(),
+            last_txn: HashMap::new(),
             taken: 0,
             refused: 0,
         }
@@ -194,8 +198,26 @@ impl MemoryLedger {
         }
     }
 
+    /// Whether node `no`'s transaction `seq` was taken, for a node whose answer was
+    /// lost; when it was not, it never will be (a late arrival is refused), so the
+    /// node may run it again.
+    pub fn fence(&mut self, no: NodeNo, seq: u64) -> bool {
+        let last = self.last_txn.entry(no).or_default();
+        if *last == seq {
+            return true;
+        }
+        *last = (*last).max(seq);
+        false
+    }
+
     /// Takes `txn` if every record it read is unchanged, atomically.
     pub fn commit(&mut self, txn: Txn) -> Committed {
+        let last = self.last_txn.entry(txn.node).or_default();
+        if txn.seq <= *last {
+            // Fenced: its node was told it was not taken, and has run it again.
+            self.refused += 1;
+            return Committed::Refused(Vec::new(), Vec::new());
+        }
         let changed: Vec<Fresh> = txn
             .reads
             .iter()
@@ -218,6 +240,7 @@ impl MemoryLedger {
             return Committed::Refused(changed, waiting);
         }
         self.taken += 1;
+        self.last_txn.insert(txn.node, txn.seq);
         let mut written = Vec::with_capacity(txn.writes.len());
         for w in txn.writes {
             let holder_before = match &w.key {

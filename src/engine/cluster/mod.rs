@@ -92,6 +92,10 @@ pub struct Write {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Txn {
     pub node: NodeNo,
+    /// This node's count of transactions offered, from 1: the store keeps the last one
+    /// it took per node, so that a node whose answer was lost can ask whether it was
+    /// taken ([`MemoryLedger::fence`]).
+    pub seq: u64,
     /// Every record read (and every record written: a write reads first), with the
     /// version the node's cache had (0: absent).
     pub reads: Vec<(RecordKey, u64)>,
@@ -107,6 +111,16 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// What to fetch after the answer to this transaction was lost: the records it
+    /// wrote when the store had taken it (`applied`), or those it read when not.
+    pub fn keys_to_fetch(&self, applied: bool) -> Vec<RecordKey> {
+        if applied {
+            self.writes.iter().map(|w| w.key.clone()).collect()
+        } else {
+            self.reads.iter().map(|(k, _)| k.clone()).collect()
+        }
+    }
+
     /// Nothing to check or write: the node commits it without asking.
     pub fn is_empty(&self) -> bool {
         self.reads.is_empty()

@@ -48,6 +48,8 @@ pub struct ClusterNode {
     next_ticket: u64,
     /// Transactions taken and refused (and run again), for `/metrics`.
     txns: TxnCounts,
+    /// The last [`Txn::seq`] handed out.
+    txn_seq: u64,
     /// At most this many inputs go into one transaction: halved when one is refused
     /// (a large transaction is more likely to read something another node changes),
     /// doubled when one is taken.
@@ -83,6 +85,7 @@ impl ClusterNode {
             byes: VecDeque::new(),
             next_ticket: 1,
             txns: TxnCounts::default(),
+            txn_seq: 0,
             batch_limit: MAX_BATCH,
         }
     }
@@ -252,6 +255,25 @@ impl ClusterNode {
         }
     }
 
+    /// The answer to the transaction in flight was lost (the connection to the store
+    /// failed, or the answer took too long), so whether it was taken is unknown until
+    /// the store is asked with its [`Txn::seq`] (`fence`, which also makes sure it can
+    /// no longer be taken later). `applied`: what the store said; `fresh`: the current
+    /// values of [`Txn::keys_to_fetch`]. A transaction taken is committed here too, its
+    /// outputs released, and the cache takes the store's values (another node may have
+    /// written the records since); one not taken runs again on those values. Without
+    /// this, the rerun of a `hello` whose first run was taken would make a second
+    /// session.
+    pub fn handle_answer_lost(&mut self, applied: bool, fresh: Vec<Fresh>) {
+        if applied {
+            let written = fresh.iter().map(|f| (f.key.clone(), f.version)).collect();
+            self.handle_committed(Committed::Taken(written));
+        } else {
+            self.handle_committed(Committed::Refused(Vec::new(), Vec::new()));
+        }
+        self.fresh.extend(fresh);
+    }
+
     fn release(&mut self) {
         while let Some(out) = self.engine.poll_output() {
             self.out.push_back(out);
@@ -334,8 +356,10 @@ impl ClusterNode {
                 Some((sid, taken))
             })
             .collect();
+        self.txn_seq += 1;
         Txn {
             node: self.no,
+            seq: self.txn_seq,
             reads,
             writes,
             deliveries,

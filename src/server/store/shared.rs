@@ -18,6 +18,7 @@
 //! | `<ns>node:<no>:sessions` | set | sessions attached to a node (for whoever claims it when it dies) |
 //! | `<ns>timers` | sorted set | records by their next deadline (ms) |
 //! | `<ns>node-seq` | counter | the last node number handed out |
+//! | `<ns>node:<no>:txn` | string | the last transaction of a node taken (or fenced after its answer was lost), an hour long |
 //! | `<ns>online` | set | identities with at least one session (a node starts with their records) |
 //! | `<ns>calls` | set | the keys of calls not ended (for the cluster's `/metrics`) |
 //!
@@ -52,6 +53,9 @@ local ns = ARGV[2]
 local limit = tonumber(ARGV[3])
 local null = cjson.null
 local function ver(k) return tonumber(redis.call('GET', k .. ':v') or '0') end
+-- A transaction its node was told was not taken (FENCE) never is.
+local last_txn = ns .. 'node:' .. t.node .. ':txn'
+if tonumber(redis.call('GET', last_txn) or '0') >= t.seq then return {2} end
 local changed = {}
 for _, r in ipairs(t.reads) do
   if ver(r[1]) ~= r[2] then changed[#changed + 1] = r[1] end
@@ -88,6 +92,7 @@ local function presence(uid)
     if n ~= me then note(n, 'p', uid) end
   end
 end
+redis.call('SET', last_txn, t.seq, 'PX', 3600000)
 local written = {1}
 for _, w in ipairs(t.writes) do
   local k = w.k
@@ -175,6 +180,20 @@ for _, d in ipairs(t.deliver) do
   end
 end
 return written
+",
+    )
+});
+
+/// Whether a node's transaction was taken (1), and if not (0), that it never will be.
+/// KEYS[1]: the node's last transaction taken. ARGV[1]: the transaction's seq.
+static FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[1])
+if last == seq then return 1 end
+if seq > last then redis.call('SET', KEYS[1], seq, 'PX', 3600000) end
+return 0
 ",
     )
 });
@@ -281,6 +300,7 @@ struct WireWrite {
 #[derive(Serialize)]
 struct WireTxn {
     node: NodeNo,
+    seq: u64,
     reads: Vec<(String, u64)>,
     writes: Vec<WireWrite>,
     deliver: Vec<(String, SessionId, String)>,
@@ -486,6 +506,7 @@ impl RedisLedger {
             .collect();
         let wire = WireTxn {
             node: txn.node,
+            seq: txn.seq,
             reads,
             writes,
             deliver,
@@ -512,6 +533,10 @@ impl RedisLedger {
                 written.push((key, version.parse().map_err(|_| corrupt("a version"))?));
             }
             return Ok(Committed::Taken(written));
+        }
+        if taken == 2 {
+            // Fenced: nobody waits for this answer any more.
+            return Ok(Committed::Refused(Vec::new(), Vec::new()));
         }
         let recs: Vec<Value> = match it.next() {
             Some(Value::Array(v)) => v,
@@ -540,6 +565,17 @@ impl RedisLedger {
             queues.push((sid, parse_queue(entries)?));
         }
         Ok(Committed::Refused(fresh, queues))
+    }
+
+    /// Whether node `no`'s transaction `seq` was taken; when not, it never will be
+    /// (see [`crate::engine::cluster::ClusterNode::handle_answer_lost`]).
+    pub async fn fence(&mut self, no: NodeNo, seq: u64) -> Result<bool, SharedError> {
+        let applied: i64 = FENCE
+            .key(format!("{}node:{no}:txn", self.keys.ns()))
+            .arg(seq)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(applied == 1)
     }
 
     /// What the shared store holds for `keys`.
