@@ -612,78 +612,90 @@ async fn send_batch(
 }
 
 /// One WebSocket, read and written by this one task.
-async fn serve_socket(mut socket: WebSocket, state: AppState, ip: Option<IpAddr>) {
-    let (writer, mailbox) = Mailbox::pair();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if state
-        .actor
-        .send(Cmd::Open {
-            writer,
-            ip,
-            reply: reply_tx,
-        })
-        .is_err()
-    {
-        return;
-    }
-    let Ok(conn) = reply_rx.await else { return };
-    let max = state.max_frame_bytes;
-    let ending = loop {
-        tokio::select! {
-            batch = mailbox.recv_batch() => {
-                // The engine let go of this socket (shutdown, or it stopped): going away.
-                let Some(batch) = batch else { break Ending::Close(CLOSE_GOING_AWAY) };
-                match send_batch(&mut socket, batch).await {
-                    Ok(None) => {}
-                    Ok(Some(code)) => break Ending::Close(code),
-                    Err(_) => break Ending::Gone,
-                }
-            }
-            msg = socket.recv() => {
-                let input = match msg {
-                    Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
-                    Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break Ending::Gone,
-                    Some(Err(e)) => match too_large(e) {
-                        Some(len) => {
-                            // The spec promises `frame-too-large`: hand it to the engine,
-                            // send what it answers, then close 1009.
-                            let _ = state.actor.send(Cmd::Frame(conn, Err(BadFrame::TooLarge { len, max })));
-                            let _ = state.actor.send(Cmd::Closed(conn));
-                            let flushed = tokio::time::timeout(CLOSE_GRACE, async {
-                                while let Some(batch) = mailbox.recv_batch().await {
-                                    if !matches!(send_batch(&mut socket, batch).await, Ok(None)) {
-                                        break;
-                                    }
-                                }
-                            });
-                            let _ = flushed.await;
-                            break Ending::Close(CLOSE_TOO_BIG);
-                        }
-                        None => break Ending::Gone,
-                    },
-                };
-                if state.actor.send(Cmd::Frame(conn, input)).is_err() {
-                    break Ending::Gone;
-                }
-            }
+///
+/// Not an `async fn`: its arguments would be kept twice in the future, as captured and
+/// as locals (368 bytes of `WebSocket` each), and the future is most of what an idle
+/// socket costs. The rare long waits (the flush before a `frame-too-large` close) are
+/// boxed for the same reason.
+fn serve_socket(
+    socket: WebSocket,
+    state: AppState,
+    ip: Option<IpAddr>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut socket = socket;
+    async move {
+        let (writer, mailbox) = Mailbox::pair();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if state
+            .actor
+            .send(Cmd::Open {
+                writer,
+                ip,
+                reply: reply_tx,
+            })
+            .is_err()
+        {
+            return;
         }
-    };
-    let _ = state.actor.send(Cmd::Closed(conn));
-    if let Ending::Close(code) = ending {
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: "".into(),
-            })))
+        let Ok(conn) = reply_rx.await else { return };
+        let max = state.max_frame_bytes;
+        let ending = loop {
+            tokio::select! {
+                batch = mailbox.recv_batch() => {
+                    // The engine let go of this socket (shutdown, or it stopped): going away.
+                    let Some(batch) = batch else { break Ending::Close(CLOSE_GOING_AWAY) };
+                    match send_batch(&mut socket, batch).await {
+                        Ok(None) => {}
+                        Ok(Some(code)) => break Ending::Close(code),
+                        Err(_) => break Ending::Gone,
+                    }
+                }
+                msg = socket.recv() => {
+                    let input = match msg {
+                        Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
+                        Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => break Ending::Gone,
+                        Some(Err(e)) => match too_large(e) {
+                            Some(len) => {
+                                // The spec promises `frame-too-large`: hand it to the engine,
+                                // send what it answers, then close 1009.
+                                let _ = state.actor.send(Cmd::Frame(conn, Err(BadFrame::TooLarge { len, max })));
+                                let _ = state.actor.send(Cmd::Closed(conn));
+                                let flushed = tokio::time::timeout(CLOSE_GRACE, async {
+                                    while let Some(batch) = mailbox.recv_batch().await {
+                                        if !matches!(send_batch(&mut socket, batch).await, Ok(None)) {
+                                            break;
+                                        }
+                                    }
+                                });
+                                let _ = Box::pin(flushed).await;
+                                break Ending::Close(CLOSE_TOO_BIG);
+                            }
+                            None => break Ending::Gone,
+                        },
+                    };
+                    if state.actor.send(Cmd::Frame(conn, input)).is_err() {
+                        break Ending::Gone;
+                    }
+                }
+            }
+        };
+        let _ = state.actor.send(Cmd::Closed(conn));
+        if let Ending::Close(code) = ending {
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: "".into(),
+                })))
+                .await;
+            // A live peer answers the close at once; a half-open one never does, and its
+            // socket must not linger.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = socket.recv().await {}
+            })
             .await;
-        // A live peer answers the close at once; a half-open one never does, and its
-        // socket must not linger.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = socket.recv().await {}
-        })
-        .await;
+        }
     }
 }
 
