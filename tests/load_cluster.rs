@@ -8,6 +8,7 @@
 mod common;
 
 use clap::Parser as _;
+use common::load::assert_nothing_lost;
 use common::redis::RedisServer;
 use holdfast::load::{self, DropMode, RestartSignal, ServerSpec, Settings};
 use std::time::Duration;
@@ -34,7 +35,7 @@ async fn storm(mode: DropMode) {
     assert_eq!((r.nodes, r.sessions), (2, SESSIONS), "{show}");
     assert_eq!(r.links_dropped, SESSIONS, "every link was dropped: {show}");
     assert_eq!(r.recovered, SESSIONS, "100% recovered: {show}");
-    assert_nothing_lost!(r);
+    assert_nothing_lost(&r.delivery, &show);
     assert_eq!(r.session_errors, 0, "{show}");
     // Counters summed over both processes: every session resumed once, on one of them.
     assert_eq!(r.server_resumes, Some(SESSIONS as u64), "{show}");
@@ -72,7 +73,7 @@ async fn a_rolling_restart_of_two_processes_loses_nothing() {
             "every session of the stopped process resumed: {show}"
         );
     }
-    assert_nothing_lost!(r);
+    assert_nothing_lost(&r.delivery, &show);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

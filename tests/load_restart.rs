@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::load::assert_nothing_lost;
 use common::redis::RedisServer;
 use holdfast::load::{self, RestartReport, RestartSignal, ServerSpec, Settings};
 use std::time::Duration;
@@ -29,7 +30,7 @@ async fn restart(redis: &RedisServer, signal: RestartSignal) -> RestartReport {
     assert_eq!(r.sessions, SESSIONS, "{show}");
     assert_eq!(r.recovered, SESSIONS, "100% resumed: {show}");
     assert!(r.resume.p100_ms.is_some(), "{show}");
-    assert_nothing_lost!(r);
+    assert_nothing_lost(&r.delivery, &show);
     // No page is told anything it should not hear: an error here was a frame of someone
     // else's session arriving before the welcome.
     assert_eq!(r.session_errors, 0, "{show}");

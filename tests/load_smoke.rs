@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::load::assert_nothing_lost;
 use holdfast::load::{self, DropMode, ProxyWorkers, ServerSpec, Settings, StormReport};
 
 const SESSIONS: usize = 50;
@@ -31,7 +32,7 @@ async fn storm_with(mode: DropMode, settings: Settings) -> StormReport {
     assert_eq!(r.links_dropped, SESSIONS, "every link was dropped: {show}");
     assert_eq!(r.recovered, SESSIONS, "100% recovered: {show}");
     assert!(r.resume.p100_ms.is_some(), "{show}");
-    assert_nothing_lost!(r);
+    assert_nothing_lost(&r.delivery, &show);
     assert_eq!(r.server_resumes, Some(SESSIONS as u64), "{show}");
     assert!(r.server_rss_per_session_bytes.is_some(), "{show}");
     assert!(r.heartbeat_bytes_per_session_per_min > 0.0, "{show}");

@@ -2,6 +2,7 @@
 //! coordinator that tallies what the sessions report; and what they saw, summed over
 //! all pairs ([`Outcome`]).
 
+use super::report::Delivery;
 use super::session::{self, Note, Phase, SessionResult, SessionSpec, Shared};
 use super::settings::Settings;
 use std::io;
@@ -243,6 +244,24 @@ pub(super) struct Outcome {
     pub(super) errors: u64,
     pub(super) samples: Vec<String>,
     pub(super) sessions_lost: usize,
+}
+
+impl Outcome {
+    /// The report's counts: these, whether the drain finished, and the duplicate calls
+    /// (the clients' count, or more when the server counted more).
+    pub(super) fn delivery(&self, drained: bool, duplicate_calls: usize) -> Delivery {
+        Delivery {
+            msgs_sent: self.sent,
+            msgs_delivered: self.delivered,
+            drained,
+            msgs_lost: self.lost,
+            msgs_doubled: self.doubled,
+            msgs_reordered: self.reordered,
+            calls_lost: self.calls_lost,
+            duplicate_calls: self.duplicate_calls.max(duplicate_calls),
+            sessions_lost: self.sessions_lost,
+        }
+    }
 }
 
 pub(super) fn outcome(results: &[SessionResult]) -> Outcome {

@@ -56,8 +56,8 @@ pub use host::{fds_needed, raise_nofile_limit, today, tool_rss_baseline, Machine
 pub use proxy::{Action, Proxy, Traffic};
 pub use relay::{relay_latency, relay_latency_across};
 pub use report::{
-    DeadLinkReport, RelayLatencyReport, Report, RestartReport, ResumeLatencyReport, ResumeTimes,
-    StormReport, TargetCheck,
+    DeadLinkReport, Delivery, RelayLatencyReport, Report, RestartReport, ResumeLatencyReport,
+    ResumeTimes, StormReport, TargetCheck,
 };
 pub use restart::{restart, rolling_restart, RestartSignal};
 pub use resume::resume_latency;

@@ -210,8 +210,8 @@ mod tests {
     #[test]
     fn the_next_database_of_a_redis_url() {
         assert_eq!(
-            next_database("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379/1"
+            next_database("redis://127.0.0.1:7000"),
+            "redis://127.0.0.1:7000/1"
         );
         assert_eq!(next_database("redis://h:1/3"), "redis://h:1/4");
         assert_eq!(next_database("redis://:pw@h:1/"), "redis://:pw@h:1/1");

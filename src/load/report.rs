@@ -42,20 +42,9 @@ pub struct StormReport {
     pub recovered: usize,
     pub recovered_fraction: f64,
     /// Sessions that came back as a new session (state rebuilt, `recovered: false`).
-    pub sessions_lost: usize,
     pub resume: ResumeTimes,
-    pub msgs_sent: u64,
-    pub msgs_delivered: u64,
-    /// Every payload sent had arrived before the drain timeout. When false, `msgs_lost`
-    /// counts payloads still missing at that moment.
-    pub drained: bool,
-    pub msgs_lost: u64,
-    pub msgs_doubled: u64,
-    pub msgs_reordered: u64,
-    /// Calls not active at both ends at the end of the run.
-    pub calls_lost: usize,
-    /// Calls beyond one per pair (in the engines' maps or the server's gauge).
-    pub duplicate_calls: usize,
+    #[serde(flatten)]
+    pub delivery: Delivery,
     /// Sessions that never got into their call during setup.
     pub setup_failures: usize,
     pub server_rss_baseline_bytes: Option<u64>,
@@ -131,6 +120,26 @@ pub struct ResumeLatencyReport {
     pub error_samples: Vec<String>,
 }
 
+/// What became of a run's payloads, calls and sessions, counted by the clients: the
+/// same in every storm and restart report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Delivery {
+    pub msgs_sent: u64,
+    pub msgs_delivered: u64,
+    /// Every payload sent had arrived before the drain timeout. When false, `msgs_lost`
+    /// counts payloads still missing at that moment.
+    pub drained: bool,
+    pub msgs_lost: u64,
+    pub msgs_doubled: u64,
+    pub msgs_reordered: u64,
+    /// Calls not active at both ends at the end of the run.
+    pub calls_lost: usize,
+    /// Calls beyond one per pair (in the engines' maps or the server's gauge).
+    pub duplicate_calls: usize,
+    /// Sessions that came back as a new session (state rebuilt, `recovered: false`).
+    pub sessions_lost: usize,
+}
+
 /// One server restart under load (see [`restart`](super::restart())).
 #[derive(Debug, Clone, Serialize)]
 pub struct RestartReport {
@@ -150,17 +159,10 @@ pub struct RestartReport {
     /// Resumes reported before the new process listened (against the old one while
     /// it stopped); their time counts as 0.
     pub resumed_before_listening: usize,
-    pub sessions_lost: usize,
     /// From the new process listening until a share of the sessions had resumed.
     pub resume: ResumeTimes,
-    pub msgs_sent: u64,
-    pub msgs_delivered: u64,
-    pub drained: bool,
-    pub msgs_lost: u64,
-    pub msgs_doubled: u64,
-    pub msgs_reordered: u64,
-    pub calls_lost: usize,
-    pub duplicate_calls: usize,
+    #[serde(flatten)]
+    pub delivery: Delivery,
     /// The new process's counters (it started from zero).
     pub server_resumes: Option<u64>,
     pub server_resume_failures: Option<u64>,
@@ -180,15 +182,8 @@ pub struct RollingReport {
     pub calls: usize,
     pub rate_per_session: f64,
     pub steps: Vec<RollingStep>,
-    pub msgs_sent: u64,
-    pub msgs_delivered: u64,
-    pub drained: bool,
-    pub msgs_lost: u64,
-    pub msgs_doubled: u64,
-    pub msgs_reordered: u64,
-    pub calls_lost: usize,
-    pub duplicate_calls: usize,
-    pub sessions_lost: usize,
+    #[serde(flatten)]
+    pub delivery: Delivery,
     pub total_ms: u64,
 }
 
@@ -300,10 +295,10 @@ impl Report {
         }
         for s in &self.storms {
             let clean = s.recovered == s.sessions
-                && s.msgs_lost == 0
-                && s.msgs_doubled == 0
-                && s.calls_lost == 0
-                && s.duplicate_calls == 0;
+                && s.delivery.msgs_lost == 0
+                && s.delivery.msgs_doubled == 0
+                && s.delivery.calls_lost == 0
+                && s.delivery.duplicate_calls == 0;
             t.push(TargetCheck {
                 target: format!(
                     "{} sessions{}, {} drop: 100% recovered within 1 s, 0 lost, 0 doubled",
@@ -319,20 +314,20 @@ impl Report {
                     "{:.2}% recovered, 100% at {}, {} lost, {} doubled, {} calls lost, {} duplicate calls",
                     s.recovered_fraction * 100.0,
                     ms(s.resume.p100_ms),
-                    s.msgs_lost,
-                    s.msgs_doubled,
-                    s.calls_lost,
-                    s.duplicate_calls
+                    s.delivery.msgs_lost,
+                    s.delivery.msgs_doubled,
+                    s.delivery.calls_lost,
+                    s.delivery.duplicate_calls
                 ),
                 met: Some(clean && s.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
             });
         }
         for r in &self.rolling {
-            let clean = r.msgs_lost == 0
-                && r.msgs_doubled == 0
-                && r.calls_lost == 0
-                && r.duplicate_calls == 0
-                && r.sessions_lost == 0;
+            let clean = r.delivery.msgs_lost == 0
+                && r.delivery.msgs_doubled == 0
+                && r.delivery.calls_lost == 0
+                && r.delivery.duplicate_calls == 0
+                && r.delivery.sessions_lost == 0;
             let slowest = r
                 .steps
                 .iter()
@@ -349,19 +344,19 @@ impl Report {
                 measured: format!(
                     "slowest step 100% at {}, {} lost, {} doubled, {} calls lost",
                     ms(slowest),
-                    r.msgs_lost,
-                    r.msgs_doubled,
-                    r.calls_lost
+                    r.delivery.msgs_lost,
+                    r.delivery.msgs_doubled,
+                    r.delivery.calls_lost
                 ),
                 met: Some(clean && all_back && slowest.is_some_and(|p| p <= 1_000.0)),
             });
         }
         for r in &self.restarts {
             let clean = r.recovered == r.sessions
-                && r.msgs_lost == 0
-                && r.msgs_doubled == 0
-                && r.calls_lost == 0
-                && r.duplicate_calls == 0;
+                && r.delivery.msgs_lost == 0
+                && r.delivery.msgs_doubled == 0
+                && r.delivery.calls_lost == 0
+                && r.delivery.duplicate_calls == 0;
             t.push(TargetCheck {
                 target: format!(
                     "{} sessions, server restart ({}): 100% resumed within 1 s of the new process listening, 0 lost, 0 doubled",
@@ -372,9 +367,9 @@ impl Report {
                     "{:.2}% resumed, 100% at {}, {} lost, {} doubled, {} calls lost",
                     r.recovered_fraction * 100.0,
                     ms(r.resume.p100_ms),
-                    r.msgs_lost,
-                    r.msgs_doubled,
-                    r.calls_lost
+                    r.delivery.msgs_lost,
+                    r.delivery.msgs_doubled,
+                    r.delivery.calls_lost
                 ),
                 met: (r.sessions >= 1_000)
                     .then_some(clean && r.resume.p100_ms.is_some_and(|p| p <= 1_000.0)),
@@ -478,10 +473,10 @@ impl Report {
                     ms(s.resume.p50_ms),
                     ms(s.resume.p99_ms),
                     ms(s.resume.p100_ms),
-                    s.msgs_lost,
-                    s.msgs_doubled,
-                    s.calls_lost,
-                    s.duplicate_calls,
+                    s.delivery.msgs_lost,
+                    s.delivery.msgs_doubled,
+                    s.delivery.calls_lost,
+                    s.delivery.duplicate_calls,
                     s.server_rss_per_session_bytes
                         .map_or_else(|| "—".into(), |b| format!("{:.1}K", b / 1024.0)),
                     s.heartbeat_bytes_per_session_per_min,
@@ -493,14 +488,14 @@ impl Report {
                     "  {} {}: {} msgs sent, {} delivered{}, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links; CPU during the {} ms resume: server {}, tool {}; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
                     s.sessions,
                     s.mode.as_str(),
-                    s.msgs_sent,
-                    s.msgs_delivered,
-                    if s.drained {
+                    s.delivery.msgs_sent,
+                    s.delivery.msgs_delivered,
+                    if s.delivery.drained {
                         ""
                     } else {
                         " (drain timed out)"
                     },
-                    s.msgs_reordered,
+                    s.delivery.msgs_reordered,
                     opt(s.server_resumes),
                     opt(s.server_resume_failures),
                     opt(s.server_superseded),
@@ -634,10 +629,10 @@ impl Report {
                     ms(r.resume.p50_ms),
                     ms(r.resume.p99_ms),
                     ms(r.resume.p100_ms),
-                    r.msgs_lost,
-                    r.msgs_doubled,
-                    r.calls_lost,
-                    r.duplicate_calls,
+                    r.delivery.msgs_lost,
+                    r.delivery.msgs_doubled,
+                    r.delivery.calls_lost,
+                    r.delivery.duplicate_calls,
                 );
             }
             for r in &self.restarts {
@@ -648,11 +643,11 @@ impl Report {
                     r.signal.as_str(),
                     r.old_exit_ms.map_or_else(|| "— (killed)".into(), |v| format!("{v} ms")),
                     r.restart_ms,
-                    r.msgs_sent,
-                    r.msgs_delivered,
-                    if r.drained { "" } else { " (drain timed out)" },
-                    r.msgs_reordered,
-                    r.sessions_lost,
+                    r.delivery.msgs_sent,
+                    r.delivery.msgs_delivered,
+                    if r.delivery.drained { "" } else { " (drain timed out)" },
+                    r.delivery.msgs_reordered,
+                    r.delivery.sessions_lost,
                     opt(r.server_resumes),
                     opt(r.server_resume_failures),
                 );
@@ -697,15 +692,15 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  whole run: {} msgs sent, {} delivered{}, {} lost, {} doubled, {} reordered; {} calls lost, {} duplicate calls, {} sessions lost",
-                r.msgs_sent,
-                r.msgs_delivered,
-                if r.drained { "" } else { " (drain timed out)" },
-                r.msgs_lost,
-                r.msgs_doubled,
-                r.msgs_reordered,
-                r.calls_lost,
-                r.duplicate_calls,
-                r.sessions_lost,
+                r.delivery.msgs_sent,
+                r.delivery.msgs_delivered,
+                if r.delivery.drained { "" } else { " (drain timed out)" },
+                r.delivery.msgs_lost,
+                r.delivery.msgs_doubled,
+                r.delivery.msgs_reordered,
+                r.delivery.calls_lost,
+                r.delivery.duplicate_calls,
+                r.delivery.sessions_lost,
             );
         }
         if !self.relay.is_empty() {

@@ -148,16 +148,8 @@ async fn restart_on(
         recovered,
         recovered_fraction: recovered as f64 / n as f64,
         resumed_before_listening: early,
-        sessions_lost: o.sessions_lost,
         resume: ResumeTimes::of(&times, n),
-        msgs_sent: o.sent,
-        msgs_delivered: o.delivered,
-        drained,
-        msgs_lost: o.lost,
-        msgs_doubled: o.doubled,
-        msgs_reordered: o.reordered,
-        calls_lost: o.calls_lost,
-        duplicate_calls: o.duplicate_calls.max(server_excess),
+        delivery: o.delivery(drained, server_excess),
         server_resumes: after
             .as_ref()
             .and_then(|m| metric(m, "holdfast_resumes_total"))
@@ -252,15 +244,7 @@ pub async fn rolling_restart(
         calls: n / 2,
         rate_per_session: settings.rate,
         steps,
-        msgs_sent: o.sent,
-        msgs_delivered: o.delivered,
-        drained,
-        msgs_lost: o.lost,
-        msgs_doubled: o.doubled,
-        msgs_reordered: o.reordered,
-        calls_lost: o.calls_lost,
-        duplicate_calls: o.duplicate_calls,
-        sessions_lost: o.sessions_lost,
+        delivery: o.delivery(drained, 0),
         total_ms: started.elapsed().as_millis() as u64,
     })
 }
