@@ -92,7 +92,6 @@ local function presence(uid)
     if n ~= me then note(n, 'p', uid) end
   end
 end
-redis.call('SET', last_txn, t.seq, 'PX', 3600000)
 local written = {1}
 for _, w in ipairs(t.writes) do
   local k = w.k
@@ -179,6 +178,8 @@ for _, d in ipairs(t.deliver) do
     if holder then note(holder, 'q', sid) end
   end
 end
+-- Last, so that a script that failed halfway never counts as taken.
+redis.call('SET', last_txn, t.seq, 'PX', 3600000)
 return written
 ",
     )
