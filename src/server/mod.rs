@@ -219,6 +219,61 @@ async fn acquire_lease(
     }
 }
 
+/// Why one attempt to open the Redis store failed.
+enum OpenFailed {
+    /// Redis is away or slow: try again.
+    Retry(String),
+    /// The database holds a cluster's state ([`layout`]): trying again changes nothing.
+    Layout(String),
+}
+
+/// The store opened: its lease held and renewing, its state loaded (in `load_ms`).
+struct Opened {
+    redis: RedisStore,
+    renewal: tokio::task::JoinHandle<()>,
+    records: crate::engine::store::Records,
+    load_ms: u64,
+}
+
+/// One attempt: connects, claims the database's layout, waits as a standby until this
+/// process holds the store's lease, and loads the state (the lease renewing meanwhile).
+async fn open_once(
+    url: &str,
+    windows: Windows,
+    held: impl FnOnce(&RedisStore) -> Lease,
+    health: &StoreHealth,
+    actor: &ActorTx,
+) -> Result<Opened, OpenFailed> {
+    let retry = |what: &str, e: &dyn std::fmt::Display| OpenFailed::Retry(format!("{what}{e}"));
+    let redis = RedisStore::connect(url, windows, REDIS_TIMEOUT)
+        .await
+        .map_err(|e| retry("", &e))?;
+    match layout::claim(&mut redis.connection(), redis.ns(), Layout::OneWriter).await {
+        Err(LayoutError::Taken(why)) => return Err(OpenFailed::Layout(why)),
+        Err(e) => return Err(retry("reading the database's layout: ", &e)),
+        Ok(()) => {}
+    }
+    let held = held(&redis);
+    acquire_lease(&redis, &held, url, health)
+        .await
+        .map_err(|e| retry("asking for the store's lease: ", &e))?;
+    let started = std::time::Instant::now();
+    let renewal = renew_lease(held.clone(), redis.connection(), actor.clone());
+    let mut redis = redis.with_lease(held);
+    match redis.load().await {
+        Ok(records) => Ok(Opened {
+            redis,
+            renewal,
+            records,
+            load_ms: started.elapsed().as_millis() as u64,
+        }),
+        Err(e) => {
+            renewal.abort();
+            Err(retry("loading the state: ", &e))
+        }
+    }
+}
+
 /// Connects to Redis, waits as a standby until this process holds the store's lease,
 /// and loads the state, retrying with backoff until each works (the server is not
 /// ready meanwhile); then rebuilds the engine from it. Fails only when the database
@@ -236,49 +291,24 @@ async fn open_redis(
     let mut stats = StoreStats::default();
     let mut pause = Duration::from_millis(100);
     let token = run_token();
+    let held = |redis: &RedisStore| Lease::new(redis.lease_key(), node, lease.ttl, &token);
     loop {
-        let failed = match RedisStore::connect(url, windows, REDIS_TIMEOUT).await {
-            Err(e) => e.to_string(),
-            Ok(redis) => {
-                match layout::claim(&mut redis.connection(), redis.ns(), Layout::OneWriter).await {
-                    Err(LayoutError::Taken(why)) => return Err(why),
-                    Err(e) => format!("reading the database's layout: {e}"),
-                    Ok(()) => {
-                        let held = Lease::new(redis.lease_key(), node, lease.ttl, &token);
-                        match acquire_lease(&redis, &held, url, &health).await {
-                            Err(e) => format!("asking for the store's lease: {e}"),
-                            Ok(()) => {
-                                let started = std::time::Instant::now();
-                                let renewal =
-                                    renew_lease(held.clone(), redis.connection(), actor.clone());
-                                let mut redis = redis.with_lease(held);
-                                match redis.load().await {
-                                    Ok(records) => {
-                                        stats.load_ms = started.elapsed().as_millis() as u64;
-                                        let engine = restore_engine(
-                                            config, auth, records, &mut stats, url, node,
-                                        );
-                                        health.set_standby(false);
-                                        return Ok((
-                                            engine,
-                                            Durable::new(redis, health, stats).renewing(renewal),
-                                        ));
-                                    }
-                                    Err(e) => {
-                                        renewal.abort();
-                                        format!("loading the state: {e}")
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+        match open_once(url, windows, held, &health, &actor).await {
+            Ok(opened) => {
+                stats.load_ms = opened.load_ms;
+                let engine = restore_engine(config, auth, opened.records, &mut stats, url, node);
+                health.set_standby(false);
+                let durable = Durable::new(opened.redis, health, stats).renewing(opened.renewal);
+                return Ok((engine, durable));
             }
-        };
-        stats.errors += 1;
-        tracing::warn!(store = %url, error = %failed, retry_in_ms = pause.as_millis() as u64, "cannot use Redis; not ready");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+            Err(OpenFailed::Layout(why)) => return Err(why),
+            Err(OpenFailed::Retry(failed)) => {
+                stats.errors += 1;
+                tracing::warn!(store = %url, error = %failed, retry_in_ms = pause.as_millis() as u64, "cannot use Redis; not ready");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
