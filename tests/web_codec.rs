@@ -1318,6 +1318,14 @@ fn mutated_case(seed: u64) -> Result<bool, TestCaseError> {
     Ok(both)
 }
 
+/// Found by the test below: `"metadata":-63925428659254286549`, an integer past
+/// u64, which serde_json read one unit in the last place away from `JSON.parse` until
+/// its correctly rounded parsing (`float_roundtrip`) was on.
+#[wasm_bindgen_test]
+fn an_integer_past_u64_in_metadata_decodes_as_json_parse_reads_it() {
+    mutated_case(5_796_175_509_451_514_656).unwrap();
+}
+
 /// Fuzzing the browser's decoding path (libFuzzer cannot run it: it reads what the
 /// browser's `JSON.parse` built): 2,000 mutated frames and rejoin records never make
 /// the codec panic, and whatever both it and serde decode, they decode alike.
