@@ -11,6 +11,7 @@
 use super::host::{self, Who};
 use super::links::Links;
 use super::proxy::{Action, Traffic};
+use super::restart::has_store;
 use super::settings::Settings;
 use super::target::{metric, Server, ServerSpec};
 use std::collections::HashMap;
@@ -74,6 +75,11 @@ impl Nodes {
     /// Starts `k` processes of `spec` (which must name a Redis store) as cluster nodes,
     /// and their links.
     pub async fn start(spec: &ServerSpec, k: usize, settings: &Settings) -> io::Result<Nodes> {
+        if !has_store(spec) {
+            return Err(io::Error::other(
+                "--nodes needs a Redis store: pass --store redis://127.0.0.1:PORT",
+            ));
+        }
         let spec = cluster_spec(spec);
         let mut servers = Vec::with_capacity(k);
         for _ in 0..k {

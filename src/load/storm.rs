@@ -10,7 +10,6 @@ use super::hostile::Hostile;
 use super::nodes::Nodes;
 use super::proxy::Action;
 use super::report::{ResumeTimes, StormReport};
-use super::restart::has_store;
 use super::session::Phase;
 use super::settings::Settings;
 use super::target::{delta, metric, ServerSpec};
@@ -77,11 +76,6 @@ pub async fn storm_across(
     mode: DropMode,
     k: usize,
 ) -> io::Result<StormReport> {
-    if !has_store(spec) {
-        return Err(io::Error::other(
-            "storm --nodes needs a Redis store: pass --store redis://127.0.0.1:PORT",
-        ));
-    }
     let started = Instant::now();
     let nodes = Nodes::start(spec, k, settings).await?;
     let result = storm_on(&nodes, settings, mode, started).await;
