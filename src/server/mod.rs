@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 mod socket;
 pub mod store;
+mod websocket;
 
 pub use auth::JwtRules;
 pub use socket::{bind, NetLimits};

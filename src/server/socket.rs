@@ -3,17 +3,15 @@
 
 use super::actor::{Cmd, Outbound};
 use super::http::AppState;
+use super::websocket::{self, FrameReader, Incoming, NotAnUpgrade, Upgrade};
 use crate::protocol::{
     decode_client, encode, BadFrame, ProbeAnswer, PROBE_HEADER, PROBE_STATUS, PROTOCOL_VERSION,
 };
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Router;
-use futures_util::SinkExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::{HashMap, VecDeque};
@@ -25,16 +23,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 
 /// Frames queued per socket before it counts as a dead (too slow) link.
 const WRITER_QUEUE: usize = 4096;
-/// Per-socket read buffer. Signaling frames are a few hundred bytes; a larger frame is
-/// read in several steps (tungstenite's default of 128 KiB per socket would dominate a
-/// session's memory).
-const READ_BUFFER: usize = 1024;
+/// Bytes read from a socket at a time, into the worker's stack (a socket keeps no read
+/// buffer of its own). Signaling frames are a few hundred bytes.
+const READ_CHUNK: usize = 4096;
+/// Chunks read from one socket before the others get their turn.
+const READ_CHUNKS_PER_WAKE: usize = 8;
 /// After we close a socket, how long the peer has to answer the close before the
 /// socket is dropped anyway (a half-open peer never answers).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -55,8 +54,6 @@ const FD_HEADROOM: usize = 64 + RESERVE_CONNECTIONS;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// WebSocket close code for a server going away (RFC 6455 §7.4.1).
 const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code for a message too big to process (RFC 6455 §7.4.1).
-const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Binds a listener with a backlog deep enough for a reconnect storm (the default 128
 /// makes the kernel drop connects, which clients then retry seconds later).
@@ -543,9 +540,9 @@ pub(crate) async fn ws_handler(
     State(state): State<AppState>,
     ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, NotAnUpgrade>,
 ) -> Response {
-    let Ok(ws) = ws else {
+    let Ok(upgrade) = upgrade else {
         // Not an upgrade: a probe.
         return probe_answer(
             StatusCode::from_u16(PROBE_STATUS).unwrap_or(StatusCode::UPGRADE_REQUIRED),
@@ -565,65 +562,143 @@ pub(crate) async fn ws_handler(
         // Still Holdfast's mark: the client reports the server as there but refusing.
         return probe_answer(StatusCode::FORBIDDEN);
     }
-    // Let frames somewhat above the protocol limit through, so the engine can answer
-    // `frame-too-large` and the socket stays open; past this one the transport stops
-    // reading, and the socket gets the error and close 1009.
-    let transport_limit = state.max_frame_bytes.saturating_mul(4).max(64 * 1024);
-    ws.max_message_size(transport_limit)
-        .max_frame_size(transport_limit)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| serve_socket(socket, state, ip))
+    let (response, on_upgrade) = upgrade.accept();
+    tokio::spawn(serve_socket(on_upgrade, state, ip));
+    response
 }
 
 /// How a socket's task ends.
 enum Ending {
-    /// The peer closed, the link broke, or the engine is gone: nothing to send.
+    /// The link broke, or the peer closed and was answered: nothing to send.
     Gone,
-    /// The engine closed the socket: close handshake with this code.
+    /// The server closes: close handshake with this code.
     Close(u16),
 }
 
-/// If the transport refused a message for its size, that size.
-fn too_large(e: axum::Error) -> Option<usize> {
-    use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-    match e.into_inner().downcast::<WsError>().ok().map(|b| *b) {
-        Some(WsError::Capacity(CapacityError::MessageTooLong { size, .. })) => Some(size),
-        _ => None,
-    }
-}
-
-/// Sends a batch of frames with one flush. Returns the close the batch asks for.
-async fn send_batch(
-    socket: &mut WebSocket,
-    batch: VecDeque<Outbound>,
-) -> Result<Option<u16>, axum::Error> {
+/// Sends a batch of frames with one write. Returns the close the batch asks for.
+async fn send_batch(io: &mut TcpStream, batch: VecDeque<Outbound>) -> io::Result<Option<u16>> {
+    let mut out = Vec::new();
     let mut close = None;
-    for out in batch {
-        match out {
-            Outbound::Frame(frame) => socket.feed(Message::Text(encode(&*frame).into())).await?,
+    for item in batch {
+        match item {
+            Outbound::Frame(frame) => websocket::put_text(&mut out, &encode(&*frame)),
             Outbound::Close => {
-                close = Some(1000);
+                close = Some(websocket::CLOSE_NORMAL);
                 break;
             }
         }
     }
-    socket.flush().await?;
+    io.write_all(&out).await?;
     Ok(close)
 }
 
-/// One WebSocket, read and written by this one task.
+/// What a read of a ready socket came to.
+enum Read {
+    /// Every whole message was handed on; more may come.
+    Open,
+    /// The peer closed the TCP stream, or it broke, or the engine is gone.
+    Gone,
+    /// The peer sent a WebSocket close (with this code).
+    Closed(Option<u16>),
+    /// The peer's bytes cannot be read further.
+    Broken(websocket::ReadError),
+}
+
+/// Feeds `bytes` to the reader: WebSocket pings are answered into `pongs`, pongs
+/// dropped, and every other message handed to `on`, which may end the reading.
+fn feed(
+    reader: &mut FrameReader,
+    bytes: &[u8],
+    pongs: &mut Vec<u8>,
+    on: &mut dyn FnMut(Incoming) -> Option<Read>,
+) -> Read {
+    let mut ended = None;
+    let fed = reader.feed(bytes, &mut |m| {
+        if ended.is_some() {
+            return;
+        }
+        match m {
+            Incoming::Ping(payload) => websocket::put_pong(pongs, &payload),
+            Incoming::Pong => {}
+            m => ended = on(m),
+        }
+    });
+    match (ended, fed) {
+        (Some(end), _) => end,
+        (None, Err(e)) => Read::Broken(e),
+        (None, Ok(())) => Read::Open,
+    }
+}
+
+/// Reads what the socket has (a bounded number of chunks, so one busy socket does not
+/// hold its worker) and [`feed`]s it. Not async: the chunk lives on the worker's stack,
+/// never in the socket's future, so an idle socket holds no buffer.
+fn read_ready(
+    io: &TcpStream,
+    reader: &mut FrameReader,
+    pongs: &mut Vec<u8>,
+    on: &mut dyn FnMut(Incoming) -> Option<Read>,
+) -> Read {
+    let mut chunk = [0u8; READ_CHUNK];
+    for _ in 0..READ_CHUNKS_PER_WAKE {
+        match io.try_read(&mut chunk) {
+            Ok(0) => return Read::Gone,
+            Ok(n) => match feed(reader, &chunk[..n], pongs, on) {
+                Read::Open if n == chunk.len() => {}
+                read => return read,
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Read::Gone,
+        }
+    }
+    Read::Open
+}
+
+/// Waits up to [`CLOSE_GRACE`] for the peer to answer our close (a live peer answers
+/// at once; a half-open one never does, and its socket must not linger).
+async fn await_close_answer(io: &TcpStream, reader: &mut FrameReader) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        loop {
+            if io.readable().await.is_err() {
+                return;
+            }
+            let read = read_ready(io, reader, &mut Vec::new(), &mut |m| {
+                matches!(m, Incoming::Close(_)).then_some(Read::Closed(None))
+            });
+            if !matches!(read, Read::Open) {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+/// One WebSocket, read and written by this one task, from the moment the 101 answer
+/// has gone out.
 ///
 /// Not an `async fn`: its arguments would be kept twice in the future, as captured and
-/// as locals (368 bytes of `WebSocket` each), and the future is most of what an idle
-/// socket costs. The rare long waits (the flush before a `frame-too-large` close) are
-/// boxed for the same reason.
+/// as locals, and the future is most of what an idle socket costs. The rare long waits
+/// (the flush before a `frame-too-large` close, the close handshake) are boxed for the
+/// same reason.
+#[allow(clippy::manual_async_fn)] // on purpose, as said above
 fn serve_socket(
-    socket: WebSocket,
+    on_upgrade: hyper::upgrade::OnUpgrade,
     state: AppState,
     ip: Option<IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut socket = socket;
     async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // The connection is the listener's own stream (see `serve`), with whatever the
+        // client sent right behind its request.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TrackedStream>>() else {
+            tracing::error!("an upgraded connection is not the listener's stream");
+            return;
+        };
+        let mut stream = parts.io.into_inner();
+        let early = parts.read_buf;
         let (writer, mailbox) = Mailbox::pair();
         let (reply_tx, reply_rx) = oneshot::channel();
         if state
@@ -639,62 +714,87 @@ fn serve_socket(
         }
         let Ok(conn) = reply_rx.await else { return };
         let max = state.max_frame_bytes;
+        // Let frames somewhat above the protocol limit through, so the engine can
+        // answer `frame-too-large` and the socket stays open; past this one the
+        // transport stops reading, and the socket gets the error and close 1009.
+        let mut reader = FrameReader::new(max.saturating_mul(4).max(64 * 1024));
+        // WebSocket pings, answered with the next write.
+        let mut pongs = Vec::new();
+        let actor = &state.actor;
+        let mut on = |m: Incoming| -> Option<Read> {
+            let input = match m {
+                Incoming::Text(text) => decode_client(&text, max),
+                Incoming::Binary => Err(BadFrame::Binary),
+                Incoming::Close(code) => return Some(Read::Closed(code)),
+                // Answered by `feed`, never handed on.
+                Incoming::Ping(_) | Incoming::Pong => return None,
+            };
+            actor
+                .send(Cmd::Frame(conn, input))
+                .is_err()
+                .then_some(Read::Gone)
+        };
+        let mut read = feed(&mut reader, &early, &mut pongs, &mut on);
+        drop(early);
         let ending = loop {
+            match std::mem::replace(&mut read, Read::Open) {
+                Read::Open => {}
+                Read::Gone => break Ending::Gone,
+                Read::Closed(code) => {
+                    // Answer the peer's close with its code, and go.
+                    let mut out = Vec::new();
+                    websocket::put_close(&mut out, code.unwrap_or(websocket::CLOSE_NORMAL));
+                    let _ = stream.io.try_write(&out);
+                    break Ending::Gone;
+                }
+                Read::Broken(websocket::ReadError::TooLarge { len }) => {
+                    // The spec promises `frame-too-large`: hand it to the engine, send
+                    // what it answers, then close 1009.
+                    let _ = actor.send(Cmd::Frame(conn, Err(BadFrame::TooLarge { len, max })));
+                    let _ = actor.send(Cmd::Closed(conn));
+                    let flushed = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(batch) = mailbox.recv_batch().await {
+                            if !matches!(send_batch(&mut stream.io, batch).await, Ok(None)) {
+                                break;
+                            }
+                        }
+                    });
+                    let _ = Box::pin(flushed).await;
+                    break Ending::Close(websocket::CLOSE_TOO_BIG);
+                }
+                Read::Broken(e) => break Ending::Close(e.close_code()),
+            }
+            if !pongs.is_empty() {
+                let out = std::mem::take(&mut pongs);
+                if stream.io.write_all(&out).await.is_err() {
+                    break Ending::Gone;
+                }
+            }
             tokio::select! {
                 batch = mailbox.recv_batch() => {
                     // The engine let go of this socket (shutdown, or it stopped): going away.
                     let Some(batch) = batch else { break Ending::Close(CLOSE_GOING_AWAY) };
-                    match send_batch(&mut socket, batch).await {
+                    match send_batch(&mut stream.io, batch).await {
                         Ok(None) => {}
                         Ok(Some(code)) => break Ending::Close(code),
                         Err(_) => break Ending::Gone,
                     }
                 }
-                msg = socket.recv() => {
-                    let input = match msg {
-                        Some(Ok(Message::Text(text))) => decode_client(text.as_str(), max),
-                        Some(Ok(Message::Binary(_))) => Err(BadFrame::Binary),
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) | None => break Ending::Gone,
-                        Some(Err(e)) => match too_large(e) {
-                            Some(len) => {
-                                // The spec promises `frame-too-large`: hand it to the engine,
-                                // send what it answers, then close 1009.
-                                let _ = state.actor.send(Cmd::Frame(conn, Err(BadFrame::TooLarge { len, max })));
-                                let _ = state.actor.send(Cmd::Closed(conn));
-                                let flushed = tokio::time::timeout(CLOSE_GRACE, async {
-                                    while let Some(batch) = mailbox.recv_batch().await {
-                                        if !matches!(send_batch(&mut socket, batch).await, Ok(None)) {
-                                            break;
-                                        }
-                                    }
-                                });
-                                let _ = Box::pin(flushed).await;
-                                break Ending::Close(CLOSE_TOO_BIG);
-                            }
-                            None => break Ending::Gone,
-                        },
+                ready = stream.io.readable() => {
+                    read = match ready {
+                        Ok(()) => read_ready(&stream.io, &mut reader, &mut pongs, &mut on),
+                        Err(_) => Read::Gone,
                     };
-                    if state.actor.send(Cmd::Frame(conn, input)).is_err() {
-                        break Ending::Gone;
-                    }
                 }
             }
         };
-        let _ = state.actor.send(Cmd::Closed(conn));
+        let _ = actor.send(Cmd::Closed(conn));
         if let Ending::Close(code) = ending {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: "".into(),
-                })))
-                .await;
-            // A live peer answers the close at once; a half-open one never does, and its
-            // socket must not linger.
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                while let Some(Ok(_)) = socket.recv().await {}
-            })
-            .await;
+            let mut out = Vec::new();
+            websocket::put_close(&mut out, code);
+            if stream.io.write_all(&out).await.is_ok() {
+                Box::pin(await_close_answer(&stream.io, &mut reader)).await;
+            }
         }
     }
 }
