@@ -821,3 +821,159 @@ async fn a_backlog_in_the_server_declares_no_live_link_dead() {
     );
     server.stop().await;
 }
+
+/// A WebSocket handshake written by hand (so that `extra` can follow the request in
+/// the same TCP write), answered 101 with the right accept key; then tungstenite's
+/// client on that stream, for reading the server's frames.
+async fn hand_upgrade(
+    addr: SocketAddr,
+    extra: &[u8],
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(extra);
+    s.write_all(&req).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut b))
+            .await
+            .expect("an answer to the upgrade")
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // RFC 6455's own example key and accept value.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    tokio_tungstenite::WebSocketStream::from_raw_socket(s, Role::Client, None).await
+}
+
+/// A client frame as a browser writes it: final, masked.
+fn masked(opcode: u8, payload: &[u8], fin: bool) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// The first text frame within [`WAIT`], as JSON.
+async fn first_text(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).unwrap(),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no text frame: {other:?}"),
+        }
+    }
+}
+
+/// The server reads frames straight off the TCP stream and keeps no buffer while a
+/// socket is idle, so whatever way a client cuts its bytes must read the same: a
+/// hello in the same TCP write as the upgrade request, a hello one byte per write, a
+/// hello in two fragments with a ping between them (answered with the same payload).
+#[tokio::test]
+async fn frames_read_the_same_however_the_client_cuts_them() {
+    let server = TestServer::start(config(NetLimits::default())).await;
+    let hello = |who: &str| json!({"t": "hello", "v": 1, "token": who}).to_string();
+
+    let mut ws = hand_upgrade(server.addr, &masked(0x1, hello("ann").as_bytes(), true)).await;
+    assert_eq!(first_text(&mut ws).await["t"], "welcome", "pipelined hello");
+
+    let mut ws = hand_upgrade(server.addr, &[]).await;
+    for b in masked(0x1, hello("ben").as_bytes(), true) {
+        ws.get_mut().write_all(&[b]).await.unwrap();
+        ws.get_mut().flush().await.unwrap();
+    }
+    assert_eq!(
+        first_text(&mut ws).await["t"],
+        "welcome",
+        "one byte per write"
+    );
+
+    let mut ws = hand_upgrade(server.addr, &[]).await;
+    let text = hello("cat");
+    let (a, b) = text.as_bytes().split_at(10);
+    let mut bytes = masked(0x1, a, false);
+    bytes.extend(masked(0x9, b"are you there", true));
+    bytes.extend(masked(0x0, b, true));
+    ws.get_mut().write_all(&bytes).await.unwrap();
+    let mut pong = None;
+    let welcome = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => pong = Some(p.to_vec()),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                break serde_json::from_str::<serde_json::Value>(&t).unwrap()
+            }
+            other => panic!("no welcome: {other:?}"),
+        }
+    };
+    assert_eq!(welcome["t"], "welcome", "fragmented hello");
+    assert_eq!(pong.as_deref(), Some(&b"are you there"[..]));
+    server.stop().await;
+}
+
+/// Bytes RFC 6455 forbids a client (an unmasked frame, an unknown opcode, text that is
+/// not UTF-8) get the close code that says why (1002, 1002, 1007), a client's own close
+/// is answered with its code, and an honest call beside them relays exactly once.
+#[tokio::test]
+async fn a_client_breaking_the_websocket_protocol_gets_its_close_code_and_nobody_else_notices() {
+    let server = TestServer::start(config(NetLimits::default())).await;
+    let mut alice = server.client("alice");
+    let mut bob = server.client("bob");
+    let call = active_call(&mut alice, &mut bob, WAIT).await;
+
+    let hello = masked(
+        0x1,
+        json!({"t": "hello", "v": 1, "token": "mallory"})
+            .to_string()
+            .as_bytes(),
+        true,
+    );
+    let unmasked = {
+        let mut f = vec![0x81, 2];
+        f.extend_from_slice(b"{}");
+        f
+    };
+    let cases: [(Vec<u8>, CloseCode); 4] = [
+        (unmasked, CloseCode::Protocol),
+        (masked(0x3, b"?", true), CloseCode::Protocol),
+        (masked(0x1, &[0xc3, 0x28], true), CloseCode::Invalid),
+        (
+            masked(0x8, &4000u16.to_be_bytes(), true),
+            CloseCode::Library(4000),
+        ),
+    ];
+    for (bytes, want) in cases {
+        let mut ws = hand_upgrade(server.addr, &hello).await;
+        assert_eq!(first_text(&mut ws).await["t"], "welcome");
+        ws.get_mut().write_all(&bytes).await.unwrap();
+        let close = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| f.code),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no close for {want:?}: {other:?}"),
+            }
+        };
+        assert_eq!(close, Some(want));
+    }
+    relays_exactly_once(&mut alice, &mut bob, &call, 1..11).await;
+    server.stop().await;
+}

@@ -294,8 +294,11 @@ struct StoreTxn {
 /// The embedded in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: HashMap<SessionId, Session>,
-    calls: HashMap<CallId, Call>,
+    /// Boxed, as the calls: a table keeps room for more entries than it holds, and
+    /// that room is a pointer each instead of a whole record (idle sessions are most
+    /// of a server's memory).
+    sessions: HashMap<SessionId, Box<Session>>,
+    calls: HashMap<CallId, Box<Call>>,
     users: HashMap<UserId, UserRecord>,
     pairs: HashMap<(UserId, UserId), CallId>,
     /// `Some` when a driver persists the changes. A cell because the driver reads them
@@ -389,8 +392,8 @@ impl MemoryStore {
     /// the live store).
     pub fn records(&self) -> Records {
         let mut records = Records {
-            sessions: self.sessions.values().cloned().collect(),
-            calls: self.calls.values().cloned().collect(),
+            sessions: self.sessions.values().map(|s| (**s).clone()).collect(),
+            calls: self.calls.values().map(|c| (**c).clone()).collect(),
             users: self
                 .users
                 .iter()
@@ -442,8 +445,11 @@ impl MemoryStore {
     /// The current value of a record (None: the cache does not have it).
     pub fn record(&self, key: &RecordKey) -> Option<Record> {
         match key {
-            RecordKey::Session(id) => self.sessions.get(id).cloned().map(Record::Session),
-            RecordKey::Call(id) => self.calls.get(id).cloned().map(Record::Call),
+            RecordKey::Session(id) => self
+                .sessions
+                .get(id)
+                .map(|s| Record::Session((**s).clone())),
+            RecordKey::Call(id) => self.calls.get(id).map(|c| Record::Call((**c).clone())),
             RecordKey::User(id) => self.users.get(id).cloned().map(Record::User),
         }
     }
@@ -491,7 +497,7 @@ impl MemoryStore {
     fn put_raw(&mut self, key: RecordKey, value: Option<Record>) {
         match (key, value) {
             (RecordKey::Session(id), Some(Record::Session(s))) => {
-                self.sessions.insert(id, s);
+                self.sessions.insert(id, Box::new(s));
             }
             (RecordKey::Session(id), _) => {
                 self.sessions.remove(&id);
@@ -506,7 +512,7 @@ impl MemoryStore {
                 if let Some(Record::Call(c)) = value {
                     self.pairs
                         .insert(pair_key(&c.caller.user.id, &c.callee.user.id), id.clone());
-                    self.calls.insert(id, c);
+                    self.calls.insert(id, Box::new(c));
                 }
             }
             (RecordKey::User(id), Some(Record::User(u))) => {
@@ -562,11 +568,11 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn session(&self, id: &str) -> Option<&Session> {
         self.read(|| RecordKey::Session(id.to_owned()));
-        self.sessions.get(id)
+        self.sessions.get(id).map(|s| &**s)
     }
 
     fn peek_session(&self, id: &str) -> Option<&Session> {
-        self.sessions.get(id)
+        self.sessions.get(id).map(|s| &**s)
     }
 
     fn session_mut(&mut self, id: &str) -> Option<&mut Session> {
@@ -576,7 +582,7 @@ impl Store for MemoryStore {
                 c.sessions.insert(id.to_owned());
             });
         }
-        self.sessions.get_mut(id)
+        self.sessions.get_mut(id).map(|s| &mut **s)
     }
 
     fn put_session(&mut self, session: Session) {
@@ -589,7 +595,7 @@ impl Store for MemoryStore {
         if !entry.sessions.contains(&session.id) {
             entry.sessions.push(session.id.clone());
         }
-        self.sessions.insert(session.id.clone(), session);
+        self.sessions.insert(session.id.clone(), Box::new(session));
     }
 
     fn take_session(&mut self, id: &str) -> Option<Session> {
@@ -601,7 +607,7 @@ impl Store for MemoryStore {
         let user = session.user.id.clone();
         self.user_mut(&user).sessions.retain(|s| s != id);
         self.gc_user(&user);
-        Some(session)
+        Some(*session)
     }
 
     fn sessions_of(&self, user: &str) -> &[SessionId] {
@@ -615,7 +621,7 @@ impl Store for MemoryStore {
 
     fn call(&self, id: &str) -> Option<&Call> {
         self.read(|| RecordKey::Call(id.to_owned()));
-        self.calls.get(id)
+        self.calls.get(id).map(|c| &**c)
     }
 
     fn call_mut(&mut self, id: &str) -> Option<&mut Call> {
@@ -625,7 +631,7 @@ impl Store for MemoryStore {
                 c.calls.insert(id.to_owned());
             });
         }
-        self.calls.get_mut(id)
+        self.calls.get_mut(id).map(|c| &mut **c)
     }
 
     fn put_call(&mut self, call: Call) {
@@ -643,7 +649,7 @@ impl Store for MemoryStore {
             pair_key(&call.caller.user.id, &call.callee.user.id),
             call.id.clone(),
         );
-        self.calls.insert(call.id.clone(), call);
+        self.calls.insert(call.id.clone(), Box::new(call));
     }
 
     fn take_call(&mut self, id: &str) -> Option<Call> {
@@ -660,7 +666,7 @@ impl Store for MemoryStore {
             self.user_mut(user).calls.retain(|c| c != id);
             self.gc_user(user);
         }
-        Some(call)
+        Some(*call)
     }
 
     fn calls_of(&self, user: &str) -> &[CallId] {

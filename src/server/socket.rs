@@ -1,9 +1,10 @@
 //! The socket layer: the listener (connection caps, header-read timeout, accept errors)
 //! and one task per WebSocket that both reads and writes it.
 
-use super::actor::{Cmd, Outbound};
+use super::actor::{ActorTx, Cmd, Outbound};
 use super::http::AppState;
 use super::websocket::{self, FrameReader, Incoming, NotAnUpgrade, Upgrade};
+use crate::engine::server::ConnId;
 use crate::protocol::{
     decode_client, encode, BadFrame, ProbeAnswer, PROBE_HEADER, PROBE_STATUS, PROTOCOL_VERSION,
 };
@@ -12,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Router;
+use futures_util::task::AtomicWaker;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::{HashMap, VecDeque};
@@ -25,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 /// Frames queued per socket before it counts as a dead (too slow) link.
 const WRITER_QUEUE: usize = 4096;
@@ -430,10 +432,11 @@ pub(crate) fn reserve_router(health: Router) -> Router {
 }
 
 /// What a socket task is handed by the actor: a queue that allocates nothing while it
-/// is empty (an idle socket costs no queue memory) and a wake-up.
+/// is empty (an idle socket costs no queue memory) and the socket task's waker. A
+/// waker rather than a `Notify`, so that waiting costs the socket's future no state.
 pub(crate) struct Mailbox {
     queue: Mutex<MailboxState>,
-    ready: Notify,
+    waker: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -452,25 +455,21 @@ impl Writer {
     /// [`WRITER_QUEUE`] frames waiting: a socket that cannot keep up. The close is
     /// always taken.
     pub(crate) fn try_send(&self, out: Outbound) -> Result<(), Outbound> {
-        let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.0.lock();
         if matches!(out, Outbound::Frame(_)) && q.items.len() >= WRITER_QUEUE {
             return Err(out);
         }
         q.items.push_back(out);
         drop(q);
-        self.0.ready.notify_one();
+        self.0.waker.wake();
         Ok(())
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.0
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed = true;
-        self.0.ready.notify_one();
+        self.0.lock().closed = true;
+        self.0.waker.wake();
     }
 }
 
@@ -478,26 +477,32 @@ impl Mailbox {
     fn pair() -> (Writer, Arc<Mailbox>) {
         let mailbox = Arc::new(Mailbox {
             queue: Mutex::new(MailboxState::default()),
-            ready: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         (Writer(mailbox.clone()), mailbox)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Everything queued so far (its allocation leaves with it), or `None` once the
-    /// actor's end is gone and the queue is empty. Cancel-safe.
-    async fn recv_batch(&self) -> Option<VecDeque<Outbound>> {
-        loop {
-            {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if !q.items.is_empty() {
-                    return Some(std::mem::take(&mut q.items));
-                }
-                if q.closed {
-                    return None;
-                }
-            }
-            self.ready.notified().await;
+    /// actor's end is gone and the queue is empty.
+    fn poll_batch(&self, cx: &mut Context<'_>) -> Poll<Option<VecDeque<Outbound>>> {
+        // Registered before looking, so a frame queued in between still wakes us.
+        self.waker.register(cx.waker());
+        let mut q = self.lock();
+        if !q.items.is_empty() {
+            Poll::Ready(Some(std::mem::take(&mut q.items)))
+        } else if q.closed {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
         }
+    }
+
+    async fn recv_batch(&self) -> Option<VecDeque<Outbound>> {
+        std::future::poll_fn(|cx| self.poll_batch(cx)).await
     }
 }
 
@@ -563,7 +568,12 @@ pub(crate) async fn ws_handler(
         return probe_answer(StatusCode::FORBIDDEN);
     }
     let (response, on_upgrade) = upgrade.accept();
-    tokio::spawn(serve_socket(on_upgrade, state, ip));
+    tokio::spawn(serve_socket(
+        on_upgrade,
+        state.actor.clone(),
+        state.max_frame_bytes,
+        ip,
+    ));
     response
 }
 
@@ -575,21 +585,17 @@ enum Ending {
     Close(u16),
 }
 
-/// Sends a batch of frames with one write. Returns the close the batch asks for.
-async fn send_batch(io: &mut TcpStream, batch: VecDeque<Outbound>) -> io::Result<Option<u16>> {
+/// A batch of frames, encoded for one write, and the close it asks for (what follows a
+/// close is not sent).
+fn encode_batch(batch: VecDeque<Outbound>) -> (Vec<u8>, Option<u16>) {
     let mut out = Vec::new();
-    let mut close = None;
     for item in batch {
         match item {
             Outbound::Frame(frame) => websocket::put_text(&mut out, &encode(&*frame)),
-            Outbound::Close => {
-                close = Some(websocket::CLOSE_NORMAL);
-                break;
-            }
+            Outbound::Close => return (out, Some(websocket::CLOSE_NORMAL)),
         }
     }
-    io.write_all(&out).await?;
-    Ok(close)
+    (out, None)
 }
 
 /// What a read of a ready socket came to.
@@ -674,68 +680,108 @@ async fn await_close_answer(io: &TcpStream, reader: &mut FrameReader) {
     .await;
 }
 
+/// A socket taken over from HTTP and known to the engine.
+struct Opened {
+    stream: TrackedStream,
+    conn: ConnId,
+    mailbox: Arc<Mailbox>,
+    reader: FrameReader,
+    /// WebSocket pings, answered with the next write.
+    pongs: Vec<u8>,
+    /// What reading the bytes that came with the upgrade request came to.
+    read: Read,
+}
+
+/// Takes the connection over once the 101 answer has gone out, tells the engine, and
+/// reads whatever the client sent right behind its request. Its own future, so that
+/// none of this is kept in the socket's.
+async fn open(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    actor: &ActorTx,
+    ip: Option<IpAddr>,
+    max: usize,
+) -> Option<Opened> {
+    let upgraded = on_upgrade.await.ok()?;
+    // The connection is the listener's own stream (see `serve`).
+    let Ok(parts) = upgraded.downcast::<TokioIo<TrackedStream>>() else {
+        tracing::error!("an upgraded connection is not the listener's stream");
+        return None;
+    };
+    let (writer, mailbox) = Mailbox::pair();
+    let (reply, conn) = oneshot::channel();
+    actor.send(Cmd::Open { writer, ip, reply }).ok()?;
+    let conn = conn.await.ok()?;
+    // Let frames somewhat above the protocol limit through, so the engine can answer
+    // `frame-too-large` and the socket stays open; past this one the transport stops
+    // reading, and the socket gets the error and close 1009.
+    let mut reader = FrameReader::new(max.saturating_mul(4).max(64 * 1024));
+    let mut pongs = Vec::new();
+    let read = feed(&mut reader, &parts.read_buf, &mut pongs, &mut |m| {
+        hand_to_engine(actor, conn, max, m)
+    });
+    Some(Opened {
+        stream: parts.io.into_inner(),
+        conn,
+        mailbox,
+        reader,
+        pongs,
+        read,
+    })
+}
+
+/// A message for the engine (`Some` if it ends the reading).
+fn hand_to_engine(actor: &ActorTx, conn: ConnId, max: usize, m: Incoming) -> Option<Read> {
+    let input = match m {
+        Incoming::Text(text) => decode_client(&text, max),
+        Incoming::Binary => Err(BadFrame::Binary),
+        Incoming::Close(code) => return Some(Read::Closed(code)),
+        // Answered by `feed`, never handed on.
+        Incoming::Ping(_) | Incoming::Pong => return None,
+    };
+    actor
+        .send(Cmd::Frame(conn, input))
+        .is_err()
+        .then_some(Read::Gone)
+}
+
+/// What woke a socket's task.
+enum Wake {
+    Batch(Option<VecDeque<Outbound>>),
+    Readable(io::Result<()>),
+}
+
 /// One WebSocket, read and written by this one task, from the moment the 101 answer
 /// has gone out.
 ///
 /// Not an `async fn`: its arguments would be kept twice in the future, as captured and
-/// as locals, and the future is most of what an idle socket costs. The rare long waits
-/// (the flush before a `frame-too-large` close, the close handshake) are boxed for the
-/// same reason.
+/// as locals, and the future is most of what an idle socket costs. For the same reason
+/// the wait is one `poll_fn` on the mailbox's waker and the stream's readiness (no
+/// stored futures), the writes are awaited outside it, and the opening and the rare
+/// long waits (the flush before a `frame-too-large` close, the close handshake) are
+/// boxed.
 #[allow(clippy::manual_async_fn)] // on purpose, as said above
 fn serve_socket(
     on_upgrade: hyper::upgrade::OnUpgrade,
-    state: AppState,
+    actor: ActorTx,
+    max: usize,
     ip: Option<IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let Ok(upgraded) = on_upgrade.await else {
+        let Some(Opened {
+            mut stream,
+            conn,
+            mailbox,
+            mut reader,
+            mut pongs,
+            mut read,
+        }) = Box::pin(open(on_upgrade, &actor, ip, max)).await
+        else {
             return;
         };
-        // The connection is the listener's own stream (see `serve`), with whatever the
-        // client sent right behind its request.
-        let Ok(parts) = upgraded.downcast::<TokioIo<TrackedStream>>() else {
-            tracing::error!("an upgraded connection is not the listener's stream");
-            return;
-        };
-        let mut stream = parts.io.into_inner();
-        let early = parts.read_buf;
-        let (writer, mailbox) = Mailbox::pair();
-        let (reply_tx, reply_rx) = oneshot::channel();
-        if state
-            .actor
-            .send(Cmd::Open {
-                writer,
-                ip,
-                reply: reply_tx,
-            })
-            .is_err()
-        {
-            return;
-        }
-        let Ok(conn) = reply_rx.await else { return };
-        let max = state.max_frame_bytes;
-        // Let frames somewhat above the protocol limit through, so the engine can
-        // answer `frame-too-large` and the socket stays open; past this one the
-        // transport stops reading, and the socket gets the error and close 1009.
-        let mut reader = FrameReader::new(max.saturating_mul(4).max(64 * 1024));
-        // WebSocket pings, answered with the next write.
-        let mut pongs = Vec::new();
-        let actor = &state.actor;
-        let mut on = |m: Incoming| -> Option<Read> {
-            let input = match m {
-                Incoming::Text(text) => decode_client(&text, max),
-                Incoming::Binary => Err(BadFrame::Binary),
-                Incoming::Close(code) => return Some(Read::Closed(code)),
-                // Answered by `feed`, never handed on.
-                Incoming::Ping(_) | Incoming::Pong => return None,
-            };
-            actor
-                .send(Cmd::Frame(conn, input))
-                .is_err()
-                .then_some(Read::Gone)
-        };
-        let mut read = feed(&mut reader, &early, &mut pongs, &mut on);
-        drop(early);
+        let mut on = |m: Incoming| hand_to_engine(&actor, conn, max, m);
+        // Which of the two is looked at first alternates, so a busy mailbox cannot
+        // starve the reading, nor a busy client the writing.
+        let mut mailbox_first = true;
         let ending = loop {
             match std::mem::replace(&mut read, Read::Open) {
                 Read::Open => {}
@@ -754,7 +800,8 @@ fn serve_socket(
                     let _ = actor.send(Cmd::Closed(conn));
                     let flushed = tokio::time::timeout(CLOSE_GRACE, async {
                         while let Some(batch) = mailbox.recv_batch().await {
-                            if !matches!(send_batch(&mut stream.io, batch).await, Ok(None)) {
+                            let (out, close) = encode_batch(batch);
+                            if stream.io.write_all(&out).await.is_err() || close.is_some() {
                                 break;
                             }
                         }
@@ -770,21 +817,35 @@ fn serve_socket(
                     break Ending::Gone;
                 }
             }
-            tokio::select! {
-                batch = mailbox.recv_batch() => {
-                    // The engine let go of this socket (shutdown, or it stopped): going away.
-                    let Some(batch) = batch else { break Ending::Close(CLOSE_GOING_AWAY) };
-                    match send_batch(&mut stream.io, batch).await {
-                        Ok(None) => {}
-                        Ok(Some(code)) => break Ending::Close(code),
-                        Err(_) => break Ending::Gone,
+            mailbox_first = !mailbox_first;
+            let wake = std::future::poll_fn(|cx| {
+                if mailbox_first {
+                    if let Poll::Ready(batch) = mailbox.poll_batch(cx) {
+                        return Poll::Ready(Wake::Batch(batch));
                     }
                 }
-                ready = stream.io.readable() => {
-                    read = match ready {
-                        Ok(()) => read_ready(&stream.io, &mut reader, &mut pongs, &mut on),
-                        Err(_) => Read::Gone,
-                    };
+                if let Poll::Ready(ready) = stream.io.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(ready));
+                }
+                mailbox.poll_batch(cx).map(Wake::Batch)
+            })
+            .await;
+            match wake {
+                Wake::Readable(Ok(())) => {
+                    read = read_ready(&stream.io, &mut reader, &mut pongs, &mut on);
+                }
+                Wake::Readable(Err(_)) => break Ending::Gone,
+                // The engine let go of this socket (shutdown, or it stopped): going away.
+                Wake::Batch(None) => break Ending::Close(CLOSE_GOING_AWAY),
+                Wake::Batch(Some(batch)) => {
+                    // One write for the batch.
+                    let (out, close) = encode_batch(batch);
+                    if stream.io.write_all(&out).await.is_err() {
+                        break Ending::Gone;
+                    }
+                    if let Some(code) = close {
+                        break Ending::Close(code);
+                    }
                 }
             }
         };
