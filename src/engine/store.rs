@@ -294,12 +294,12 @@ struct StoreTxn {
 /// The embedded in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    /// Boxed, as the calls: a table keeps room for more entries than it holds, and
+    /// Boxed, as the calls and users: a table keeps room for more entries than it holds, and
     /// that room is a pointer each instead of a whole record (idle sessions are most
     /// of a server's memory).
     sessions: HashMap<SessionId, Box<Session>>,
     calls: HashMap<CallId, Box<Call>>,
-    users: HashMap<UserId, UserRecord>,
+    users: HashMap<UserId, Box<UserRecord>>,
     pairs: HashMap<(UserId, UserId), CallId>,
     /// `Some` when a driver persists the changes. A cell because the driver reads them
     /// through the engine's shared borrow of its store, between two inputs.
@@ -366,7 +366,7 @@ impl MemoryStore {
             record.calls.retain(|c| calls.iter().any(|x| &x.id == c));
         }
         for (user, record) in listed {
-            store.users.insert(user, record);
+            store.users.insert(user, Box::new(record));
         }
         for session in sessions {
             store.put_session(session);
@@ -381,7 +381,7 @@ impl MemoryStore {
         store.take_changes();
         let stale: Vec<UserId> = loaded_users
             .into_iter()
-            .filter(|(id, before)| store.users.get(id) != Some(before))
+            .filter(|(id, before)| store.users.get(id).map(|u| &**u) != Some(before))
             .map(|(id, _)| id)
             .collect();
         store.note(|c| c.users.extend(stale));
@@ -397,7 +397,7 @@ impl MemoryStore {
             users: self
                 .users
                 .iter()
-                .map(|(id, u)| (id.clone(), u.clone()))
+                .map(|(id, u)| (id.clone(), (**u).clone()))
                 .collect(),
         };
         records.sessions.sort_by(|a, b| a.id.cmp(&b.id));
@@ -408,7 +408,7 @@ impl MemoryStore {
 
     /// The user record of an identity, if the store has one.
     pub fn user(&self, id: &str) -> Option<&UserRecord> {
-        self.users.get(id)
+        self.users.get(id).map(|u| &**u)
     }
 
     /// The records changed since the last call (empty unless tracking).
@@ -450,7 +450,7 @@ impl MemoryStore {
                 .get(id)
                 .map(|s| Record::Session((**s).clone())),
             RecordKey::Call(id) => self.calls.get(id).map(|c| Record::Call((**c).clone())),
-            RecordKey::User(id) => self.users.get(id).cloned().map(Record::User),
+            RecordKey::User(id) => self.users.get(id).map(|u| Record::User((**u).clone())),
         }
     }
 
@@ -516,7 +516,7 @@ impl MemoryStore {
                 }
             }
             (RecordKey::User(id), Some(Record::User(u))) => {
-                self.users.insert(id, u);
+                self.users.insert(id, Box::new(u));
             }
             (RecordKey::User(id), _) => {
                 self.users.remove(&id);
@@ -559,7 +559,7 @@ impl MemoryStore {
     }
 
     fn gc_user(&mut self, user: &str) {
-        if self.users.get(user).is_some_and(UserRecord::is_empty) {
+        if self.users.get(user).is_some_and(|u| u.is_empty()) {
             self.users.remove(user);
         }
     }
@@ -713,7 +713,7 @@ impl Store for MemoryStore {
     }
 
     fn peek_user(&self, user: &str) -> Option<&UserRecord> {
-        self.users.get(user)
+        self.users.get(user).map(|u| &**u)
     }
 
     fn online_users(&self) -> Vec<Peer> {

@@ -40,7 +40,7 @@ pub(super) struct EngineTxn {
     metrics: Metrics,
     next_conn: ConnId,
     /// Sockets as they were before the transaction first changed them.
-    pub(super) conns: HashMap<ConnId, Option<Conn>>,
+    pub(super) conns: HashMap<ConnId, Option<Box<Conn>>>,
     pub(super) watchers: HashMap<SessionId, bool>,
     /// Timers armed in the transaction: they join the queue when it commits.
     pub(super) timers_added: Vec<(u64, Timer)>,

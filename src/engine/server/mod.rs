@@ -128,7 +128,8 @@ pub struct ServerEngine<S: Store> {
     store: S,
     auth: Box<dyn Authenticator>,
     entropy: Box<dyn Entropy>,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed, so the table's spare room is a pointer per entry.
+    conns: HashMap<ConnId, Box<Conn>>,
     next_conn: ConnId,
     /// Sessions that asked for presence.
     watchers: HashSet<SessionId>,
@@ -260,14 +261,14 @@ impl<S: Store> ServerEngine<S> {
         self.journal_conn(id);
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 session: None,
                 liveness: self.new_liveness(now),
                 ip,
                 budget: TokenBucket::full(&self.config.rate_limit(), now),
                 inherited: false,
                 pings: TokenBucket::full(&self.ping_limit(), now),
-            },
+            }),
         );
         self.metrics.connections_opened += 1;
         self.schedule(now + self.config.heartbeat_timeout_ms, Timer::Hello(id));
@@ -653,13 +654,13 @@ impl<S: Store> ServerEngine<S> {
     /// A socket's state, about to change (noted for a cluster transaction's undo).
     fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
         self.journal_conn(conn);
-        self.conns.get_mut(&conn)
+        self.conns.get_mut(&conn).map(|c| &mut **c)
     }
 
     /// A socket forgotten (noted for a cluster transaction's undo).
     fn conn_remove(&mut self, conn: ConnId) -> Option<Conn> {
         self.journal_conn(conn);
-        self.conns.remove(&conn)
+        self.conns.remove(&conn).map(|c| *c)
     }
 
     /// Arms a timer. In a cluster transaction it waits with the transaction's other
