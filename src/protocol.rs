@@ -569,6 +569,9 @@ impl EndReason {
 }
 
 /// Sequenced application messages from the server. Tagged by `"type"`.
+// A call's details are boxed (the JSON is the same): they are three times the size of any
+// other variant, and every message a session keeps for replay, or has queued for its
+// socket, would otherwise take that much room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(all(test, not(target_arch = "wasm32")), derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -577,15 +580,15 @@ pub enum ServerMsg {
     /// between the two people (then `existing: true`).
     CallCreated {
         re: u64,
-        call: CallInfo,
+        call: Box<CallInfo>,
         existing: bool,
     },
     /// Someone is calling this user.
-    IncomingCall { call: CallInfo },
+    IncomingCall { call: Box<CallInfo> },
     /// The call became active, or this session rejoined it. Carries this participant's
     /// rejoin token (single use; store it for a reload).
     CallStarted {
-        call: CallInfo,
+        call: Box<CallInfo>,
         rejoin_token: String,
         /// True when this is the answer to a rejoin.
         rejoined: bool,

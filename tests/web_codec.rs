@@ -327,20 +327,20 @@ fn every_server_frame() -> Vec<ServerFrame> {
             1,
             ServerMsg::CallCreated {
                 re: 1,
-                call: call_info(Some(md.clone()), None),
+                call: Box::new(call_info(Some(md.clone()), None)),
                 existing: false,
             },
         ),
         msg(
             2,
             ServerMsg::IncomingCall {
-                call: call_info(None, Some(77)),
+                call: Box::new(call_info(None, Some(77))),
             },
         ),
         msg(
             3,
             ServerMsg::CallStarted {
-                call: call_info(None, None),
+                call: Box::new(call_info(None, None)),
                 rejoin_token: "ab".repeat(32),
                 rejoined: true,
             },
@@ -973,12 +973,14 @@ impl Gen {
         match self.below(11) {
             0 => ServerMsg::CallCreated {
                 re: self.int(),
-                call: self.call(),
+                call: Box::new(self.call()),
                 existing: self.coin(),
             },
-            1 => ServerMsg::IncomingCall { call: self.call() },
+            1 => ServerMsg::IncomingCall {
+                call: Box::new(self.call()),
+            },
             2 => ServerMsg::CallStarted {
-                call: self.call(),
+                call: Box::new(self.call()),
                 rejoin_token: self.string(),
                 rejoined: self.coin(),
             },

@@ -530,14 +530,14 @@ fn server_msg(b: &JsValue) -> Decoded<ServerMsg> {
     Ok(match text(b, "type")?.as_str() {
         "call-created" => ServerMsg::CallCreated {
             re: num(b, "re")?,
-            call: call_info_at(b, "call")?,
+            call: Box::new(call_info_at(b, "call")?),
             existing: flag(b, "existing")?,
         },
         "incoming-call" => ServerMsg::IncomingCall {
-            call: call_info_at(b, "call")?,
+            call: Box::new(call_info_at(b, "call")?),
         },
         "call-started" => ServerMsg::CallStarted {
-            call: call_info_at(b, "call")?,
+            call: Box::new(call_info_at(b, "call")?),
             rejoin_token: text(b, "rejoin_token")?,
             rejoined: flag(b, "rejoined")?,
         },

@@ -125,7 +125,7 @@ fn a_call_started_with_someone_ends_the_other_call_with_them_here() {
     started.state = CallState::Active;
     started.callee.link = LinkState::Connected;
     let body = ServerMsg::CallStarted {
-        call: started,
+        call: Box::new(started),
         rejoin_token: "token".into(),
         rejoined: false,
     };
@@ -155,7 +155,7 @@ fn an_invite_answered_with_another_call_than_the_one_ringing_ends_that_one_here(
         .expect("no call with cat yet");
     let link = e.current_link().expect("welcomed");
     let incoming = ServerMsg::IncomingCall {
-        call: ringing_for_me("c1", "cat"),
+        call: Box::new(ringing_for_me("c1", "cat")),
     };
     e.handle_frame(
         link,
@@ -174,7 +174,7 @@ fn an_invite_answered_with_another_call_than_the_one_ringing_ends_that_one_here(
     mine.callee.link = LinkState::Pending;
     let answer = ServerMsg::CallCreated {
         re,
-        call: mine,
+        call: Box::new(mine),
         existing: false,
     };
     e.handle_frame(

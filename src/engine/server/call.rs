@@ -158,13 +158,18 @@ impl<S: Store> ServerEngine<S> {
             sid,
             ServerMsg::CallCreated {
                 re: seq,
-                call: info,
+                call: Box::new(info),
                 existing: false,
             },
         );
         for callee_sid in callee_sessions {
             let info = self.info_for(&id, callee_sid);
-            self.push(callee_sid, ServerMsg::IncomingCall { call: info });
+            self.push(
+                callee_sid,
+                ServerMsg::IncomingCall {
+                    call: Box::new(info),
+                },
+            );
         }
         self.broadcast_presence(&caller, now);
         self.broadcast_presence(&callee, now);
@@ -213,7 +218,7 @@ impl<S: Store> ServerEngine<S> {
             self.push(
                 caller_sid,
                 ServerMsg::CallStarted {
-                    call: info,
+                    call: Box::new(info),
                     rejoin_token: caller_token.token,
                     rejoined: false,
                 },
@@ -223,7 +228,7 @@ impl<S: Store> ServerEngine<S> {
         self.push(
             sid,
             ServerMsg::CallStarted {
-                call: info,
+                call: Box::new(info),
                 rejoin_token: callee_token.token,
                 rejoined: false,
             },

@@ -61,7 +61,7 @@ impl<S: Store> ServerEngine<S> {
             sid,
             ServerMsg::CallCreated {
                 re: seq,
-                call: info,
+                call: Box::new(info),
                 existing: true,
             },
         );
@@ -70,7 +70,7 @@ impl<S: Store> ServerEngine<S> {
             self.push(
                 sid,
                 ServerMsg::CallStarted {
-                    call: info,
+                    call: Box::new(info),
                     rejoin_token: token,
                     rejoined: true,
                 },
@@ -153,7 +153,7 @@ impl<S: Store> ServerEngine<S> {
             sid,
             ServerMsg::CallCreated {
                 re: seq,
-                call: info,
+                call: Box::new(info),
                 existing: false,
             },
         );

@@ -102,7 +102,7 @@ impl<S: Store> ServerEngine<S> {
         self.push(
             sid,
             ServerMsg::CallStarted {
-                call: info,
+                call: Box::new(info),
                 rejoin_token: rotated.token,
                 rejoined: true,
             },
