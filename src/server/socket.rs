@@ -683,6 +683,7 @@ async fn await_close_answer(io: &TcpStream, reader: &mut FrameReader) {
 /// A socket taken over from HTTP and known to the engine.
 struct Opened {
     stream: TrackedStream,
+    actor: ActorTx,
     conn: ConnId,
     mailbox: Arc<Mailbox>,
     reader: FrameReader,
@@ -697,7 +698,7 @@ struct Opened {
 /// none of this is kept in the socket's.
 async fn open(
     on_upgrade: hyper::upgrade::OnUpgrade,
-    actor: &ActorTx,
+    actor: ActorTx,
     ip: Option<IpAddr>,
     max: usize,
 ) -> Option<Opened> {
@@ -717,10 +718,11 @@ async fn open(
     let mut reader = FrameReader::new(max.saturating_mul(4).max(64 * 1024));
     let mut pongs = Vec::new();
     let read = feed(&mut reader, &parts.read_buf, &mut pongs, &mut |m| {
-        hand_to_engine(actor, conn, max, m)
+        hand_to_engine(&actor, conn, max, m)
     });
     Some(Opened {
         stream: parts.io.into_inner(),
+        actor,
         conn,
         mailbox,
         reader,
@@ -766,19 +768,21 @@ fn serve_socket(
     max: usize,
     ip: Option<IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send {
+    // Made here, so the future keeps only the box of what the opening needs.
+    let opening = Box::pin(open(on_upgrade, actor, ip, max));
     async move {
         let Some(Opened {
             mut stream,
+            actor,
             conn,
             mailbox,
             mut reader,
             mut pongs,
             mut read,
-        }) = Box::pin(open(on_upgrade, &actor, ip, max)).await
+        }) = opening.await
         else {
             return;
         };
-        let mut on = |m: Incoming| hand_to_engine(&actor, conn, max, m);
         // Which of the two is looked at first alternates, so a busy mailbox cannot
         // starve the reading, nor a busy client the writing.
         let mut mailbox_first = true;
@@ -818,7 +822,9 @@ fn serve_socket(
                 }
             }
             mailbox_first = !mailbox_first;
-            let wake = std::future::poll_fn(|cx| {
+            // The match ends before the write is awaited, so the future keeps no room
+            // for what woke it.
+            let batch = match std::future::poll_fn(|cx| {
                 if mailbox_first {
                     if let Poll::Ready(batch) = mailbox.poll_batch(cx) {
                         return Poll::Ready(Wake::Batch(batch));
@@ -829,24 +835,26 @@ fn serve_socket(
                 }
                 mailbox.poll_batch(cx).map(Wake::Batch)
             })
-            .await;
-            match wake {
+            .await
+            {
                 Wake::Readable(Ok(())) => {
-                    read = read_ready(&stream.io, &mut reader, &mut pongs, &mut on);
+                    read = read_ready(&stream.io, &mut reader, &mut pongs, &mut |m| {
+                        hand_to_engine(&actor, conn, max, m)
+                    });
+                    continue;
                 }
                 Wake::Readable(Err(_)) => break Ending::Gone,
                 // The engine let go of this socket (shutdown, or it stopped): going away.
                 Wake::Batch(None) => break Ending::Close(CLOSE_GOING_AWAY),
-                Wake::Batch(Some(batch)) => {
-                    // One write for the batch.
-                    let (out, close) = encode_batch(batch);
-                    if stream.io.write_all(&out).await.is_err() {
-                        break Ending::Gone;
-                    }
-                    if let Some(code) = close {
-                        break Ending::Close(code);
-                    }
-                }
+                Wake::Batch(Some(batch)) => batch,
+            };
+            // One write for the batch.
+            let (out, close) = encode_batch(batch);
+            if stream.io.write_all(&out).await.is_err() {
+                break Ending::Gone;
+            }
+            if let Some(code) = close {
+                break Ending::Close(code);
             }
         };
         let _ = actor.send(Cmd::Closed(conn));
