@@ -56,8 +56,8 @@ async fn storm_half_open_recovers_everything() {
     assert_eq!(r.server_superseded, Some(SESSIONS as u64), "{r:#?}");
 }
 
-/// The proxy in worker processes, as for 10,000 sessions under a 20,000 open-files
-/// limit.
+/// The drops made in the proxy, run in worker processes (as for 10,000 sessions under a
+/// 20,000 open-files limit), instead of at the clients' own sockets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_through_proxy_worker_processes_recovers_everything() {
     let settings = Settings {
@@ -65,9 +65,12 @@ async fn storm_through_proxy_worker_processes_recovers_everything() {
             bin: env!("CARGO_BIN_EXE_holdfast-load").into(),
             count: 2,
         }),
+        drops_in_proxy: true,
         ..Settings::quick(SESSIONS)
     };
-    storm_with(DropMode::HalfOpen, settings).await;
+    let r = storm_with(DropMode::HalfOpen, settings).await;
+    assert_eq!(r.drops_at, "proxy", "{r:#?}");
+    assert_eq!(r.server_superseded, Some(SESSIONS as u64), "{r:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

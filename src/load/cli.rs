@@ -79,6 +79,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub proxy_workers: Option<usize>,
 
+    /// Storms: drop the links in a TCP proxy between the clients and the server (a
+    /// middlebox breaking them) instead of at the clients' own sockets. The proxy's
+    /// second TCP hop costs about as much CPU as the server. A cluster storm (`--nodes`
+    /// above 1) always goes through it, as its load balancer.
+    #[arg(long, global = true)]
+    pub drops_in_proxy: bool,
+
     /// An extra flag for the started server (repeatable), e.g.
     /// `--server-arg=--heartbeat-timeout=3s`.
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
@@ -291,6 +298,7 @@ impl Cli {
             resume_timeout: self.resume_timeout,
             iterations: self.iterations.max(1),
             proxy_workers,
+            drops_in_proxy: self.drops_in_proxy,
             hostile: self.hostile,
             hostile_rate: self.hostile_rate,
             relay_window: self.relay_window,
@@ -405,7 +413,14 @@ impl Cli {
             );
             report.dead_link = Some(dead_link(&spec, &settings).await?);
         }
-        if let Some(w) = &settings.proxy_workers {
+        // A one-process storm without `--drops-in-proxy` starts no proxy.
+        let storm_only_direct =
+            matches!(figure, Figure::Storm { nodes: 1 }) && !settings.drops_in_proxy;
+        if let Some(w) = settings
+            .proxy_workers
+            .as_ref()
+            .filter(|_| !storm_only_direct)
+        {
             eprintln!(
                 "holdfast-load: proxy in {} worker processes (open-files limit {nofile_limit})",
                 w.count

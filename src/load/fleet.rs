@@ -5,6 +5,7 @@
 use super::report::Delivery;
 use super::session::{self, Note, Phase, SessionResult, SessionSpec, Shared};
 use super::settings::Settings;
+use crate::native::LinkBreak;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,6 +66,7 @@ impl Tally {
 pub(super) struct Fleet {
     pub(super) n: usize,
     phase: watch::Sender<Phase>,
+    breaks: watch::Sender<Option<LinkBreak>>,
     notes: mpsc::UnboundedReceiver<Note>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<SessionResult>>,
@@ -81,9 +83,11 @@ impl Fleet {
     ) -> io::Result<Fleet> {
         let n = settings.sessions.max(2).div_ceil(2) * 2;
         let (phase_tx, phase_rx) = watch::channel(Phase::Connect);
+        let (breaks_tx, breaks_rx) = watch::channel(None);
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             phase: phase_rx,
+            breaks: breaks_rx,
             notes: notes_tx,
             sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
             in_order: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -93,6 +97,7 @@ impl Fleet {
         let mut fleet = Fleet {
             n,
             phase: phase_tx,
+            breaks: breaks_tx,
             notes: notes_rx,
             shared,
             tasks: Vec::with_capacity(n),
@@ -145,6 +150,12 @@ impl Fleet {
 
     pub(super) fn set(&self, phase: Phase) {
         let _ = self.phase.send(phase);
+    }
+
+    /// Every session breaks its own socket `how` (no proxy). Returns how many were told.
+    pub(super) fn break_links(&self, how: LinkBreak) -> usize {
+        let _ = self.breaks.send(Some(how));
+        self.n
     }
 
     /// Absorbs notes until `done` holds (true) or `until` passes (false).

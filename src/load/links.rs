@@ -1,5 +1,6 @@
 //! The proxies between the sessions and the server, through which links are dropped:
-//! one in this process, or shards in worker processes.
+//! one in this process, or shards in worker processes; or none, for a storm whose
+//! clients break their own sockets.
 
 use super::host::{self, Who};
 use super::proxy::{Action, Proxy, Traffic};
@@ -13,6 +14,10 @@ use std::time::Duration;
 pub(super) enum Links {
     Local(Proxy),
     Remote(Vec<RemoteProxy>),
+    /// No proxy: the sessions connect to the server itself and break their own sockets
+    /// ([`crate::native::NativeClient::break_link`]); nothing here can drop or
+    /// blackhole a link, and the traffic is what the clients' sockets counted.
+    Direct(std::net::SocketAddr),
 }
 
 impl Links {
@@ -44,6 +49,7 @@ impl Links {
         let addr = match self {
             Links::Local(p) => p.addr(),
             Links::Remote(shards) => shards[idx % shards.len()].addr(),
+            Links::Direct(addr) => *addr,
         };
         format!("ws://{addr}{path}")
     }
@@ -52,6 +58,7 @@ impl Links {
     pub(super) async fn apply_all(&self, action: Action) -> usize {
         match self {
             Links::Local(p) => p.apply_all(action),
+            Links::Direct(_) => 0,
             Links::Remote(shards) => {
                 let asks = shards.iter().map(|s| s.apply_all(action));
                 futures_util::future::join_all(asks)
@@ -66,6 +73,7 @@ impl Links {
     pub(super) async fn set_blackhole_new(&self, on: bool) {
         match self {
             Links::Local(p) => p.set_blackhole_new(on),
+            Links::Direct(_) => {}
             Links::Remote(shards) => {
                 let asks = shards.iter().map(|s| s.set_blackhole_new(on));
                 futures_util::future::join_all(asks).await;
@@ -76,6 +84,15 @@ impl Links {
     pub(super) async fn traffic(&self) -> Traffic {
         match self {
             Links::Local(p) => p.traffic(),
+            Links::Direct(_) => {
+                let t = crate::native::socket_traffic();
+                Traffic {
+                    bytes_up: t.bytes_up,
+                    bytes_down: t.bytes_down,
+                    chunks_up: t.writes_up,
+                    chunks_down: t.reads_down,
+                }
+            }
             Links::Remote(shards) => {
                 let mut sum = Traffic::default();
                 for s in shards {
@@ -91,6 +108,7 @@ impl Links {
     pub(super) async fn slowest_upstream_connect(&self) -> Duration {
         match self {
             Links::Local(p) => p.slowest_upstream_connect(),
+            Links::Direct(_) => Duration::ZERO,
             Links::Remote(shards) => {
                 let mut max = Duration::ZERO;
                 for s in shards {
@@ -104,7 +122,7 @@ impl Links {
     /// CPU time of the proxy workers alone.
     pub(super) fn workers_cpu(&self) -> Duration {
         match self {
-            Links::Local(_) => Duration::ZERO,
+            Links::Local(_) | Links::Direct(_) => Duration::ZERO,
             Links::Remote(shards) => shards
                 .iter()
                 .filter_map(|s| host::cpu_time(Who::Process(s.pid())))
@@ -115,6 +133,7 @@ impl Links {
     pub(super) async fn shutdown(self) {
         match self {
             Links::Local(p) => p.shutdown().await,
+            Links::Direct(_) => {}
             Links::Remote(shards) => {
                 futures_util::future::join_all(shards.into_iter().map(RemoteProxy::shutdown)).await;
             }

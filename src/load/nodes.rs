@@ -72,6 +72,22 @@ impl Nodes {
         Self::over(vec![server], settings).await
     }
 
+    /// One process of `spec` with no proxy in front: its sessions break their own
+    /// sockets (a storm's drops; see [`Links::Direct`]).
+    pub async fn direct(spec: &ServerSpec) -> io::Result<Nodes> {
+        let server = Server::start(spec).await?;
+        Ok(Nodes {
+            links: vec![Links::Direct(server.addr)],
+            path: server.path.clone(),
+            servers: vec![server],
+        })
+    }
+
+    /// True when the sessions break their own sockets (no proxy).
+    pub fn direct_links(&self) -> bool {
+        self.links.iter().all(|l| matches!(l, Links::Direct(_)))
+    }
+
     /// Starts `k` processes of `spec` (which must name a Redis store) as cluster nodes,
     /// and their links.
     pub async fn start(spec: &ServerSpec, k: usize, settings: &Settings) -> io::Result<Nodes> {

@@ -36,8 +36,11 @@ pub struct StormReport {
     pub sessions: usize,
     pub calls: usize,
     pub rate_per_session: f64,
-    /// Proxy connections dropped at once.
+    /// Links dropped at once.
     pub links_dropped: usize,
+    /// Where they were dropped: `clients` (each client broke its own socket) or
+    /// `proxy` (a TCP proxy between the clients and the server).
+    pub drops_at: &'static str,
     /// Sessions that resumed with nothing lost (`Resumed { recovered: true }`).
     pub recovered: usize,
     pub recovered_fraction: f64,
@@ -485,9 +488,10 @@ impl Report {
             for s in &self.storms {
                 let _ = writeln!(
                     out,
-                    "  {} {}: {} msgs sent, {} delivered{}, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links; CPU during the {} ms resume: server {}, tool {}; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
+                    "  {} {} (dropped at the {}): {} msgs sent, {} delivered{}, {} reordered; server: {} resumes, {} resume failures, {} superseded, {} dead links; CPU during the {} ms resume: server {}, tool {}; listen overflows {}; slowest proxy→server connect {:.0} ms; server fds at the end {}; tool RSS/session {}",
                     s.sessions,
                     s.mode.as_str(),
+                    s.drops_at,
                     s.delivery.msgs_sent,
                     s.delivery.msgs_delivered,
                     if s.delivery.drained {

@@ -3,7 +3,7 @@
 //! every payload of its partner arrives exactly once and in order.
 
 use crate::engine::client::{CallPhase, ClientConfig, Event};
-use crate::native::NativeClient;
+use crate::native::{LinkBreak, NativeClient};
 use crate::protocol::{CallId, ErrorCode};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +50,9 @@ pub(crate) enum Note {
 /// State shared by the coordinator and all sessions of a run.
 pub(crate) struct Shared {
     pub phase: watch::Receiver<Phase>,
+    /// Set once, when every session is to break its own socket this way (a storm
+    /// without a proxy).
+    pub breaks: watch::Receiver<Option<LinkBreak>>,
     pub notes: mpsc::UnboundedSender<Note>,
     /// Payloads each session has handed to its engine.
     pub sent: Vec<AtomicU64>,
@@ -153,6 +156,9 @@ pub(crate) async fn run(spec: SessionSpec, shared: Arc<Shared>) -> SessionResult
     let mut client = NativeClient::start(&spec.url, config, Vec::new());
     let mut phase_rx = shared.phase.clone();
     let mut phase = *phase_rx.borrow_and_update();
+    let mut breaks_rx = shared.breaks.clone();
+    breaks_rx.mark_unchanged();
+    let mut breaks_open = true;
     let mut st = State {
         idx: spec.idx,
         call: None,
@@ -198,6 +204,16 @@ pub(crate) async fn run(spec: SessionSpec, shared: Arc<Shared>) -> SessionResult
                 phase = next;
                 if phase == Phase::Stop {
                     break;
+                }
+            }
+            changed = breaks_rx.changed(), if breaks_open => {
+                match changed {
+                    Ok(()) => {
+                        if let Some(how) = *breaks_rx.borrow_and_update() {
+                            client.break_link(how);
+                        }
+                    }
+                    Err(_) => breaks_open = false,
                 }
             }
             _ = ticker.tick(), if sending => {

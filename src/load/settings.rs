@@ -33,6 +33,11 @@ pub struct Settings {
     /// Run the proxy in worker processes (for runs whose sockets do not fit in this
     /// process's open-files limit) instead of in this process.
     pub proxy_workers: Option<ProxyWorkers>,
+    /// A one-process storm drops its links in a TCP proxy between the clients and the
+    /// server instead of having each client break its own socket (the proxy's second
+    /// TCP hop costs about as much CPU as the server; a cluster storm always uses it,
+    /// as its load balancer).
+    pub drops_in_proxy: bool,
     /// Hostile clients flooding the server during the storm (0: none).
     pub hostile: usize,
     /// Messages per second each hostile client sends.
@@ -64,6 +69,7 @@ impl Default for Settings {
             setup_timeout: Duration::from_secs(120),
             iterations: 200,
             proxy_workers: None,
+            drops_in_proxy: false,
             hostile: 0,
             hostile_rate: 200,
             relay_window: Duration::from_secs(10),

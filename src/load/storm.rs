@@ -13,7 +13,7 @@ use super::report::{ResumeTimes, StormReport};
 use super::session::Phase;
 use super::settings::Settings;
 use super::target::{delta, metric, ServerSpec};
-use crate::native::now_ms;
+use crate::native::{now_ms, LinkBreak};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io;
@@ -51,6 +51,15 @@ impl DropMode {
             DropMode::HalfOpen => Action::HalfOpen,
         }
     }
+
+    /// The same drop made by the client at its own socket.
+    fn link_break(self) -> LinkBreak {
+        match self {
+            DropMode::Clean => LinkBreak::Close,
+            DropMode::Reset => LinkBreak::Reset,
+            DropMode::HalfOpen => LinkBreak::HalfOpen,
+        }
+    }
 }
 
 /// Drops every link of `settings.sessions` paired sessions at once and measures the
@@ -61,7 +70,11 @@ pub async fn storm(
     mode: DropMode,
 ) -> io::Result<StormReport> {
     let started = Instant::now();
-    let nodes = Nodes::one(spec, settings).await?;
+    let nodes = if settings.drops_in_proxy {
+        Nodes::one(spec, settings).await?
+    } else {
+        Nodes::direct(spec).await?
+    };
     let result = storm_on(&nodes, settings, mode, started).await;
     nodes.shutdown().await;
     result
@@ -136,7 +149,11 @@ async fn storm_on(
     fleet.absorb_pending();
     let drop_at = now_ms();
     fleet.tally.since = drop_at;
-    let links_dropped = nodes.apply_all(mode.action()).await;
+    let links_dropped = if nodes.direct_links() {
+        fleet.break_links(mode.link_break())
+    } else {
+        nodes.apply_all(mode.action()).await
+    };
     let resume_deadline = TokioInstant::now() + settings.resume_timeout;
     fleet.wait(resume_deadline, |t| t.resumed_count >= n).await;
     let cpu_after = nodes.cpu_time();
@@ -176,6 +193,11 @@ async fn storm_on(
         calls: n / 2,
         rate_per_session: settings.rate,
         links_dropped,
+        drops_at: if nodes.direct_links() {
+            "clients"
+        } else {
+            "proxy"
+        },
         recovered,
         recovered_fraction: recovered as f64 / n as f64,
         resume: ResumeTimes::of(&times, n),

@@ -17,18 +17,31 @@
 //! 128 KiB is zero-filled on every read, so it would cost 128 KiB of resident memory per
 //! client (over a gigabyte for 10,000 clients). Larger frames still arrive whole. Like a
 //! browser's sockets they set `TCP_NODELAY`.
+//!
+//! A link can be broken from the client's side the ways networks break them
+//! ([`NativeClient::break_link`]), and every socket counts its bytes
+//! ([`socket_traffic`]): the load tool's storms need no proxy between the clients and
+//! the server, whose second TCP hop took more CPU than the server itself.
+
+mod counted;
+
+pub use counted::{socket_traffic, SocketTraffic};
 
 use crate::engine::client::{
     ClientConfig, ClientEngine, Event, Io, LinkId, ProbeResult, RejoinRecord, StorageOp,
 };
 use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame, ProbeAnswer};
+use counted::Counted;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
 
 /// Read chunk of each client socket (frames of any allowed size still arrive whole).
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -45,17 +58,33 @@ pub fn now_ms() -> u64 {
 
 type EngineFn = Box<dyn FnOnce(&mut ClientEngine, u64) + Send>;
 
+/// How [`NativeClient::break_link`] breaks the current socket. The engine sees the link
+/// close at once in every case; what differs is what the server sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkBreak {
+    /// A clean TCP close (FIN), as a NAT that says goodbye would make.
+    Close,
+    /// A reset (RST): `SO_LINGER` 0, then the socket is closed.
+    Reset,
+    /// Nothing at all: the socket stays open and silent, so the server's side is
+    /// half-open and the server learns of the drop only from the resume (or its
+    /// heartbeat timeout). What the server sends is read and discarded, as bytes sent
+    /// into a dead link vanish, until the server closes it.
+    HalfOpen,
+}
+
 enum Cmd {
     With(EngineFn),
     KillLink,
     FreezeLink,
+    BreakLink(LinkBreak),
     SendRaw(String),
     Records(oneshot::Sender<Vec<RejoinRecord>>),
     Stop(oneshot::Sender<()>),
 }
 
 enum LinkEvent {
-    Opened(LinkId, mpsc::UnboundedSender<Message>, Vec<JoinHandle<()>>),
+    Opened(LinkId, OpenedLink),
     /// The socket did not open; what its upgrade answer says about the endpoint.
     Failed(LinkId, ProbeResult),
     Text(LinkId, Utf8Bytes),
@@ -63,8 +92,17 @@ enum LinkEvent {
     Closed(LinkId),
 }
 
+/// A socket's handles, as its task hands them to the driver.
+struct OpenedLink {
+    writer: mpsc::UnboundedSender<Message>,
+    breaker: oneshot::Sender<LinkBreak>,
+    task: JoinHandle<()>,
+}
+
 struct Link {
     writer: mpsc::UnboundedSender<Message>,
+    /// Tells the socket's task how to break it (taken when used).
+    breaker: Option<oneshot::Sender<LinkBreak>>,
     tasks: Vec<JoinHandle<()>>,
     /// Half-open emulation: nothing goes in or out, and the socket stays open.
     frozen: bool,
@@ -178,6 +216,12 @@ impl NativeClient {
         let _ = self.cmd.send(Cmd::FreezeLink);
     }
 
+    /// Breaks the current socket the way `how` says, from the client's side; the
+    /// engine sees the link close at once and reconnects.
+    pub fn break_link(&self, how: LinkBreak) {
+        let _ = self.cmd.send(Cmd::BreakLink(how));
+    }
+
     /// Sends a raw text frame on the current socket (bad-input tests).
     pub fn send_raw(&self, text: impl Into<String>) {
         let _ = self.cmd.send(Cmd::SendRaw(text.into()));
@@ -247,6 +291,20 @@ impl Driver {
                                 if let Some(link) = self.links.get_mut(&id) { link.frozen = true; }
                             }
                         }
+                        Cmd::BreakLink(how) => {
+                            if let Some(id) = self.engine.current_link() {
+                                if let Some(mut link) = self.links.remove(&id) {
+                                    if let Some(breaker) = link.breaker.take() {
+                                        let _ = breaker.send(how);
+                                    }
+                                    if how == LinkBreak::HalfOpen {
+                                        // Its task holds the socket open; stopped with the client.
+                                        self.zombies.push(link);
+                                    }
+                                }
+                                self.engine.handle_close(id, now_ms());
+                            }
+                        }
                         Cmd::SendRaw(text) => {
                             if let Some(link) = self.engine.current_link().and_then(|id| self.links.get(&id)) {
                                 let _ = link.writer.send(Message::Text(text.into()));
@@ -256,7 +314,7 @@ impl Driver {
                             let _ = reply.send(self.storage.values().cloned().collect());
                         }
                         Cmd::Stop(reply) => {
-                            for (_, link) in self.links.drain() {
+                            for link in self.links.drain().map(|(_, l)| l).chain(self.zombies.drain(..)) {
                                 for t in link.tasks { t.abort(); }
                             }
                             let _ = reply.send(());
@@ -268,12 +326,17 @@ impl Driver {
                     let Some(ev) = ev else { break };
                     let now = now_ms();
                     match ev {
-                        LinkEvent::Opened(id, writer, tasks) => {
+                        LinkEvent::Opened(id, opened) => {
                             if self.engine.current_link() == Some(id) {
-                                self.links.insert(id, Link { writer, tasks, frozen: false });
+                                self.links.insert(id, Link {
+                                    writer: opened.writer,
+                                    breaker: Some(opened.breaker),
+                                    tasks: vec![opened.task],
+                                    frozen: false,
+                                });
                                 self.engine.handle_open(id, now);
                             } else {
-                                for t in tasks { t.abort(); }
+                                opened.task.abort();
                             }
                         }
                         LinkEvent::Failed(id, answer) => {
@@ -379,36 +442,87 @@ impl Driver {
     }
 }
 
+/// A client socket: the WebSocket over its counted TCP stream.
+type Socket = WebSocketStream<Counted>;
+
+/// Connects a `ws://` URL's TCP stream (`TCP_NODELAY`, as browsers set on their
+/// sockets). None: unreachable (refused, or not a `ws://host:port` URL).
+async fn connect_tcp(url: &str) -> Option<Counted> {
+    let uri: Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("ws") {
+        return None;
+    }
+    let tcp = TcpStream::connect((uri.host()?, uri.port_u16().unwrap_or(80)))
+        .await
+        .ok()?;
+    tcp.set_nodelay(true).ok()?;
+    Some(Counted(tcp))
+}
+
 async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEvent>) {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-    // TCP_NODELAY, as browsers set on their sockets.
-    let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
-    let ws = match connect.await {
-        Ok((ws, _)) => ws,
-        Err(e) => {
-            let _ = events.send(LinkEvent::Failed(id, upgrade_answer(&e)));
-            return;
-        }
+    let Some(tcp) = connect_tcp(&url).await else {
+        let _ = events.send(LinkEvent::Failed(id, ProbeResult::Unreachable));
+        return;
     };
-    let (tx, rx) = mpsc::unbounded_channel::<Message>();
-    let task = tokio::spawn(serve_link(ws, id, rx, events.clone()));
-    let _ = events.send(LinkEvent::Opened(id, tx, vec![task]));
+    let ws =
+        match tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config)).await {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                let _ = events.send(LinkEvent::Failed(id, upgrade_answer(&e)));
+                return;
+            }
+        };
+    let (writer, rx) = mpsc::unbounded_channel::<Message>();
+    let (breaker, breaks) = oneshot::channel();
+    let task = tokio::spawn(serve_link(ws, id, rx, breaks, events.clone()));
+    let _ = events.send(LinkEvent::Opened(
+        id,
+        OpenedLink {
+            writer,
+            breaker,
+            task,
+        },
+    ));
+}
+
+/// Breaks `ws` from the client's side (see [`LinkBreak`]); returns once the socket may
+/// be dropped.
+async fn break_socket(mut ws: Socket, how: LinkBreak) {
+    let tcp = socket2::SockRef::from(&ws.get_ref().0);
+    match how {
+        LinkBreak::Close => {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+        }
+        LinkBreak::Reset => {
+            let _ = tcp.set_linger(Some(Duration::ZERO));
+        }
+        LinkBreak::HalfOpen => while let Some(Ok(_)) = ws.next().await {},
+    }
 }
 
 /// One open socket: reads until it ends and writes what the driver queues. After a
 /// close is written (or the driver let go of the link), it only reads, until the
 /// server's answering close or the end of the socket.
-async fn serve_link<S>(
-    mut ws: tokio_tungstenite::WebSocketStream<S>,
+async fn serve_link(
+    mut ws: Socket,
     id: LinkId,
     mut rx: mpsc::UnboundedReceiver<Message>,
+    mut breaks: oneshot::Receiver<LinkBreak>,
     events: mpsc::UnboundedSender<LinkEvent>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) {
     let mut writing = true;
+    let mut breakable = true;
     loop {
         tokio::select! {
+            how = &mut breaks, if breakable => {
+                match how {
+                    // The driver already counts the link as closed.
+                    Ok(how) => return break_socket(ws, how).await,
+                    // The driver let go of the link without breaking it.
+                    Err(_) => breakable = false,
+                }
+            }
             out = rx.recv(), if writing => {
                 let Some(msg) = out else {
                     writing = false;
