@@ -61,6 +61,12 @@ impl<M> Outbox<M> {
     /// handled of the peer's messages right now (sent along with it). Returns its seq.
     pub fn push(&mut self, ack: u64, msg: M) -> u64 {
         self.last_seq += 1;
+        if self.unacked.capacity() == 0 {
+            // Room for two: what a session usually has unacknowledged at once (an
+            // invite's answer and the call's start), where the first push would take
+            // four.
+            self.unacked.reserve_exact(2);
+        }
         self.unacked.push_back(Unacked {
             seq: self.last_seq,
             ack,
