@@ -120,6 +120,8 @@ impl Fleet {
             for idx in started..end {
                 let spec = SessionSpec {
                     idx,
+                    source: (!settings.client_sources.is_empty())
+                        .then(|| settings.client_sources[idx % settings.client_sources.len()]),
                     user: format!("{prefix}-{idx}"),
                     peer: format!("{prefix}-{}", idx ^ 1),
                     caller: idx % 2 == 0,

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionSpec {
     pub idx: usize,
+    /// The address its sockets are bound to (None: the kernel's choice).
+    pub source: Option<std::net::IpAddr>,
     pub user: String,
     pub peer: String,
     pub caller: bool,
@@ -153,7 +155,7 @@ pub(crate) async fn run(spec: SessionSpec, shared: Arc<Shared>) -> SessionResult
     let mut config = ClientConfig::new(spec.user.clone());
     // Distinct jitter per client, as distinct browsers have.
     config.seed = 0x5eed ^ (spec.idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut client = NativeClient::start(&spec.url, config, Vec::new());
+    let mut client = NativeClient::start_from(&spec.url, spec.source, config, Vec::new());
     let mut phase_rx = shared.phase.clone();
     let mut phase = *phase_rx.borrow_and_update();
     let mut breaks_rx = shared.breaks.clone();

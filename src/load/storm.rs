@@ -17,6 +17,7 @@ use crate::native::{now_ms, LinkBreak};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
@@ -62,6 +63,14 @@ impl DropMode {
     }
 }
 
+/// The loopback addresses a storm without the proxy spreads its clients over (see
+/// [`Settings::client_sources`]); the server it starts exempts them from its per-IP
+/// limits, as it does 127.0.0.1. A running server (`--target`) gets its clients from
+/// 127.0.0.1 only.
+fn client_sources() -> Vec<IpAddr> {
+    (1..=16).map(|i| IpAddr::from([127, 0, 1, i])).collect()
+}
+
 /// Drops every link of `settings.sessions` paired sessions at once and measures the
 /// resume. See the [module documentation](self).
 pub async fn storm(
@@ -70,12 +79,30 @@ pub async fn storm(
     mode: DropMode,
 ) -> io::Result<StormReport> {
     let started = Instant::now();
-    let nodes = if settings.drops_in_proxy {
-        Nodes::one(spec, settings).await?
-    } else {
-        Nodes::direct(spec).await?
+    let (nodes, settings) = match spec {
+        _ if settings.drops_in_proxy => (Nodes::one(spec, settings).await?, settings.clone()),
+        ServerSpec::Spawn { bin, args } => {
+            let sources = client_sources();
+            let exempt = ["127.0.0.1".to_owned(), "::1".to_owned()]
+                .into_iter()
+                .chain(sources.iter().map(IpAddr::to_string))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut args = args.clone();
+            args.push(format!("--per-ip-exempt={exempt}"));
+            let spec = ServerSpec::Spawn {
+                bin: bin.clone(),
+                args,
+            };
+            let settings = Settings {
+                client_sources: sources,
+                ..settings.clone()
+            };
+            (Nodes::direct(&spec).await?, settings)
+        }
+        ServerSpec::Target { .. } => (Nodes::direct(spec).await?, settings.clone()),
     };
-    let result = storm_on(&nodes, settings, mode, started).await;
+    let result = storm_on(&nodes, &settings, mode, started).await;
     nodes.shutdown().await;
     result
 }

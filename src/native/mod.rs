@@ -34,8 +34,9 @@ use crate::protocol::{decode_server, encode, BadFrame, CallId, ClientFrame, Prob
 use counted::Counted;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::http::Uri;
@@ -125,10 +126,24 @@ impl NativeClient {
     /// Starts a client for `url` (e.g. `ws://127.0.0.1:8080/ws`) with rejoin records as
     /// a reloaded page would find them in storage, and connects.
     pub fn start(url: &str, config: ClientConfig, records: Vec<RejoinRecord>) -> Self {
+        Self::start_from(url, None, config, records)
+    }
+
+    /// [`NativeClient::start`], with every socket bound to `source` (a loopback address
+    /// other than 127.0.0.1, say): thousands of clients on one machine, each from the
+    /// same address to the same server, leave the kernel searching a crowded port space
+    /// for every new connection, while real clients come from many addresses.
+    pub fn start_from(
+        url: &str,
+        source: Option<IpAddr>,
+        config: ClientConfig,
+        records: Vec<RejoinRecord>,
+    ) -> Self {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = Driver {
             url: url.to_owned(),
+            source,
             engine: ClientEngine::new(config),
             links: HashMap::new(),
             probe_answers: HashMap::new(),
@@ -245,6 +260,8 @@ impl NativeClient {
 
 struct Driver {
     url: String,
+    /// The address every socket is bound to (None: the kernel's choice).
+    source: Option<IpAddr>,
     engine: ClientEngine,
     links: HashMap<LinkId, Link>,
     /// What each failed socket's upgrade answer said, for the engine's [`Io::Probe`]:
@@ -378,7 +395,12 @@ impl Driver {
         while let Some(io) = self.engine.poll_io() {
             match io {
                 Io::Open(id) => {
-                    tokio::spawn(open_link(self.url.clone(), id, link_tx.clone()));
+                    tokio::spawn(open_link(
+                        self.url.clone(),
+                        self.source,
+                        id,
+                        link_tx.clone(),
+                    ));
                 }
                 Io::Probe(id) => {
                     // A socket that opened and then closed before the welcome left no
@@ -445,23 +467,44 @@ impl Driver {
 /// A client socket: the WebSocket over its counted TCP stream.
 type Socket = WebSocketStream<Counted>;
 
-/// Connects a `ws://` URL's TCP stream (`TCP_NODELAY`, as browsers set on their
-/// sockets). None: unreachable (refused, or not a `ws://host:port` URL).
-async fn connect_tcp(url: &str) -> Option<Counted> {
+/// Connects a `ws://` URL's TCP stream from `source` if given (`TCP_NODELAY`, as
+/// browsers set on their sockets). None: unreachable (refused, or not a
+/// `ws://host:port` URL).
+async fn connect_tcp(url: &str, source: Option<IpAddr>) -> Option<Counted> {
     let uri: Uri = url.parse().ok()?;
     if uri.scheme_str() != Some("ws") {
         return None;
     }
-    let tcp = TcpStream::connect((uri.host()?, uri.port_u16().unwrap_or(80)))
-        .await
-        .ok()?;
+    let (host, port) = (uri.host()?, uri.port_u16().unwrap_or(80));
+    let tcp = match source {
+        None => TcpStream::connect((host, port)).await.ok()?,
+        Some(ip) => {
+            let to = tokio::net::lookup_host((host, port))
+                .await
+                .ok()?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())?;
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }
+            .ok()?;
+            socket.bind(SocketAddr::new(ip, 0)).ok()?;
+            socket.connect(to).await.ok()?
+        }
+    };
     tcp.set_nodelay(true).ok()?;
     Some(Counted(tcp))
 }
 
-async fn open_link(url: String, id: LinkId, events: mpsc::UnboundedSender<LinkEvent>) {
+async fn open_link(
+    url: String,
+    source: Option<IpAddr>,
+    id: LinkId,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-    let Some(tcp) = connect_tcp(&url).await else {
+    let Some(tcp) = connect_tcp(&url, source).await else {
         let _ = events.send(LinkEvent::Failed(id, ProbeResult::Unreachable));
         return;
     };
