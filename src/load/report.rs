@@ -36,7 +36,7 @@ pub struct StormReport {
     pub sessions: usize,
     pub calls: usize,
     pub rate_per_session: f64,
-    /// Links dropped at once.
+    /// Links dropped at once (at the clients: the sessions told to break theirs).
     pub links_dropped: usize,
     /// Where they were dropped: `clients` (each client broke its own socket) or
     /// `proxy` (a TCP proxy between the clients and the server).

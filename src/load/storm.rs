@@ -3,6 +3,10 @@
 //! many sessions recover, how fast, and whether any payload or call was lost or
 //! doubled. Before the drop it reads the server's resident memory per idle session and
 //! the heartbeat traffic per session.
+//!
+//! One process: each client breaks its own socket ([`crate::native::LinkBreak`]), from
+//! one of 16 loopback addresses; with `--drops-in-proxy`, and always for a cluster, a
+//! TCP proxy between the clients and the servers breaks the links in the middle.
 
 use super::fleet::{fleet_finish, outcome, run_prefix, Fleet};
 use super::host::{self, Who};
@@ -81,7 +85,11 @@ pub async fn storm(
     let started = Instant::now();
     let (nodes, settings) = match spec {
         _ if settings.drops_in_proxy => (Nodes::one(spec, settings).await?, settings.clone()),
-        ServerSpec::Spawn { bin, args } => {
+        // A `--server-arg=--per-ip-exempt=…` of the user's own is kept, with the
+        // clients on 127.0.0.1.
+        ServerSpec::Spawn { bin, args }
+            if !args.iter().any(|a| a.starts_with("--per-ip-exempt")) =>
+        {
             let sources = client_sources();
             let exempt = ["127.0.0.1".to_owned(), "::1".to_owned()]
                 .into_iter()
@@ -100,7 +108,7 @@ pub async fn storm(
             };
             (Nodes::direct(&spec).await?, settings)
         }
-        ServerSpec::Target { .. } => (Nodes::direct(spec).await?, settings.clone()),
+        _ => (Nodes::direct(spec).await?, settings.clone()),
     };
     let result = storm_on(&nodes, &settings, mode, started).await;
     nodes.shutdown().await;

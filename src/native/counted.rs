@@ -28,7 +28,8 @@ pub struct SocketTraffic {
     pub reads_down: u64,
 }
 
-/// The counts so far, summed over every native client socket of this process.
+/// The counts so far, summed over every native client socket of this process (a figure
+/// reading the difference over a window must be the only one running).
 pub fn socket_traffic() -> SocketTraffic {
     SocketTraffic {
         bytes_up: BYTES_UP.load(Ordering::Relaxed),
