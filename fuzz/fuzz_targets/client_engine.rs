@@ -228,19 +228,19 @@ impl World {
                         };
                         ServerMsg::CallCreated {
                             re: u64::from(call % 4),
-                            call: info(call, peer, state, outgoing),
+                            call: Box::new(info(call, peer, state, outgoing)),
                             existing,
                         }
                     }
                     Body::IncomingCall { call, peer } => ServerMsg::IncomingCall {
-                        call: info(call, peer, CallState::Ringing, false),
+                        call: Box::new(info(call, peer, CallState::Ringing, false)),
                     },
                     Body::CallStarted {
                         call,
                         peer,
                         rejoined,
                     } => ServerMsg::CallStarted {
-                        call: info(call, peer, CallState::Active, call % 2 == 0),
+                        call: Box::new(info(call, peer, CallState::Active, call % 2 == 0)),
                         rejoin_token: format!("t{call}"),
                         rejoined,
                     },
