@@ -91,9 +91,12 @@ pub async fn storm(
             if !args.iter().any(|a| a.starts_with("--per-ip-exempt")) =>
         {
             let sources = client_sources();
-            let exempt = ["127.0.0.1".to_owned(), "::1".to_owned()]
-                .into_iter()
-                .chain(sources.iter().map(IpAddr::to_string))
+            // The server's own exemptions (127.0.0.1, ::1), and the clients' addresses.
+            let exempt = crate::server::NetLimits::default()
+                .per_ip_exempt
+                .iter()
+                .chain(&sources)
+                .map(IpAddr::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
             let mut args = args.clone();
